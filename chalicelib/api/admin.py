@@ -1,0 +1,51 @@
+"""Routes of the admin console (operators with roles)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib.api.http import handled, int_param, page_limit, parse_body, principal_of, query
+from chalicelib.api.schemas import AdminLoginBody, RebindBody
+from chalicelib.auth import require_role
+from chalicelib.entities import Role
+from chalicelib.services import accounts, jobs, referrals, team
+
+bp = Blueprint(__name__)
+
+
+@bp.route("/v1/admin/auth/login", methods=["POST"])
+@handled
+def admin_login() -> dict[str, Any]:
+    body = parse_body(bp.current_request, AdminLoginBody)
+    return {"token": accounts.admin_login(body.username, body.password, body.appid)}
+
+
+@bp.route("/v1/admin/users/{uid}/tree", methods=["GET"])
+@handled
+def user_tree(uid: str) -> dict[str, Any]:
+    principal = principal_of(bp.current_request)
+    params = query(bp.current_request)
+    depth = int_param(params, "depth", 3, 1, 3)
+    limit = int_param(params, "limit", 10, 1, 50) if "limit" in params else 10
+    return team.tree(principal, uid, depth, limit, params.get("cursor"))
+
+
+@bp.route("/v1/admin/users/{uid}/rebind", methods=["POST"])
+@handled
+def rebind(uid: str) -> dict[str, Any]:
+    principal = principal_of(bp.current_request)
+    body = parse_body(bp.current_request, RebindBody)
+    user = referrals.rebind(principal, uid, body.parent_id, body.reason)
+    return {**team.user_view(user), "upline": list(user.upline)}
+
+
+@bp.route("/v1/admin/jobs/{name}/run", methods=["POST"])
+@handled
+def run_job(name: str) -> dict[str, Any]:
+    require_role(principal_of(bp.current_request), Role.OWNER)
+    return {"job": name, "summary": jobs.run(name)}
+
+
+__all__ = ["bp", "page_limit"]

@@ -1,0 +1,109 @@
+"""HTTP plumbing shared by the blueprints: errors, bodies, principals, pagination."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from chalice import Response
+from chalice.app import Request
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.auth import verify_token
+from chalicelib.entities import Principal
+from chalicelib.errors import BadRequest, DomainError, NotFound, Unauthorized
+from chalicelib.observability import logger
+from chalicelib.services import tenants
+from chalicelib.settings import get_settings
+
+M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+MAX_PAGE = 100
+
+
+def error_response(exc: DomainError) -> Response:
+    return Response(body=exc.body(), status_code=exc.status, headers=JSON_HEADERS)
+
+
+def handled(view: F) -> F:
+    """Map domain errors raised by a view to their 4xx response (one place for every route)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except DomainError as exc:
+            logger.info("request refused", extra={"code": exc.code, "status": exc.status})
+            return error_response(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated against `model`, or a 400 saying what is wrong."""
+    raw = request.raw_body or b"{}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise BadRequest("the body has invalid fields", code="invalid_body", details=details) from exc
+
+
+def principal_of(request: Request) -> Principal:
+    """The verified caller; their tenant must exist and match the mini-program calling."""
+    principal = verify_token(get_settings(), (request.headers or {}).get("authorization"))
+    try:
+        tenants.get(principal.tenant)
+    except NotFound as exc:
+        raise Unauthorized("the token names an unknown mini-program", code="invalid_token") from exc
+    claimed = _calling_appid(request)
+    if claimed and claimed != principal.tenant:
+        raise Unauthorized("the token belongs to another mini-program", code="tenant_mismatch")
+    return principal
+
+
+def _calling_appid(request: Request) -> str | None:
+    """The appid a request says it comes from: `X-Appid`, or WeChat's servicewechat.com referer."""
+    headers = request.headers or {}
+    if headers.get("x-appid"):
+        return str(headers["x-appid"])
+    referer = str(headers.get("referer", ""))
+    prefix = "https://servicewechat.com/"
+    if referer.startswith(prefix):
+        return referer[len(prefix) :].split("/", 1)[0] or None
+    return None
+
+
+def query(request: Request) -> dict[str, str]:
+    return dict(request.query_params or {})
+
+
+def int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high], or a 400."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}", code=f"invalid_{name}")
+    return value
+
+
+def page_limit(params: dict[str, str]) -> int:
+    return int_param(params, "limit", 20, 1, MAX_PAGE)

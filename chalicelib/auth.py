@@ -1,0 +1,82 @@
+"""Tokens (JWT, HS256) and admin password hashing (argon2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from chalicelib.entities import ADMIN_ROLES, Principal, Role
+from chalicelib.errors import Forbidden, Unauthorized
+from chalicelib.settings import Settings
+
+ISSUER = "fenxiao"
+ALGORITHM = "HS256"
+
+
+def issue_token(settings: Settings, principal: Principal, now: datetime) -> str:
+    """A signed token naming the tenant, the subject and the role."""
+    import jwt
+
+    ttl = settings.admin_jwt_ttl_seconds if principal.is_admin else settings.jwt_ttl_seconds
+    claims = {
+        "iss": ISSUER,
+        "sub": principal.subject,
+        "ten": principal.tenant,
+        "role": principal.role.value,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+    }
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
+
+
+def verify_token(settings: Settings, authorization: str | None) -> Principal:
+    """The principal in a `Bearer` token, or Unauthorized."""
+    import jwt
+
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("a Bearer token is required", code="missing_token")
+    token = authorization[len("Bearer ") :].strip()
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("the token has expired", code="token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("the token is not valid", code="invalid_token") from exc
+    try:
+        return Principal(tenant=str(claims["ten"]), subject=str(claims["sub"]), role=Role(claims["role"]))
+    except (KeyError, ValueError) as exc:
+        raise Unauthorized("the token is not valid", code="invalid_token") from exc
+
+
+def require_role(principal: Principal, *roles: Role) -> Principal:
+    """The principal if it holds one of `roles` (any admin role when none are named)."""
+    allowed = set(roles) if roles else set(ADMIN_ROLES)
+    if principal.role not in allowed:
+        raise Forbidden("this action needs the role " + " or ".join(sorted(r.value for r in allowed)))
+    return principal
+
+
+def hash_password(password: str) -> str:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
+
+
+def check_password(password_hash: str, password: str) -> bool:
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A hash of a random password, verified against when the username is unknown so that the
+# response time does not tell which usernames exist.
+DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$Gx3tF5qfBv0v8tY8n0S1m7h6m4p3xQvYwS2Qy4k5r8M"

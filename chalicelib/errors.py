@@ -1,0 +1,63 @@
+"""Domain errors, mapped to HTTP in one place (`chalicelib.api.responses`)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    """An error a client can act on: it becomes a 4xx with `{"error": {"code", "message"}}`."""
+
+    status: ClassVar[int] = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(DomainError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    code = "rate_limited"
+
+
+class UpstreamError(DomainError):
+    """A dependency (WeChat) failed in a way the client may retry later."""
+
+    status = 502
+    code = "upstream_error"

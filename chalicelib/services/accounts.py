@@ -1,0 +1,62 @@
+"""Logins: mini-program users through code2Session, operators with a password."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from chalicelib import auth
+from chalicelib.clock import utcnow
+from chalicelib.entities import AuditEvent, Principal, Role, User
+from chalicelib.errors import Unauthorized
+from chalicelib.observability import count, logger
+from chalicelib.services import tenants
+from chalicelib.settings import get_settings
+from chalicelib.store import get_store
+from chalicelib.wechat import get_miniprogram
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    token: str
+    user: User
+    created: bool
+
+
+def user_id_for(tenant: str, openid: str) -> str:
+    """A stable user id for an openid: the same person always gets the same id, no lookup."""
+    return "u" + hashlib.sha256(f"{tenant}:{openid}".encode()).hexdigest()[:15]
+
+
+def login(code: str, appid: str | None, name: str | None = None) -> LoginResult:
+    """Exchange a `wx.login` code for a token; the user is created on first login."""
+    tenant = tenants.resolve(appid)
+    session = get_miniprogram().code2session(tenant.id, code)
+    uid = user_id_for(tenant.id, session.openid)
+    store = get_store()
+    now = utcnow()
+    user = store.users.get(tenant.id, uid)
+    created = False
+    if user is None:
+        default_name = code[4:] if get_settings().sandbox and code.startswith("dev-") else f"微信用户{uid[-4:]}"
+        new = User(tenant=tenant.id, id=uid, openid=session.openid, name=name or default_name, created_at=now)
+        event = AuditEvent(entity=f"user:{uid}", action="user.created", actor=f"user:{uid}", data={"name": new.name})
+        created = store.users.create(new, event)
+        user = store.users.get(tenant.id, uid) or new
+    principal = Principal(tenant=tenant.id, subject=uid, role=Role.USER)
+    count("Logins")
+    logger.info("login", extra={"tenant": tenant.id, "user": uid, "new_user": created})
+    return LoginResult(token=auth.issue_token(get_settings(), principal, now), user=user, created=created)
+
+
+def admin_login(username: str, password: str, appid: str | None) -> str:
+    """A token for an operator whose password matches; one vague error for every failure."""
+    tenant = tenants.resolve(appid)
+    admin = get_store().admins.get(tenant.id, username)
+    valid = auth.check_password(admin.password_hash if admin else auth.DUMMY_HASH, password)
+    if admin is None or admin.disabled or not valid:
+        count("AdminLoginFailed")
+        raise Unauthorized("wrong username or password", code="invalid_credentials")
+    count("AdminLogins")
+    principal = Principal(tenant=tenant.id, subject=username, role=admin.role)
+    return auth.issue_token(get_settings(), principal, utcnow())

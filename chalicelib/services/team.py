@@ -1,0 +1,76 @@
+"""A promoter's own view ("my distribution") and the operator's tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.auth import require_role
+from chalicelib.clock import iso
+from chalicelib.entities import Principal, TeamMember, User
+from chalicelib.errors import NotFound, Unauthorized
+from chalicelib.referral import MAX_LEVELS
+from chalicelib.store import get_store
+
+
+def team_counts(tenant: str, uid: str) -> dict[str, int]:
+    users = get_store().users
+    return {str(level): users.team_count(tenant, uid, level) for level in range(1, MAX_LEVELS + 1)}
+
+
+def me(principal: Principal) -> dict[str, Any]:
+    """The caller's profile: only the level-1 upline's display name is revealed."""
+    store = get_store()
+    user = store.users.get(principal.tenant, principal.subject)
+    if user is None:
+        raise Unauthorized("the user of this token does not exist", code="unknown_user")
+    upline = None
+    if user.upline:
+        names = store.users.names(principal.tenant, [user.upline[0]])
+        upline = {"id": user.upline[0], "name": names.get(user.upline[0], "")}
+    return {
+        **user_view(user),
+        "upline": upline,
+        "team_counts": team_counts(principal.tenant, user.id),
+    }
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "promoter": user.promoter,
+        "created_at": iso(user.created_at),
+        "bound_at": iso(user.bound_at) if user.bound_at else None,
+    }
+
+
+def member_view(member: TeamMember) -> dict[str, Any]:
+    return {"id": member.id, "name": member.name, "bound_at": iso(member.bound_at)}
+
+
+def my_team(principal: Principal, level: int, cursor: str | None, limit: int) -> dict[str, Any]:
+    page = get_store().users.team(principal.tenant, principal.subject, level, cursor, limit)
+    return {"items": [member_view(m) for m in page.items], "next_cursor": page.next_cursor}
+
+
+def tree(principal: Principal, uid: str, depth: int, limit: int, cursor: str | None) -> dict[str, Any]:
+    """`uid` and its downline `depth` levels deep; each node lists one page of its children."""
+    require_role(principal)
+    store = get_store()
+    user = store.users.get(principal.tenant, uid)
+    if user is None:
+        raise NotFound("user not found", code="unknown_user")
+    node = {**user_view(user), "upline": list(user.upline), "team_counts": team_counts(principal.tenant, uid)}
+    node.update(_children(principal.tenant, uid, depth, limit, cursor))
+    return node
+
+
+def _children(tenant: str, uid: str, depth: int, limit: int, cursor: str | None) -> dict[str, Any]:
+    page = get_store().users.team(tenant, uid, 1, cursor, limit)
+    children = []
+    for member in page.items:
+        child = member_view(member)
+        if depth > 1:
+            child.update(_children(tenant, member.id, depth - 1, limit, None))
+        children.append(child)
+    return {"children": children, "next_cursor": page.next_cursor}

@@ -1,0 +1,61 @@
+"""Settings read from the environment through one cached factory.
+
+Nothing here touches AWS; a missing required setting fails loudly at first use. (A plain
+pydantic model over `os.environ` rather than pydantic-settings: it halves import time.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Settings(BaseModel):
+    """Runtime configuration of one deployment (stage)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    table_prefix: str = Field(min_length=3, description="Tables are named <prefix>-<table>.")
+    jwt_secret: SecretStr = Field(min_length=16)
+    jwt_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    admin_jwt_ttl_seconds: int = Field(default=12 * 3600, gt=0)
+    aws_region: str = "ap-shanghai"
+    dynamodb_endpoint: str | None = None
+    wechat_mode: Literal["sandbox", "live"] = "sandbox"
+    default_tenant: str | None = None
+    wechat_app_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="appid -> app secret for code2Session (live mode)."
+    )
+    public_base_url: str = "http://127.0.0.1:8000"
+    wxacode_env_version: Literal["release", "trial", "develop"] = "release"
+    share_page: str = "pages/index/index"
+    product_page: str = "pages/product/detail"
+
+    @property
+    def sandbox(self) -> bool:
+        """True when WeChat is played by the local sandbox twin."""
+        return self.wechat_mode == "sandbox"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from environment variables named like the fields, upper-cased."""
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            raw = env.get(name.upper())
+            if raw is None or raw == "":
+                continue
+            values[name] = json.loads(raw) if name == "wechat_app_secrets" else raw
+        if "aws_region" not in values and env.get("AWS_DEFAULT_REGION"):
+            values["aws_region"] = env["AWS_DEFAULT_REGION"]
+        return cls.model_validate(values)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; `get_settings.cache_clear()` re-reads the environment."""
+    return Settings.from_env(os.environ)

@@ -1,0 +1,45 @@
+"""The store: the only package that talks to DynamoDB (through PynamoDB).
+
+PynamoDB and botocore are imported on first use (`get_store()`), not when the app is
+imported, which keeps Lambda cold starts small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from chalicelib.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from chalicelib.store.admins import AdminStore, TenantStore
+    from chalicelib.store.shares import ShareStore
+    from chalicelib.store.users import UserStore
+
+
+@dataclass(frozen=True)
+class Store:
+    users: UserStore
+    shares: ShareStore
+    admins: AdminStore
+    tenants: TenantStore
+
+
+def build_store(settings: Settings) -> Store:
+    """A store bound to these settings' tables."""
+    from chalicelib.store.admins import AdminStore, TenantStore
+    from chalicelib.store.base import Transactions
+    from chalicelib.store.models import configure
+    from chalicelib.store.shares import ShareStore
+    from chalicelib.store.users import UserStore
+
+    configure(settings)
+    tx = Transactions(settings)
+    return Store(users=UserStore(tx), shares=ShareStore(tx), admins=AdminStore(), tenants=TenantStore())
+
+
+@lru_cache(maxsize=1)
+def get_store() -> Store:
+    """The process-wide store (built on first use, never at import)."""
+    return build_store(get_settings())

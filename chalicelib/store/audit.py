@@ -1,0 +1,108 @@
+"""The audit trail: append-only records, each hashed over its content and its predecessor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import datetime
+
+from chalicelib.clock import iso
+from chalicelib.entities import AuditEvent
+from chalicelib.store.models import AuditModel
+
+DAY_SHARDS = 8
+GENESIS = "0" * 64
+
+
+def canonical(data: object) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def record_hash(tenant: str, event: AuditEvent, at: str, prev_hash: str) -> str:
+    """sha256 over the record's content and the previous record's hash of the same entity."""
+    body = canonical(
+        {
+            "tenant": tenant,
+            "entity": event.entity,
+            "action": event.action,
+            "actor": event.actor,
+            "at": at,
+            "data": event.data,
+            "prev": prev_hash,
+        }
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def build(
+    tenant: str, event: AuditEvent, when: datetime, prev_hash: str | None, *, record_id: str | None = None
+) -> AuditModel:
+    """An audit item ready to be put (with `does_not_exist`) inside a transaction.
+
+    `record_id` makes the sort key deterministic, so that only one such record can exist.
+    """
+    at = iso(when)
+    prev = prev_hash or GENESIS
+    digest = record_hash(tenant, event, at, prev)
+    shard = int(digest[:8], 16) % DAY_SHARDS
+    return AuditModel(
+        pk=f"{tenant}#{event.entity}",
+        sk=f"{at}#{record_id or secrets.token_hex(4)}",
+        tenant=tenant,
+        entity=event.entity,
+        action=event.action,
+        actor=event.actor,
+        at=at,
+        data=canonical(event.data),
+        hash=digest,
+        prev_hash=prev,
+        day_shard=f"{tenant}#{at[:10]}#{shard}",
+    )
+
+
+def for_entity(tenant: str, entity: str, *, limit: int = 100) -> Iterator[AuditModel]:
+    """The entity's records, oldest first."""
+    return AuditModel.query(f"{tenant}#{entity}", consistent_read=True, limit=limit)
+
+
+def verify_chain(records: list[AuditModel]) -> bool:
+    """True when each record's hash matches its content and links to the one before."""
+    prev = GENESIS
+    for rec in records:
+        event = AuditEvent(entity=rec.entity, action=rec.action, actor=rec.actor, data=json.loads(rec.data))
+        if rec.prev_hash != prev or record_hash(rec.tenant, event, rec.at, rec.prev_hash) != rec.hash:
+            return False
+        prev = rec.hash
+    return True
+
+
+def day_records(tenant: str, day: str) -> list[tuple[str, str]]:
+    """(sort key, hash) of every record of `tenant` on UTC `day` (YYYY-MM-DD), in order."""
+    found: list[tuple[str, str]] = []
+    for shard in range(DAY_SHARDS):
+        for rec in AuditModel.by_day.query(f"{tenant}#{day}#{shard}", attributes_to_get=["sk", "hash"]):
+            found.append((rec.sk, rec.hash))
+    return sorted(found)
+
+
+def put_once(record: AuditModel) -> bool:
+    """Put a record unless one with its key exists; False when it did."""
+    from pynamodb.exceptions import PutError
+
+    try:
+        record.save(condition=AuditModel.pk.does_not_exist())
+    except PutError as exc:
+        if exc.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def latest(tenant: str, entity: str) -> AuditModel | None:
+    """The newest record of an entity."""
+    for rec in AuditModel.query(f"{tenant}#{entity}", scan_index_forward=False, limit=1):
+        return rec
+    return None

@@ -1,0 +1,75 @@
+"""Shared store plumbing: connection, transactions, cursors, cancellation reasons."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.connection import Connection
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.errors import BadRequest
+from chalicelib.settings import Settings
+
+TransactionBody = Callable[[TransactWrite], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TxOutcome:
+    """How a transaction ended: committed, or which items' conditions failed."""
+
+    committed: bool
+    failed_items: tuple[int, ...] = ()
+    conflict: bool = False
+
+
+class Transactions:
+    """Runs `TransactWriteItems` and reports cancellations as data, not exceptions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._connection = Connection(
+            region=settings.aws_region, host=settings.dynamodb_endpoint, max_retry_attempts=3
+        )
+
+    def run(self, body: TransactionBody) -> TxOutcome:
+        """Commit the writes `body` adds; a cancelled transaction returns what failed."""
+        try:
+            with TransactWrite(connection=self._connection) as tx:
+                body(tx)
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons or []
+            failed = tuple(i for i, r in enumerate(reasons) if r is not None and r.code == "ConditionalCheckFailed")
+            conflict = any(r is not None and r.code == "TransactionConflict" for r in reasons) or not reasons
+            if not failed and not conflict:
+                raise
+            return TxOutcome(committed=False, failed_items=failed, conflict=conflict and not failed)
+        return TxOutcome(committed=True)
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    """An opaque cursor for a DynamoDB LastEvaluatedKey."""
+    if not last_key:
+        return None
+    raw = json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, *, hash_attr: str, hash_value: str) -> dict[str, Any] | None:
+    """The LastEvaluatedKey inside a cursor, refused unless it belongs to this query."""
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
+    if not isinstance(key, dict) or key.get(hash_attr) != {"S": hash_value}:
+        raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
+    if not all(isinstance(v, dict) and len(v) == 1 for v in key.values()):
+        raise BadRequest("cursor is not valid", code="invalid_cursor")
+    return key

@@ -1,0 +1,188 @@
+"""PynamoDB models: one per table, every hash key starting with the tenant id.
+
+Table names and the endpoint come from settings through `configure()`, called by the store
+factory on first use; nothing here touches AWS at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
+from pynamodb.models import Model
+
+from chalicelib.settings import Settings
+
+
+class _Unconfigured:
+    """Stands for a table name until `configure()` runs, and says so loudly if used."""
+
+    def __init__(self, logical: str) -> None:
+        self.logical = logical
+
+    def __get__(self, obj: object, owner: type | None = None) -> str:
+        raise RuntimeError(f"table '{self.logical}' used before chalicelib.store.models.configure()")
+
+
+def _meta(logical: str, *, stream: bool = False) -> type:
+    attrs: dict[str, Any] = {"table_name": _Unconfigured(logical), "billing_mode": "PAY_PER_REQUEST"}
+    if stream:
+        attrs["stream_view_type"] = "NEW_AND_OLD_IMAGES"
+    return type("Meta", (), attrs)
+
+
+class TeamL1Index(GlobalSecondaryIndex["UserModel"]):
+    class Meta:
+        index_name = "team_l1"
+        projection = IncludeProjection(["uid", "name", "upline"])
+
+    l1k = UnicodeAttribute(hash_key=True)
+    bound_at = UnicodeAttribute(range_key=True)
+
+
+class TeamL2Index(GlobalSecondaryIndex["UserModel"]):
+    class Meta:
+        index_name = "team_l2"
+        projection = IncludeProjection(["uid", "name", "upline"])
+
+    l2k = UnicodeAttribute(hash_key=True)
+    bound_at = UnicodeAttribute(range_key=True)
+
+
+class TeamL3Index(GlobalSecondaryIndex["UserModel"]):
+    class Meta:
+        index_name = "team_l3"
+        projection = IncludeProjection(["uid", "name", "upline"])
+
+    l3k = UnicodeAttribute(hash_key=True)
+    bound_at = UnicodeAttribute(range_key=True)
+
+
+class UserModel(Model):
+    """A shopper (every shopper may promote) with the upline copied at bind time."""
+
+    Meta = _meta("users", stream=True)
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#uid
+    tenant = UnicodeAttribute()
+    uid = UnicodeAttribute()
+    openid = UnicodeAttribute()
+    name = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    promoter = BooleanAttribute(default=True)
+    upline = ListAttribute(of=UnicodeAttribute, null=True)
+    l1k = UnicodeAttribute(null=True)
+    l2k = UnicodeAttribute(null=True)
+    l3k = UnicodeAttribute(null=True)
+    bound_at = UnicodeAttribute(null=True)
+    bound_via = UnicodeAttribute(null=True)  # share code, or "admin:<rebind id>"
+    audit_head = UnicodeAttribute(null=True)
+    rebinds = NumberAttribute(default=0)
+
+    team_l1 = TeamL1Index()
+    team_l2 = TeamL2Index()
+    team_l3 = TeamL3Index()
+
+
+class ShareModel(Model):
+    """A share code (≤ 32 chars, usable as a wxacode scene) and its scan counters."""
+
+    Meta = _meta("shares")
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#code
+    tenant = UnicodeAttribute()
+    code = UnicodeAttribute()
+    sharer = UnicodeAttribute()
+    product_id = UnicodeAttribute(null=True)
+    channel = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    scans = NumberAttribute(default=0)
+    binds = NumberAttribute(default=0)
+
+
+class AuditByDayIndex(GlobalSecondaryIndex["AuditModel"]):
+    """Audit records of one tenant, day and shard: export by date without a hot partition."""
+
+    class Meta:
+        index_name = "by_day"
+        projection = IncludeProjection(["entity", "action", "actor", "at", "data", "hash", "prev_hash"])
+
+    day_shard = UnicodeAttribute(hash_key=True)  # tenant#YYYY-MM-DD#n
+    sk = UnicodeAttribute(range_key=True)
+
+
+class AuditModel(Model):
+    """An append-only audit record; each one's hash chains to the entity's previous record."""
+
+    Meta = _meta("audit")
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#entity
+    sk = UnicodeAttribute(range_key=True)  # at#id
+    tenant = UnicodeAttribute()
+    entity = UnicodeAttribute()
+    action = UnicodeAttribute()
+    actor = UnicodeAttribute()
+    at = UnicodeAttribute()
+    data = UnicodeAttribute()  # canonical JSON
+    hash = UnicodeAttribute()
+    prev_hash = UnicodeAttribute()
+    day_shard = UnicodeAttribute()
+
+    by_day = AuditByDayIndex()
+
+
+class AdminModel(Model):
+    """An operator of the admin console with a role and an argon2 password hash."""
+
+    Meta = _meta("admins")
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#username
+    tenant = UnicodeAttribute()
+    username = UnicodeAttribute()
+    password_hash = UnicodeAttribute()
+    role = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    disabled = BooleanAttribute(default=False)
+
+
+class TenantModel(Model):
+    """One mini-program (appid) and its own settings."""
+
+    Meta = _meta("tenants")
+
+    tenant = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    timezone = UnicodeAttribute(default="Asia/Shanghai")
+    created_at = UnicodeAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (UserModel, ShareModel, AuditModel, AdminModel, TenantModel)
+LOGICAL_NAMES: dict[type[Model], str] = {
+    UserModel: "users",
+    ShareModel: "shares",
+    AuditModel: "audit",
+    AdminModel: "admins",
+    TenantModel: "tenants",
+}
+
+
+def table_name(settings: Settings, logical: str) -> str:
+    """The physical name of a table for these settings."""
+    return f"{settings.table_prefix}-{logical}"
+
+
+def configure(settings: Settings) -> None:
+    """Point every model at this deployment's tables and endpoint (idempotent)."""
+    for model, logical in LOGICAL_NAMES.items():
+        meta = model.Meta
+        meta.table_name = table_name(settings, logical)  # type: ignore[misc]
+        meta.host = settings.dynamodb_endpoint
+        meta.region = settings.aws_region
+        meta.max_retry_attempts = 3
+        model._connection = None  # noqa: SLF001 - drop a connection to previously configured tables

@@ -1,0 +1,57 @@
+"""The demo tenant, seeded idempotently: a tenant, an admin per role and a small team."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from chalicelib.auth import hash_password
+from chalicelib.clock import utcnow
+from chalicelib.entities import Admin, Role, Tenant
+from chalicelib.settings import get_settings
+
+DEMO_TENANT = "wxdemo0000000001"
+DEMO_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "demo-admin-123")
+DEMO_ADMINS = {"admin": Role.OWNER, "ops": Role.OPS, "finance": Role.FINANCE, "auditor": Role.AUDITOR}
+# alice shares to bob, bob to carol, carol to dave: dave's level 3 is alice.
+DEMO_CHAIN = ("alice", "bob", "carol", "dave")
+
+
+def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
+    """Create what is missing of the demo tenant; running it again changes nothing."""
+    from chalicelib.services import accounts, referrals, shares
+    from chalicelib.store import get_store
+
+    tenant_id = tenant_id or get_settings().default_tenant or DEMO_TENANT
+    store = get_store()
+    now = utcnow()
+    if store.tenants.get(tenant_id) is None:
+        store.tenants.put(Tenant(tenant_id, "演示小程序 Demo Shop"), now)
+    for username, role in DEMO_ADMINS.items():
+        if store.admins.get(tenant_id, username) is None:
+            store.admins.put(Admin(tenant_id, username, hash_password(DEMO_PASSWORD), role), now)
+    previous = None
+    for name in DEMO_CHAIN:
+        result = accounts.login(f"dev-{name}", tenant_id)
+        principal = _principal(tenant_id, result.user.id)
+        if previous is not None and not result.user.upline:
+            share = shares.create(previous, None, "seed")
+            referrals.scan(principal, share.code)
+        previous = principal
+    return {
+        "tenant": tenant_id,
+        "admin_username": "admin",
+        "admin_password": DEMO_PASSWORD,
+        "admins": {name: role.value for name, role in DEMO_ADMINS.items()},
+        "demo_users": list(DEMO_CHAIN),
+    }
+
+
+def _principal(tenant: str, uid: str) -> Any:
+    from chalicelib.entities import Principal
+
+    return Principal(tenant=tenant, subject=uid, role=Role.USER)
+
+
+if __name__ == "__main__":
+    print(seed_demo())
