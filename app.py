@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalice import Chalice, Response
-from chalice.app import DynamoDBEvent, Request
+from chalice.app import Chalice, DynamoDBEvent, Request, Response
 
 from chalicelib.api import admin, miniprogram
 from chalicelib.observability import logger, metrics
@@ -40,7 +39,9 @@ def _reshape_chalice_error(response: Response) -> Response:
     code = str(body.get("Code", "error"))
     message = str(body.get("Message", ""))
     headers = {**(response.headers or {}), "Content-Type": "application/json"}
-    return Response(body={"error": {"code": code, "message": message}}, status_code=response.status_code, headers=headers)
+    return Response(
+        body={"error": {"code": code, "message": message}}, status_code=response.status_code, headers=headers
+    )
 
 
 @app.on_dynamodb_record(stream_arn=USERS_STREAM, batch_size=100, starting_position="TRIM_HORIZON")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -99,7 +100,7 @@ class AuditEvent:
     entity: str  # e.g. "user:u_1a2b", "share:K7Q2"
     action: str  # e.g. "user.bound"
     actor: str  # "user:<id>", "admin:<name>", "system:<job>"
-    data: dict[str, object] = field(default_factory=dict)
+    data: Mapping[str, object] = field(default_factory=dict)
 
 
 T = TypeVar("T")

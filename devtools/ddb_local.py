@@ -54,7 +54,7 @@ def local_aws_env(endpoint: str) -> dict[str, str]:
 def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
     """Run ``cmd`` (no shell); raise :class:`LocalStackError` naming ``what`` if it fails."""
     try:
-        subprocess.run(cmd, check=True, env=env)  # noqa: S603 - fixed argv, no shell
+        subprocess.run(cmd, check=True, env=env)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise LocalStackError(f"{what} failed: {exc}") from exc
 
@@ -141,7 +141,7 @@ def free_port() -> int:
 def local_client(service: str, endpoint: str, region: str | None = None) -> Any:
     """Return a low-level boto3 client for ``service`` at a local endpoint, dummy credentials."""
     return boto3.client(
-        service,  # type: ignore[call-overload]
+        service,
         endpoint_url=endpoint,
         region_name=region or os.environ.get("AWS_REGION") or LOCAL_REGION,
         aws_access_key_id="local",
@@ -215,7 +215,7 @@ def start_ddb_local(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[bytes]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        proc = subprocess.Popen(
             _ddb_command(java, jar_dir, port, db_path),
             cwd=jar_dir,
             stdout=log,

@@ -209,7 +209,8 @@ class CheckpointStore:
         entry = streams.get(handler)
         if entry is None or entry.get("streamArn") != stream_arn:
             entry = streams[handler] = {"streamArn": stream_arn, "shards": {}}
-        return entry["shards"].setdefault(shard_id, {"sequenceNumber": None, "finished": False})
+        state: dict[str, Any] = entry["shards"].setdefault(shard_id, {"sequenceNumber": None, "finished": False})
+        return state
 
     def save(self) -> None:
         """Write checkpoints atomically."""
@@ -261,9 +262,7 @@ def _sqs_job(cfg: SQSEventConfig, handler: Handler, batch_size: int | None) -> J
     )
 
 
-def discover_jobs(
-    app: Chalice, batch_size: int | None = None, schedule_interval: float | None = None
-) -> list[Job]:
+def discover_jobs(app: Chalice, batch_size: int | None = None, schedule_interval: float | None = None) -> list[Job]:
     """Return the stream, schedule and SQS handlers registered on ``app`` (others are skipped)."""
     jobs: list[Job] = []
     for cfg in app.event_sources:
@@ -399,11 +398,7 @@ class EventRunner:
         Each schedule first fires one interval after start. Errors are logged, never raised.
         """
         now = time.monotonic()
-        next_due = {
-            job.name: now + float(job.interval or CRON_INTERVAL)
-            for job in self.jobs
-            if job.kind == "schedule"
-        }
+        next_due = {job.name: now + float(job.interval or CRON_INTERVAL) for job in self.jobs if job.kind == "schedule"}
         logger.info("runner started: %d handler(s)", len(self.jobs))
         while not stop.is_set():
             try:
@@ -484,11 +479,9 @@ class EventRunner:
         except ClientError as exc:
             if _client_error_code(exc) != "ResourceNotFoundException":
                 raise
-            self._warn_once(
-                f"missing:{job.name}:{table}", "%s: table %s does not exist (yet)", job.name, table
-            )
+            self._warn_once(f"missing:{job.name}:{table}", "%s: table %s does not exist (yet)", job.name, table)
             return None
-        arn = desc.get("LatestStreamArn")
+        arn: str | None = desc.get("LatestStreamArn")
         if not arn:
             self._warn_once(f"nostream:{job.name}:{table}", "%s: table %s has no stream", job.name, table)
         return arn
@@ -516,20 +509,19 @@ class EventRunner:
     def _shard_iterator(self, stream_arn: str, shard_id: str, sequence: str | None) -> str | None:
         """Return an iterator after the checkpoint, or from the trim horizon when there is none."""
         kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardId": shard_id}
+        response: dict[str, Any]
         if sequence:
             try:
-                return self._streams.get_shard_iterator(
+                response = self._streams.get_shard_iterator(
                     **kwargs, ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=sequence
-                ).get("ShardIterator")
+                )
+                return response.get("ShardIterator")
             except ClientError as exc:
                 if _client_error_code(exc) != "TrimmedDataAccessException":
                     raise
-                logger.warning(
-                    "checkpoint %s of %s was trimmed; reading from the horizon", sequence, shard_id
-                )
-        return self._streams.get_shard_iterator(**kwargs, ShardIteratorType="TRIM_HORIZON").get(
-            "ShardIterator"
-        )
+                logger.warning("checkpoint %s of %s was trimmed; reading from the horizon", sequence, shard_id)
+        response = self._streams.get_shard_iterator(**kwargs, ShardIteratorType="TRIM_HORIZON")
+        return response.get("ShardIterator")
 
     def _poll_shard(self, job: Job, stream_arn: str, shard: dict[str, Any]) -> int:
         """Read one shard from its checkpoint to its current end, delivering batch by batch."""
@@ -626,15 +618,11 @@ class EventRunner:
             commit(batch)
             return
         middle = (len(batch) + 1) // 2
-        logger.warning(
-            "bisect %s: %d -> %d + %d record(s)", job.name, len(batch), middle, len(batch) - middle
-        )
+        logger.warning("bisect %s: %d -> %d + %d record(s)", job.name, len(batch), middle, len(batch) - middle)
         self._deliver(job, batch[:middle], commit)
         self._deliver(job, batch[middle:], commit)
 
-    def _settle(
-        self, job: Job, batch: list[_Item], outcome: _Outcome, commit: Commit
-    ) -> tuple[list[_Item], bool]:
+    def _settle(self, job: Job, batch: list[_Item], outcome: _Outcome, commit: Commit) -> tuple[list[_Item], bool]:
         """Apply a (possibly empty) failure report; return what to redeliver and whether anything finished.
 
         Streams keep order: everything from the first failed record on is redelivered and only
@@ -770,9 +758,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--once", action="store_true", help="one pass over streams and queues, then exit")
     mode.add_argument("--drain", action="store_true", help="poll until nothing is left, then exit")
     mode.add_argument("--list", action="store_true", help="print the discovered handlers as JSON")
-    parser.add_argument(
-        "--job", action="append", help="only this handler (repeatable); a schedule fires once"
-    )
+    parser.add_argument("--job", action="append", help="only this handler (repeatable); a schedule fires once")
     parser.add_argument("--schedule-interval", type=float, help="fire every schedule every S seconds")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint
+from chalice.app import Blueprint
 
 from chalicelib.api.http import handled, int_param, page_limit, parse_body, principal_of, query
 from chalicelib.api.schemas import AdminLoginBody, RebindBody

@@ -7,8 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chalice import Response
-from chalice.app import Request
+from chalice.app import Request, Response
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.auth import verify_token
@@ -21,7 +20,7 @@ from chalicelib.settings import get_settings
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+JSON_HEADERS: dict[str, str | list[str]] = {"Content-Type": "application/json"}
 MAX_PAGE = 100
 
 
@@ -64,7 +63,7 @@ def parse_body(request: Request, model: type[M]) -> M:
 
 def principal_of(request: Request) -> Principal:
     """The verified caller; their tenant must exist and match the mini-program calling."""
-    principal = verify_token(get_settings(), (request.headers or {}).get("authorization"))
+    principal = verify_token(get_settings(), _header(request, "authorization"))
     try:
         tenants.get(principal.tenant)
     except NotFound as exc:
@@ -75,12 +74,17 @@ def principal_of(request: Request) -> Principal:
     return principal
 
 
+def _header(request: Request, name: str) -> str | None:
+    value = request.headers.get(name) if request.headers is not None else None
+    return str(value) if value is not None else None
+
+
 def _calling_appid(request: Request) -> str | None:
     """The appid a request says it comes from: `X-Appid`, or WeChat's servicewechat.com referer."""
-    headers = request.headers or {}
-    if headers.get("x-appid"):
-        return str(headers["x-appid"])
-    referer = str(headers.get("referer", ""))
+    appid = _header(request, "x-appid")
+    if appid:
+        return appid
+    referer = _header(request, "referer") or ""
     prefix = "https://servicewechat.com/"
     if referer.startswith(prefix):
         return referer[len(prefix) :].split("/", 1)[0] or None

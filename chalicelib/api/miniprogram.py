@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Blueprint, Response
+from chalice.app import Blueprint, Response
 
 from chalicelib.api.http import handled, page_limit, parse_body, principal_of, query
 from chalicelib.api.schemas import LoginBody, ScanBody, ShareBody

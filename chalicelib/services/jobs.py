@@ -27,7 +27,8 @@ def seal_audit(now: datetime) -> dict[str, Any]:
 
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     prev_day = (now - timedelta(days=2)).strftime("%Y-%m-%d")
-    sealed, skipped = [], []
+    sealed: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for tenant in get_store().tenants.all():
         records = audit.day_records(tenant.id, day)
         digest = hashlib.sha256("\n".join(h for _, h in records).encode()).hexdigest()

@@ -132,8 +132,12 @@ def propagate(tenant: str, uid: str) -> int:
             if current is None or wanted is None:
                 break
             data = {"from": list(current.upline), "to": list(wanted), "cause": uid}
-            event = AuditEvent(entity=f"user:{child.id}", action="user.upline_moved", actor="system:propagate", data=data)
-            outcome = store.users.set_upline(tenant, current, wanted, via=current.bound_via or "", when=utcnow(), event=event)
+            event = AuditEvent(
+                entity=f"user:{child.id}", action="user.upline_moved", actor="system:propagate", data=data
+            )
+            outcome = store.users.set_upline(
+                tenant, current, wanted, via=current.bound_via or "", when=utcnow(), event=event
+            )
             if outcome.committed:
                 changed += 1
                 break

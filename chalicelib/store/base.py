@@ -32,9 +32,7 @@ class Transactions:
     """Runs `TransactWriteItems` and reports cancellations as data, not exceptions."""
 
     def __init__(self, settings: Settings) -> None:
-        self._connection = Connection(
-            region=settings.aws_region, host=settings.dynamodb_endpoint, max_retry_attempts=3
-        )
+        self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint, max_retry_attempts=3)
 
     def run(self, body: TransactionBody) -> TxOutcome:
         """Commit the writes `body` adds; a cancelled transaction returns what failed."""

@@ -6,8 +6,6 @@ factory on first use; nothing here touches AWS at import time.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
@@ -28,13 +26,6 @@ class _Unconfigured:
 
     def __get__(self, obj: object, owner: type | None = None) -> str:
         raise RuntimeError(f"table '{self.logical}' used before chalicelib.store.models.configure()")
-
-
-def _meta(logical: str, *, stream: bool = False) -> type:
-    attrs: dict[str, Any] = {"table_name": _Unconfigured(logical), "billing_mode": "PAY_PER_REQUEST"}
-    if stream:
-        attrs["stream_view_type"] = "NEW_AND_OLD_IMAGES"
-    return type("Meta", (), attrs)
 
 
 class TeamL1Index(GlobalSecondaryIndex["UserModel"]):
@@ -67,7 +58,10 @@ class TeamL3Index(GlobalSecondaryIndex["UserModel"]):
 class UserModel(Model):
     """A shopper (every shopper may promote) with the upline copied at bind time."""
 
-    Meta = _meta("users", stream=True)
+    class Meta:
+        table_name = _Unconfigured("users")
+        billing_mode = "PAY_PER_REQUEST"
+        stream_view_type = "NEW_AND_OLD_IMAGES"
 
     pk = UnicodeAttribute(hash_key=True)  # tenant#uid
     tenant = UnicodeAttribute()
@@ -93,7 +87,9 @@ class UserModel(Model):
 class ShareModel(Model):
     """A share code (≤ 32 chars, usable as a wxacode scene) and its scan counters."""
 
-    Meta = _meta("shares")
+    class Meta:
+        table_name = _Unconfigured("shares")
+        billing_mode = "PAY_PER_REQUEST"
 
     pk = UnicodeAttribute(hash_key=True)  # tenant#code
     tenant = UnicodeAttribute()
@@ -120,7 +116,9 @@ class AuditByDayIndex(GlobalSecondaryIndex["AuditModel"]):
 class AuditModel(Model):
     """An append-only audit record; each one's hash chains to the entity's previous record."""
 
-    Meta = _meta("audit")
+    class Meta:
+        table_name = _Unconfigured("audit")
+        billing_mode = "PAY_PER_REQUEST"
 
     pk = UnicodeAttribute(hash_key=True)  # tenant#entity
     sk = UnicodeAttribute(range_key=True)  # at#id
@@ -140,7 +138,9 @@ class AuditModel(Model):
 class AdminModel(Model):
     """An operator of the admin console with a role and an argon2 password hash."""
 
-    Meta = _meta("admins")
+    class Meta:
+        table_name = _Unconfigured("admins")
+        billing_mode = "PAY_PER_REQUEST"
 
     pk = UnicodeAttribute(hash_key=True)  # tenant#username
     tenant = UnicodeAttribute()
@@ -154,7 +154,9 @@ class AdminModel(Model):
 class TenantModel(Model):
     """One mini-program (appid) and its own settings."""
 
-    Meta = _meta("tenants")
+    class Meta:
+        table_name = _Unconfigured("tenants")
+        billing_mode = "PAY_PER_REQUEST"
 
     tenant = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
@@ -181,8 +183,8 @@ def configure(settings: Settings) -> None:
     """Point every model at this deployment's tables and endpoint (idempotent)."""
     for model, logical in LOGICAL_NAMES.items():
         meta = model.Meta
-        meta.table_name = table_name(settings, logical)  # type: ignore[misc]
+        meta.table_name = table_name(settings, logical)
         meta.host = settings.dynamodb_endpoint
         meta.region = settings.aws_region
         meta.max_retry_attempts = 3
-        model._connection = None  # noqa: SLF001 - drop a connection to previously configured tables
+        model._connection = None

@@ -59,6 +59,4 @@ class ShareStore:
 
     def count_scan(self, tenant: str, code: str) -> None:
         """Add one visit to the share's scan counter."""
-        ShareModel(_key(tenant, code)).update(
-            actions=[ShareModel.scans.add(1)], condition=ShareModel.pk.exists()
-        )
+        ShareModel(_key(tenant, code)).update(actions=[ShareModel.scans.add(1)], condition=ShareModel.pk.exists())

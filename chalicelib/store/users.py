@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
@@ -12,7 +13,7 @@ from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
 from chalicelib.store import audit
 from chalicelib.store.base import Transactions, TxOutcome, decode_cursor, encode_cursor
-from chalicelib.store.models import ShareModel, TeamL1Index, TeamL2Index, TeamL3Index, UserModel
+from chalicelib.store.models import AuditModel, ShareModel, TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
 _TEAM_INDEXES = {1: ("l1k", UserModel.team_l1), 2: ("l2k", UserModel.team_l2), 3: ("l3k", UserModel.team_l3)}
 _NODE_ATTRS = ["uid", "upline"]
@@ -20,6 +21,10 @@ _NODE_ATTRS = ["uid", "upline"]
 
 def _key(tenant: str, uid: str) -> str:
     return f"{tenant}#{uid}"
+
+
+def _upline(item: UserModel) -> tuple[str, ...]:
+    return tuple(str(x) for x in (item.upline or ()))
 
 
 def to_user(item: UserModel) -> User:
@@ -30,16 +35,16 @@ def to_user(item: UserModel) -> User:
         name=item.name,
         created_at=parse_iso(item.created_at),
         promoter=bool(item.promoter),
-        upline=tuple(item.upline or ()),
+        upline=_upline(item),
         bound_at=parse_iso(item.bound_at) if item.bound_at else None,
         bound_via=item.bound_via,
         audit_head=item.audit_head,
     )
 
 
-def _upline_actions(tenant: str, upline: tuple[str, ...]) -> list[object]:
+def _upline_actions(tenant: str, upline: tuple[str, ...]) -> list[Any]:
     """Set the upline and the team index keys (l1k..l3k) it implies; remove unused levels."""
-    actions: list[object] = [UserModel.upline.set(list(upline))]
+    actions: list[Any] = [UserModel.upline.set(list(upline))]  # type: ignore[arg-type]
     for level, attr in ((1, UserModel.l1k), (2, UserModel.l2k), (3, UserModel.l3k)):
         if level <= len(upline):
             actions.append(attr.set(_key(tenant, upline[level - 1])))
@@ -64,7 +69,7 @@ class UserStore:
             item = UserModel.get(_key(tenant, uid), consistent_read=True, attributes_to_get=_NODE_ATTRS)
         except UserModel.DoesNotExist:
             return None
-        return Node(item.uid, tuple(item.upline or ()))
+        return Node(item.uid, _upline(item))
 
     def names(self, tenant: str, uids: list[str]) -> dict[str, str]:
         """Display names for a few users (batch get)."""
@@ -87,7 +92,7 @@ class UserStore:
 
         def body(tx: TransactWrite) -> None:
             tx.save(item, condition=UserModel.pk.does_not_exist())
-            tx.save(record, condition=audit.AuditModel.pk.does_not_exist())
+            tx.save(record, condition=AuditModel.pk.does_not_exist())
 
         return self._tx.run(body).committed
 
@@ -122,10 +127,10 @@ class UserStore:
         condition = UserModel.pk.exists() & _upline_is(user.upline) & _head_is(user.audit_head)
 
         def body(tx: TransactWrite) -> None:
-            tx.update(UserModel(_key(tenant, user.id)), actions=actions, condition=condition)  # type: ignore[arg-type]
+            tx.update(UserModel(_key(tenant, user.id)), actions=actions, condition=condition)
             for hop in hops:
                 tx.condition_check(UserModel, _key(tenant, hop.id), condition=_upline_is(hop.upline))
-            tx.save(record, condition=audit.AuditModel.pk.does_not_exist())
+            tx.save(record, condition=AuditModel.pk.does_not_exist())
             if share_code is not None:
                 tx.update(ShareModel(f"{tenant}#{share_code}"), actions=[ShareModel.binds.add(1)])
 
@@ -149,7 +154,7 @@ class UserStore:
 
     def children(self, tenant: str, uid: str) -> list[Node]:
         """Every direct child (level 1) of `uid` with their uplines."""
-        return [Node(i.uid, tuple(i.upline or ())) for i in UserModel.team_l1.query(_key(tenant, uid))]
+        return [Node(i.uid, _upline(i)) for i in UserModel.team_l1.query(_key(tenant, uid))]
 
 
 def _upline_is(upline: tuple[str, ...]):  # type: ignore[no-untyped-def]

@@ -1,0 +1,91 @@
+"""Fixtures that point the app at a fresh set of tables on the session's DynamoDB Local."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from chalicelib.entities import Principal, Role
+
+TEST_TENANT = "wxtest000000000a"
+OTHER_TENANT = "wxtest000000000b"
+JWT_SECRET = "test-secret-0123456789-abcdefghij"
+
+
+def reset_caches() -> None:
+    """Forget every cached setting, store, client and lookup (after the environment changed)."""
+    from chalicelib.services import shares, tenants
+    from chalicelib.settings import get_settings
+    from chalicelib.store import get_store
+    from chalicelib.wechat import get_miniprogram
+
+    get_settings.cache_clear()
+    get_store.cache_clear()
+    get_miniprogram.cache_clear()
+    tenants._cache.clear()
+    shares._cache.clear()
+
+
+def app_env(endpoint: str, prefix: str) -> dict[str, str]:
+    """The environment the app needs for tables `<prefix>-*` on `endpoint`."""
+    return {
+        "TABLE_PREFIX": prefix,
+        "DYNAMODB_ENDPOINT": endpoint,
+        "JWT_SECRET": JWT_SECRET,
+        "WECHAT_MODE": "sandbox",
+        "DEFAULT_TENANT": TEST_TENANT,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "FenxiaoTest",
+        "POWERTOOLS_SERVICE_NAME": "fenxiao",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+    }
+
+
+@dataclass(frozen=True)
+class Stack:
+    endpoint: str
+    prefix: str
+    tenant: str = TEST_TENANT
+
+    def principal(self, uid: str, role: Role = Role.USER) -> Principal:
+        return Principal(tenant=self.tenant, subject=uid, role=role)
+
+
+@pytest.fixture(scope="session")
+def stack(ddb_endpoint: str) -> Iterator[Stack]:
+    """Tables with a unique prefix, two tenants and their admins, for the whole session."""
+    from chalicelib.auth import hash_password
+    from chalicelib.clock import utcnow
+    from chalicelib.entities import Admin, Tenant
+    from chalicelib.store import get_store
+    from devtools.tables import create_all_tables
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    env = app_env(ddb_endpoint, prefix)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    reset_caches()
+    create_all_tables()
+    store = get_store()
+    for tenant_id in (TEST_TENANT, OTHER_TENANT):
+        store.tenants.put(Tenant(tenant_id, f"Test {tenant_id}"), utcnow())
+        for role in (Role.OWNER, Role.OPS, Role.FINANCE, Role.AUDITOR):
+            store.admins.put(Admin(tenant_id, role.value, hash_password("pw-" + role.value), role), utcnow())
+    try:
+        yield Stack(endpoint=ddb_endpoint, prefix=prefix)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        reset_caches()
+
+
+def unique(name: str) -> str:
+    """A user name no other test uses (tests share the tables)."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
