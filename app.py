@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from chalice.app import Chalice, DynamoDBEvent, Request, Response
@@ -29,7 +30,9 @@ def observe(event: Request, get_response: Any) -> Response:
     if response.status_code >= 400 and isinstance(response.body, dict) and "Code" in response.body:
         response = _reshape_chalice_error(response)
     logger.info("request", extra={"path": context.get("resourcePath"), "status": response.status_code})
-    metrics.flush_metrics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no metrics to publish" on plain reads
+        metrics.flush_metrics()
     return response
 
 

@@ -132,7 +132,9 @@ class UserStore:
                 tx.condition_check(UserModel, _key(tenant, hop.id), condition=_upline_is(hop.upline))
             tx.save(record, condition=AuditModel.pk.does_not_exist())
             if share_code is not None:
-                tx.update(ShareModel(f"{tenant}#{share_code}"), actions=[ShareModel.binds.add(1)])
+                tx.update(
+                    ShareModel(f"{tenant}#{share_code}"), actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)]
+                )
 
         return self._tx.run(body)
 

@@ -157,7 +157,9 @@ def test_any_sequence_of_binds_and_rebinds_keeps_three_levels_no_cycles_no_self(
         if op == "scan":
             decision = referral.decide_scan(user, target, walked)
         else:
-            decision = referral.decide_rebind(user, target, walked) if before else referral.decide_scan(user, target, walked)
+            decision = (
+                referral.decide_rebind(user, target, walked) if before else referral.decide_scan(user, target, walked)
+            )
         if decision.status is BindStatus.BOUND:
             uplines[uid] = decision.upline
             propagate(uplines, uid)

@@ -1,0 +1,146 @@
+"""Binding against DynamoDB Local: concurrency, cycles, audit, operator moves."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from chalicelib.entities import Role
+from chalicelib.referral import BindStatus
+from chalicelib.services import accounts, referrals, shares
+from chalicelib.store import get_store
+from chalicelib.store.models import AuditModel
+from tests.stack import Stack, unique
+
+
+def make_user(stack: Stack, name: str) -> str:
+    return accounts.login(f"dev-{unique(name)}", stack.tenant).user.id
+
+
+def share_of(stack: Stack, uid: str) -> str:
+    return shares.create(stack.principal(uid), None, None).code
+
+
+def bind(stack: Stack, child: str, parent: str) -> referrals.ScanResult:
+    return referrals.scan(stack.principal(child), share_of(stack, parent))
+
+
+def audit_actions(stack: Stack, uid: str) -> list[str]:
+    return [r.action for r in AuditModel.query(f"{stack.tenant}#user:{uid}", consistent_read=True)]
+
+
+def test_fifty_concurrent_scans_of_fifty_codes_bind_exactly_once(stack: Stack) -> None:
+    # Given one new user and fifty promoters with a code each
+    user = make_user(stack, "target")
+    codes = [share_of(stack, make_user(stack, "promoter")) for _ in range(50)]
+
+    # When the user opens all fifty codes at once
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda code: referrals.scan(stack.principal(user), code), codes))
+
+    # Then exactly one scan bound them, every other one reports already_bound
+    statuses = [r.status for r in results]
+    assert statuses.count(BindStatus.BOUND) == 1
+    assert statuses.count(BindStatus.ALREADY_BOUND) == 49
+    bound = get_store().users.get(stack.tenant, user)
+    assert bound is not None and len(bound.upline) == 1
+    assert audit_actions(stack, user).count("user.bound") == 1
+
+
+def test_cycle_through_three_users_is_rejected_and_nothing_changes(stack: Stack) -> None:
+    a, b, c = (make_user(stack, n) for n in ("a", "b", "c"))
+    assert bind(stack, b, a).status is BindStatus.BOUND
+    assert bind(stack, c, b).status is BindStatus.BOUND
+
+    result = bind(stack, a, c)
+
+    assert result.status is BindStatus.REJECTED
+    assert result.reason == "cycle"
+    user_a = get_store().users.get(stack.tenant, a)
+    assert user_a is not None and user_a.upline == ()
+    assert "user.bound" not in audit_actions(stack, a)
+
+
+def test_self_binding_is_rejected(stack: Stack) -> None:
+    a = make_user(stack, "self")
+    assert bind(stack, a, a).reason == "self_binding"
+
+
+def test_upline_is_copied_and_a_fourth_generation_never_reaches_the_root(stack: Stack) -> None:
+    chain = [make_user(stack, f"g{i}") for i in range(5)]
+    for parent, child in zip(chain, chain[1:], strict=False):
+        assert bind(stack, child, parent).status is BindStatus.BOUND
+    users = get_store().users
+    fifth = users.get(stack.tenant, chain[4])
+    assert fifth is not None
+    assert fifth.upline == (chain[3], chain[2], chain[1])
+    assert chain[0] not in fifth.upline
+    level3 = users.team(stack.tenant, chain[0], 3, None, 50).items
+    assert [m.id for m in level3] == [chain[3]]
+    assert users.team_count(stack.tenant, chain[0], 1) == 1
+
+
+def test_scans_are_counted_on_the_share(stack: Stack) -> None:
+    sharer, u1, u2 = (make_user(stack, n) for n in ("sharer", "u1", "u2"))
+    code = share_of(stack, sharer)
+    referrals.scan(stack.principal(u1), code)
+    referrals.scan(stack.principal(u1), code)
+    referrals.scan(stack.principal(u2), code)
+    share = get_store().shares.get(stack.tenant, code)
+    assert share is not None
+    assert (share.scans, share.binds) == (3, 2)
+
+
+def test_rebind_moves_the_user_and_the_stream_moves_the_downline(stack: Stack) -> None:
+    # old <- a <- b <- c ; new root "n"
+    old, a, b, c, n = (make_user(stack, x) for x in ("old", "a", "b", "c", "n"))
+    for parent, child in ((old, a), (a, b), (b, c)):
+        bind(stack, child, parent)
+    admin = stack.principal("owner", Role.OWNER)
+
+    moved = referrals.rebind(admin, a, n, "customer asked to change team")
+    assert moved.upline == (n,)
+
+    # the stream handler's work, delivered twice to prove replays change nothing
+    for _ in range(2):
+        referrals.propagate(stack.tenant, a)
+        referrals.propagate(stack.tenant, b)
+        referrals.propagate(stack.tenant, c)
+    users = get_store().users
+    assert users.get(stack.tenant, b).upline == (a, n)  # type: ignore[union-attr]
+    assert users.get(stack.tenant, c).upline == (b, a, n)  # type: ignore[union-attr]
+    record = next(r for r in AuditModel.query(f"{stack.tenant}#user:{a}") if r.action == "user.rebound")
+    assert json.loads(record.data)["reason"] == "customer asked to change team"
+    assert record.actor == "admin:owner"
+
+
+def test_rebind_refuses_cycles_self_and_needs_a_role(stack: Stack) -> None:
+    a, b = make_user(stack, "a"), make_user(stack, "b")
+    bind(stack, b, a)
+    owner = stack.principal("owner", Role.OWNER)
+    from chalicelib.errors import Conflict, Forbidden
+
+    with pytest.raises(Conflict) as cycle:
+        referrals.rebind(owner, a, b, "x")
+    assert cycle.value.code == "cycle"
+    with pytest.raises(Conflict) as self_bind:
+        referrals.rebind(owner, a, a, "x")
+    assert self_bind.value.code == "self_binding"
+    with pytest.raises(Forbidden):
+        referrals.rebind(stack.principal("finance", Role.FINANCE), b, b, "x")
+
+
+def test_audit_chain_of_a_user_verifies(stack: Stack) -> None:
+    from chalicelib.store import audit
+
+    a, b, n = make_user(stack, "a"), make_user(stack, "b"), make_user(stack, "n")
+    bind(stack, b, a)
+    referrals.rebind(stack.principal("owner", Role.OWNER), b, n, "moved")
+    records = list(AuditModel.query(f"{stack.tenant}#user:{b}", consistent_read=True))
+    assert [r.action for r in records] == ["user.created", "user.bound", "user.rebound"]
+    assert audit.verify_chain(records)
+    tampered = records[1]
+    tampered.data = json.dumps({"upline": ["someone-else"]})
+    assert not audit.verify_chain(records)
