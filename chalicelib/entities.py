@@ -51,7 +51,7 @@ class User:
     upline: tuple[str, ...] = ()
     bound_at: datetime | None = None
     bound_via: str | None = None
-    audit_head: str | None = None
+    version: int = 0
 
     @property
     def node(self) -> Node:

@@ -61,8 +61,10 @@ def _projection(projection: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
 
 def _indexes(indexes: list[dict[str, Any]], name_key: str) -> dict[str, TableSpec]:
     return {
-        index[name_key]: {"keys": _keys(index.get("KeySchema") or index.get("key_schema") or []),
-                          "projection": _projection(index.get("Projection") or index.get("projection") or {})}
+        index[name_key]: {
+            "keys": _keys(index.get("KeySchema") or index.get("key_schema") or []),
+            "projection": _projection(index.get("Projection") or index.get("projection") or {}),
+        }
         for index in indexes
     }
 
@@ -104,14 +106,18 @@ def template_tables(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, 
         name = props.get("TableName")
         if not isinstance(name, str):
             raise ValueError(f"{logical_id}: TableName must be a literal string, got {name!r}")
-        found[name] = (logical_id, resource, {
-            "keys": _keys(props.get("KeySchema", [])),
-            "attributes": {a["AttributeName"]: a["AttributeType"] for a in props.get("AttributeDefinitions", [])},
-            "gsis": _indexes(props.get("GlobalSecondaryIndexes", []), "IndexName"),
-            "lsis": _indexes(props.get("LocalSecondaryIndexes", []), "IndexName"),
-            "stream": (props.get("StreamSpecification") or {}).get("StreamViewType"),
-            "billing": props.get("BillingMode", "PROVISIONED"),
-        })
+        found[name] = (
+            logical_id,
+            resource,
+            {
+                "keys": _keys(props.get("KeySchema", [])),
+                "attributes": {a["AttributeName"]: a["AttributeType"] for a in props.get("AttributeDefinitions", [])},
+                "gsis": _indexes(props.get("GlobalSecondaryIndexes", []), "IndexName"),
+                "lsis": _indexes(props.get("LocalSecondaryIndexes", []), "IndexName"),
+                "stream": (props.get("StreamSpecification") or {}).get("StreamViewType"),
+                "billing": props.get("BillingMode", "PROVISIONED"),
+            },
+        )
     return found
 
 
@@ -133,29 +139,37 @@ def drift(template: dict[str, Any], prefix: str) -> list[str]:
     expected = expected_tables(prefix)
     actual = template_tables(template)
     problems = [
-        f"table {name} ({spec['model']}) is missing from the template" for name, spec in expected.items()
+        f"table {name} ({spec['model']}) is missing from the template"
+        for name, spec in expected.items()
         if name not in actual
     ]
     problems += [
         f"{logical_id}: table {name} has no PynamoDB model"
-        for name, (logical_id, _, _) in actual.items() if name not in expected
+        for name, (logical_id, _, _) in actual.items()
+        if name not in expected
     ]
     for name, want in expected.items():
-        if name not in actual:
-            continue
-        logical_id, resource, got = actual[name]
-        for field in ("keys", "attributes", "stream", "billing"):
-            if got[field] != want[field]:
-                problems.append(f"{logical_id}: {field} is {got[field]!r}, model {want['model']} has {want[field]!r}")
-        for kind in ("gsis", "lsis"):
-            for index in sorted(set(want[kind]) | set(got[kind])):
-                if index not in got[kind]:
-                    problems.append(f"{logical_id}: index {index} missing ({kind})")
-                elif index not in want[kind]:
-                    problems.append(f"{logical_id}: index {index} is not in model {want['model']}")
-                elif got[kind][index] != want[kind][index]:
-                    problems.append(f"{logical_id}: index {index} is {got[kind][index]!r}, model has {want[kind][index]!r}")
-        problems += _hygiene(logical_id, resource)
+        if name in actual:
+            logical_id, resource, got = actual[name]
+            problems += _compare(logical_id, want, got) + _hygiene(logical_id, resource)
+    return problems
+
+
+def _compare(logical_id: str, want: TableSpec, got: TableSpec) -> list[str]:
+    model = want["model"]
+    problems = [
+        f"{logical_id}: {field} is {got[field]!r}, model {model} has {want[field]!r}"
+        for field in ("keys", "attributes", "stream", "billing")
+        if got[field] != want[field]
+    ]
+    for kind in ("gsis", "lsis"):
+        for index in sorted(set(want[kind]) | set(got[kind])):
+            if index not in got[kind]:
+                problems.append(f"{logical_id}: index {index} of model {model} is missing ({kind})")
+            elif index not in want[kind]:
+                problems.append(f"{logical_id}: index {index} is not in model {model}")
+            elif got[kind][index] != want[kind][index]:
+                problems.append(f"{logical_id}: index {index} is {got[kind][index]!r}, model has {want[kind][index]!r}")
     return problems
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from chalicelib.entities import Principal, Role
+from devtools.runner import EventRunner
 
 TEST_TENANT = "wxtest000000000a"
 OTHER_TENANT = "wxtest000000000b"
@@ -49,14 +50,19 @@ def app_env(endpoint: str, prefix: str) -> dict[str, str]:
 class Stack:
     endpoint: str
     prefix: str
+    runner: EventRunner
     tenant: str = TEST_TENANT
+
+    def drain(self) -> int:
+        """Deliver every pending stream record to the app's handlers (as Lambda would)."""
+        return self.runner.drain(timeout=30.0)
 
     def principal(self, uid: str, role: Role = Role.USER) -> Principal:
         return Principal(tenant=self.tenant, subject=uid, role=role)
 
 
 @pytest.fixture(scope="session")
-def stack(ddb_endpoint: str) -> Iterator[Stack]:
+def stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Tables with a unique prefix, two tenants and their admins, for the whole session."""
     from chalicelib.auth import hash_password
     from chalicelib.clock import utcnow
@@ -75,8 +81,17 @@ def stack(ddb_endpoint: str) -> Iterator[Stack]:
         store.tenants.put(Tenant(tenant_id, f"Test {tenant_id}"), utcnow())
         for role in (Role.OWNER, Role.OPS, Role.FINANCE, Role.AUDITOR):
             store.admins.put(Admin(tenant_id, role.value, hash_password("pw-" + role.value), role), utcnow())
+    from app import app
+
+    runner = EventRunner(
+        app,
+        table_name_for=lambda logical: f"{prefix}-{logical}",
+        endpoint_url=ddb_endpoint,
+        state_dir=tmp_path_factory.mktemp("runner"),
+        max_retries=3,
+    )
     try:
-        yield Stack(endpoint=ddb_endpoint, prefix=prefix)
+        yield Stack(endpoint=ddb_endpoint, prefix=prefix, runner=runner)
     finally:
         for key, value in saved.items():
             if value is None:

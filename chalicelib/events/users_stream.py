@@ -1,4 +1,4 @@
-"""Users table stream: when a user's upline changes, their downline follows (one level per hop)."""
+"""Users table stream: audit every version of a user, move the downline of a moved user."""
 
 from __future__ import annotations
 
@@ -13,28 +13,37 @@ from chalicelib.services import referrals
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 
 
-def upline_changed(record: DynamoDBRecord) -> tuple[str, str] | None:
-    """(tenant, user id) when this change moved the user's upline, else None."""
-    if record.dynamodb is None or record.event_name is None or record.event_name.name != "MODIFY":
-        return None
-    new = record.dynamodb.new_image or {}
-    old = record.dynamodb.old_image or {}
-    if list(new.get("upline") or []) == list(old.get("upline") or []):
-        return None
-    tenant, uid = new.get("tenant"), new.get("uid")
-    if not isinstance(tenant, str) or not isinstance(uid, str):
-        raise ValueError("user record without tenant or uid")
-    return tenant, uid
+def _images(record: DynamoDBRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    if record.dynamodb is None:
+        raise ValueError("stream record without a dynamodb section")
+    return dict(record.dynamodb.new_image or {}), dict(record.dynamodb.old_image or {})
+
+
+def new_version(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """True when this change produced a new audited version of the user."""
+    return bool(new.get("version")) and new.get("version") != old.get("version") and bool(new.get("event_at"))
+
+
+def upline_changed(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    return bool(old) and bool(new) and list(new.get("upline") or []) != list(old.get("upline") or [])
 
 
 def record_handler(record: DynamoDBRecord) -> None:
-    changed = upline_changed(record)
-    if changed is None:
+    from chalicelib.store import get_store
+
+    new, old = _images(record)
+    if not new:  # a removal: users are never deleted by the app
         return
-    moved = referrals.propagate(*changed)
-    if moved:
-        count("UplinesPropagated", moved)
-        logger.info("downline moved", extra={"tenant": changed[0], "user": changed[1], "children": moved})
+    tenant, uid = new.get("tenant"), new.get("uid")
+    if not isinstance(tenant, str) or not isinstance(uid, str):
+        raise ValueError("user record without tenant or uid")
+    if new_version(new, old) and get_store().audit.append_user_event(tenant, uid, new):
+        count("AuditRecords")
+    if upline_changed(new, old):
+        moved = referrals.propagate(tenant, uid)
+        if moved:
+            count("UplinesPropagated", moved)
+            logger.info("downline moved", extra={"tenant": tenant, "user": uid, "children": moved})
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:

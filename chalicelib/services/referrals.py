@@ -26,12 +26,77 @@ class ScanResult:
     upline: tuple[str, ...] = ()
 
 
+_ANCESTRY_TTL = 30.0
+_ancestry_cache: dict[tuple[str, str], tuple[referral.Ancestry, Node, float]] = {}
+
+
 def _ancestry(store: Store, tenant: str, parent: Node) -> referral.Ancestry:
     return referral.walk_ancestry(parent, lambda uid: store.users.node(tenant, uid))
 
 
+def _sharer_ancestry(store: Store, tenant: str, sharer_id: str, fresh: bool) -> tuple[Node, referral.Ancestry]:
+    """The sharer and their ancestry, cached briefly: the bind transaction re-checks every hop."""
+    key = (tenant, sharer_id)
+    cached = _ancestry_cache.get(key)
+    if cached and not fresh and cached[2] > time.monotonic():
+        return cached[1], cached[0]
+    sharer = store.users.node(tenant, sharer_id)
+    if sharer is None:
+        raise NotFound("the sharer of this code no longer exists", code="unknown_sharer")
+    ancestry = _ancestry(store, tenant, sharer)
+    if len(_ancestry_cache) > 10_000:
+        _ancestry_cache.clear()
+    _ancestry_cache[key] = (ancestry, sharer, time.monotonic() + _ANCESTRY_TTL)
+    return sharer, ancestry
+
+
 def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
+
+
+def scan(principal: Principal, code: str) -> ScanResult:
+    """The caller opened `code`: bind them to its sharer if the rules allow (first touch wins).
+
+    Optimistic: the caller is assumed unbound and bound in one transaction without reading
+    them first; the transaction's conditions say when that was wrong.
+    """
+    store = get_store()
+    tenant = principal.tenant
+    share = shares.get(tenant, code)
+    fresh = False
+    for attempt in range(MAX_ATTEMPTS):
+        sharer, ancestry = _sharer_ancestry(store, tenant, share.sharer, fresh)
+        decision = referral.decide_scan(Node(principal.subject), sharer, ancestry)
+        if decision.status is not BindStatus.BOUND:
+            return _refused(store, principal, code, decision)
+        data = {"upline": list(decision.upline), "share": code}
+        event = AuditEvent(entity=f"user:{principal.subject}", action="user.bound", actor=principal.actor, data=data)
+        outcome = store.users.bind(
+            tenant, principal.subject, decision.upline, via=code, when=utcnow(), event=event, hops=ancestry.hops
+        )
+        if outcome.committed:
+            count("Bindings")
+            logger.info("bound", extra={"tenant": tenant, "user": principal.subject, "upline": decision.upline})
+            return ScanResult(BindStatus.BOUND, upline=decision.upline)
+        if 0 in outcome.failed_items:  # the caller is bound already (or gone)
+            return _refused(store, principal, code, decision)
+        fresh = bool(outcome.failed_items)  # a hop changed: walk again from the table
+        _backoff(attempt)
+    raise Conflict("the binding is busy, try again", code="busy")
+
+
+def _refused(store: Store, principal: Principal, code: str, decision: Decision) -> ScanResult:
+    """Report a scan that bound nothing; the caller's real state decides already_bound first."""
+    user = _current_user(store, principal)
+    store.shares.count_scan(principal.tenant, code)
+    if user.upline:
+        count("AlreadyBound")
+        return ScanResult(BindStatus.ALREADY_BOUND, upline=user.upline)
+    if decision.status is BindStatus.REJECTED:
+        reason = decision.reason.value if decision.reason else "rejected"
+        count("BindRejected", reason=reason)
+        return ScanResult(BindStatus.REJECTED, reason=reason)
+    raise Conflict("the binding is busy, try again", code="busy")
 
 
 def _current_user(store: Store, principal: Principal) -> User:
@@ -39,50 +104,6 @@ def _current_user(store: Store, principal: Principal) -> User:
     if user is None:
         raise Unauthorized("the user of this token does not exist", code="unknown_user")
     return user
-
-
-def scan(principal: Principal, code: str) -> ScanResult:
-    """The caller opened `code`: bind them to its sharer if the rules allow (first touch wins)."""
-    store = get_store()
-    tenant = principal.tenant
-    share = shares.get(tenant, code)
-    user = _current_user(store, principal)
-    for attempt in range(MAX_ATTEMPTS):
-        decision, hops = _decide(store, tenant, user, share.sharer)
-        if decision.status is not BindStatus.BOUND:
-            store.shares.count_scan(tenant, code)
-            return _report(decision)
-        data = {"upline": list(decision.upline), "share": code}
-        event = AuditEvent(entity=f"user:{user.id}", action="user.bound", actor=principal.actor, data=data)
-        outcome = store.users.set_upline(
-            tenant, user, decision.upline, via=code, when=utcnow(), event=event, hops=hops, share_code=code
-        )
-        if outcome.committed:
-            count("Bindings")
-            logger.info("bound", extra={"tenant": tenant, "user": user.id, "upline": decision.upline})
-            return ScanResult(BindStatus.BOUND, upline=decision.upline)
-        _backoff(attempt)
-        user = _current_user(store, principal)
-    raise Conflict("the binding is busy, try again", code="busy")
-
-
-def _decide(store: Store, tenant: str, user: User, sharer_id: str) -> tuple[Decision, tuple[Node, ...]]:
-    if user.upline:
-        return Decision(BindStatus.ALREADY_BOUND, upline=user.upline), ()
-    sharer = store.users.node(tenant, sharer_id)
-    if sharer is None:
-        raise NotFound("the sharer of this code no longer exists", code="unknown_sharer")
-    ancestry = _ancestry(store, tenant, sharer)
-    return referral.decide_scan(user.node, sharer, ancestry), ancestry.hops
-
-
-def _report(decision: Decision) -> ScanResult:
-    if decision.status is BindStatus.REJECTED:
-        reason = decision.reason.value if decision.reason else "rejected"
-        count("BindRejected", reason=reason)
-        return ScanResult(BindStatus.REJECTED, reason=reason)
-    count("AlreadyBound")
-    return ScanResult(BindStatus.ALREADY_BOUND, upline=decision.upline)
 
 
 def rebind(principal: Principal, uid: str, parent_id: str, reason: str) -> User:
@@ -104,8 +125,8 @@ def rebind(principal: Principal, uid: str, parent_id: str, reason: str) -> User:
             raise Conflict(f"cannot move this user: {code}", code=code)
         data = {"from": list(user.upline), "to": list(decision.upline), "reason": reason.strip()}
         event = AuditEvent(entity=f"user:{uid}", action="user.rebound", actor=principal.actor, data=data)
-        outcome = store.users.set_upline(
-            tenant, user, decision.upline, via=principal.actor, when=utcnow(), event=event, hops=ancestry.hops
+        outcome = store.users.move(
+            tenant, user, decision.upline, when=utcnow(), event=event, hops=ancestry.hops, rebind=True
         )
         if outcome.committed:
             count("Rebinds")
@@ -124,22 +145,18 @@ def propagate(tenant: str, uid: str) -> int:
     parent = store.users.node(tenant, uid)
     if parent is None:
         return 0
-    changed = 0
-    for child in store.users.children(tenant, uid):
-        for attempt in range(MAX_ATTEMPTS):
-            current = store.users.get(tenant, child.id)
-            wanted = referral.propagated_upline(parent, current.node) if current else None
-            if current is None or wanted is None:
-                break
-            data = {"from": list(current.upline), "to": list(wanted), "cause": uid}
-            event = AuditEvent(
-                entity=f"user:{child.id}", action="user.upline_moved", actor="system:propagate", data=data
-            )
-            outcome = store.users.set_upline(
-                tenant, current, wanted, via=current.bound_via or "", when=utcnow(), event=event
-            )
-            if outcome.committed:
-                changed += 1
-                break
-            _backoff(attempt)
-    return changed
+    return sum(_propagate_to(store, tenant, parent, child.id) for child in store.users.children(tenant, uid))
+
+
+def _propagate_to(store: Store, tenant: str, parent: Node, child_id: str) -> int:
+    for attempt in range(MAX_ATTEMPTS):
+        current = store.users.get(tenant, child_id)
+        wanted = referral.propagated_upline(parent, current.node) if current else None
+        if current is None or wanted is None:
+            return 0
+        data = {"from": list(current.upline), "to": list(wanted), "cause": parent.id}
+        event = AuditEvent(entity=f"user:{child_id}", action="user.upline_moved", actor="system:propagate", data=data)
+        if store.users.move(tenant, current, wanted, when=utcnow(), event=event).committed:
+            return 1
+        _backoff(attempt)
+    raise Conflict(f"could not move {child_id}, will retry", code="busy")

@@ -14,6 +14,7 @@ from chalicelib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from chalicelib.store.admins import AdminStore, TenantStore
+    from chalicelib.store.audit import AuditStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
 
@@ -24,11 +25,13 @@ class Store:
     shares: ShareStore
     admins: AdminStore
     tenants: TenantStore
+    audit: AuditStore
 
 
 def build_store(settings: Settings) -> Store:
     """A store bound to these settings' tables."""
     from chalicelib.store.admins import AdminStore, TenantStore
+    from chalicelib.store.audit import AuditStore
     from chalicelib.store.base import Transactions
     from chalicelib.store.models import configure
     from chalicelib.store.shares import ShareStore
@@ -36,7 +39,9 @@ def build_store(settings: Settings) -> Store:
 
     configure(settings)
     tx = Transactions(settings)
-    return Store(users=UserStore(tx), shares=ShareStore(tx), admins=AdminStore(), tenants=TenantStore())
+    return Store(
+        users=UserStore(tx), shares=ShareStore(tx), admins=AdminStore(), tenants=TenantStore(), audit=AuditStore(tx)
+    )
 
 
 @lru_cache(maxsize=1)

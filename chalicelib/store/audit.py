@@ -8,9 +8,12 @@ import secrets
 from collections.abc import Iterator
 from datetime import datetime
 
-from chalicelib.clock import iso
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent
-from chalicelib.store.models import AuditModel
+from chalicelib.store.base import Transactions
+from chalicelib.store.models import AuditModel, ShareModel
 
 DAY_SHARDS = 8
 GENESIS = "0" * 64
@@ -66,6 +69,56 @@ def build(
 def for_entity(tenant: str, entity: str, *, limit: int = 100) -> Iterator[AuditModel]:
     """The entity's records, oldest first."""
     return AuditModel.query(f"{tenant}#{entity}", consistent_read=True, limit=limit)
+
+
+class PredecessorMissing(Exception):
+    """The previous version's audit record is not written yet: retry this one later."""
+
+
+def version_sk(at: str, version: int) -> str:
+    """The sort key of the audit record of an entity's `version` (deterministic: replays are no-ops)."""
+    return f"{at}#v{version:010d}"
+
+
+class AuditStore:
+    """Writes the audit records that streams derive from item versions."""
+
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    def append_user_event(self, tenant: str, uid: str, image: dict[str, object]) -> bool:
+        """Write the audit record of one version of a user item (from its stream image).
+
+        The record chains to the previous version's record, which must exist; a replay finds
+        its record already written and changes nothing (returns False). A binding through a
+        share code also counts the scan and the binding on the share, in the same transaction.
+        """
+        version = int(str(image["version"]))
+        at = str(image["event_at"])
+        entity = f"user:{uid}"
+        prev_hash = GENESIS
+        if version > 1:
+            prev_sk = version_sk(str(image.get("prev_event_at")), version - 1)
+            try:
+                prev_hash = AuditModel.get(f"{tenant}#{entity}", prev_sk, consistent_read=True).hash
+            except AuditModel.DoesNotExist:
+                raise PredecessorMissing(f"{entity} v{version - 1}") from None
+        data = json.loads(str(image.get("event_data") or "{}"))
+        action, actor = str(image["event_action"]), str(image["event_actor"])
+        event = AuditEvent(entity=entity, action=action, actor=actor, data=data)
+        record = build(tenant, event, parse_iso(at), prev_hash, record_id=f"v{version:010d}")
+        share_code = data.get("share") if action == "user.bound" else None
+
+        def body(tx: TransactWrite) -> None:
+            tx.save(record, condition=AuditModel.pk.does_not_exist())
+            if isinstance(share_code, str) and share_code:
+                share = ShareModel(f"{tenant}#{share_code}")
+                tx.update(share, actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)])
+
+        outcome = self._tx.run(body)
+        if not outcome.committed and not outcome.failed_items:
+            raise PredecessorMissing("transaction conflict, retry")
+        return outcome.committed
 
 
 def verify_chain(records: list[AuditModel]) -> bool:

@@ -29,7 +29,11 @@ class TxOutcome:
 
 
 class Transactions:
-    """Runs `TransactWriteItems` and reports cancellations as data, not exceptions."""
+    """Runs `TransactWriteItems` and reports cancellations as data, not exceptions.
+
+    Note: PynamoDB sends condition checks first, then deletes, puts and updates, whatever
+    the order of the calls; `failed_items` indexes that order.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint, max_retry_attempts=3)

@@ -75,9 +75,16 @@ class UserModel(Model):
     l2k = UnicodeAttribute(null=True)
     l3k = UnicodeAttribute(null=True)
     bound_at = UnicodeAttribute(null=True)
-    bound_via = UnicodeAttribute(null=True)  # share code, or "admin:<rebind id>"
-    audit_head = UnicodeAttribute(null=True)
+    bound_via = UnicodeAttribute(null=True)  # share code, or "admin:<name>"
     rebinds = NumberAttribute(default=0)
+    # The change that produced this version of the item; the users stream turns each version
+    # into one audit record chained to the previous version's record.
+    version = NumberAttribute(default=0)
+    event_at = UnicodeAttribute(null=True)
+    prev_event_at = UnicodeAttribute(null=True)
+    event_action = UnicodeAttribute(null=True)
+    event_actor = UnicodeAttribute(null=True)
+    event_data = UnicodeAttribute(null=True)
 
     team_l1 = TeamL1Index()
     team_l2 = TeamL2Index()

@@ -1,7 +1,14 @@
-"""Users: login records, uplines and team indexes."""
+"""Users: login records, uplines and team indexes.
+
+Every state change of a user is one conditional write that also records *what happened*
+(`event_*` attributes and a version number); the users stream turns each version into an
+audit record (`chalicelib.store.audit.append_user_event`). Binding is thus one transaction
+of two items on the fast path: the user's update and a check that the sharer is unchanged.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -11,9 +18,9 @@ from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, TeamMember, User
 from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
-from chalicelib.store import audit
+from chalicelib.store.audit import canonical
 from chalicelib.store.base import Transactions, TxOutcome, decode_cursor, encode_cursor
-from chalicelib.store.models import AuditModel, ShareModel, TeamL1Index, TeamL2Index, TeamL3Index, UserModel
+from chalicelib.store.models import TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
 _TEAM_INDEXES = {1: ("l1k", UserModel.team_l1), 2: ("l2k", UserModel.team_l2), 3: ("l3k", UserModel.team_l3)}
 _NODE_ATTRS = ["uid", "upline"]
@@ -38,12 +45,14 @@ def to_user(item: UserModel) -> User:
         upline=_upline(item),
         bound_at=parse_iso(item.bound_at) if item.bound_at else None,
         bound_via=item.bound_via,
-        audit_head=item.audit_head,
+        version=int(item.version or 0),
     )
 
 
 def _upline_actions(tenant: str, upline: tuple[str, ...]) -> list[Any]:
     """Set the upline and the team index keys (l1k..l3k) it implies; remove unused levels."""
+    if len(upline) > MAX_LEVELS:
+        raise ValueError("an upline holds at most three levels")
     actions: list[Any] = [UserModel.upline.set(list(upline))]  # type: ignore[arg-type]
     for level, attr in ((1, UserModel.l1k), (2, UserModel.l2k), (3, UserModel.l3k)):
         if level <= len(upline):
@@ -51,6 +60,24 @@ def _upline_actions(tenant: str, upline: tuple[str, ...]) -> list[Any]:
         else:
             actions.append(attr.remove())
     return actions
+
+
+def _event_actions(event: AuditEvent, when: datetime) -> list[Any]:
+    """Record the change on the item itself and move to the next version."""
+    return [
+        UserModel.prev_event_at.set(UserModel.event_at),
+        UserModel.event_at.set(iso(when)),
+        UserModel.event_action.set(event.action),
+        UserModel.event_actor.set(event.actor),
+        UserModel.event_data.set(canonical(event.data)),
+        UserModel.version.add(1),
+    ]
+
+
+def _upline_is(upline: tuple[str, ...]) -> Any:
+    if upline:
+        return UserModel.upline == list(upline)
+    return UserModel.upline.does_not_exist()
 
 
 class UserStore:
@@ -77,8 +104,9 @@ class UserStore:
         return {item.uid: item.name for item in UserModel.batch_get(keys, attributes_to_get=["uid", "name"])}
 
     def create(self, user: User, event: AuditEvent) -> bool:
-        """Create the user with its first audit record; False when it already exists."""
-        record = audit.build(user.tenant, event, user.created_at, None)
+        """Create the user as version 1 (its creation is audited by the stream); False if it exists."""
+        from pynamodb.exceptions import PutError
+
         item = UserModel(
             pk=_key(user.tenant, user.id),
             tenant=user.tenant,
@@ -87,56 +115,78 @@ class UserStore:
             name=user.name,
             created_at=iso(user.created_at),
             promoter=user.promoter,
-            audit_head=record.hash,
+            version=1,
+            event_at=iso(user.created_at),
+            event_action=event.action,
+            event_actor=event.actor,
+            event_data=canonical(event.data),
         )
+        try:
+            item.save(condition=UserModel.pk.does_not_exist())
+        except PutError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
-        def body(tx: TransactWrite) -> None:
-            tx.save(item, condition=UserModel.pk.does_not_exist())
-            tx.save(record, condition=AuditModel.pk.does_not_exist())
-
-        return self._tx.run(body).committed
-
-    def set_upline(
+    def bind(
         self,
         tenant: str,
-        user: User,
+        uid: str,
         upline: tuple[str, ...],
         *,
         via: str,
         when: datetime,
         event: AuditEvent,
-        hops: tuple[Node, ...] = (),
-        share_code: str | None = None,
+        hops: tuple[Node, ...],
     ) -> TxOutcome:
-        """Bind or move `user`: one transaction with its audit record.
+        """Bind an unbound user without reading it first (item 0 fails if it is bound or missing).
 
-        Conditions: the user's upline and audit head are still what was read, and every hop
-        node of the parent's ancestry is unchanged (so no concurrent change can close a cycle).
+        Every hop node of the parent's ancestry is checked unchanged in the same transaction,
+        so no concurrent binding can close a cycle.
         """
-        if len(upline) > MAX_LEVELS:
-            raise ValueError("an upline holds at most three levels")
-        record = audit.build(tenant, event, when, user.audit_head)
         actions = [
             *_upline_actions(tenant, upline),
             UserModel.bound_at.set(iso(when)),
             UserModel.bound_via.set(via),
-            UserModel.audit_head.set(record.hash),
+            *_event_actions(event, when),
         ]
-        if user.upline and via.startswith("admin:"):
-            actions.append(UserModel.rebinds.add(1))
-        condition = UserModel.pk.exists() & _upline_is(user.upline) & _head_is(user.audit_head)
+        condition = UserModel.pk.exists() & UserModel.upline.does_not_exist()
+        return self._write(tenant, uid, actions, condition, hops)
 
+    def move(
+        self,
+        tenant: str,
+        user: User,
+        upline: tuple[str, ...],
+        *,
+        when: datetime,
+        event: AuditEvent,
+        hops: tuple[Node, ...] = (),
+        rebind: bool = False,
+    ) -> TxOutcome:
+        """Change a user's upline if it is still what was read (operator moves and propagation)."""
+        actions = [*_upline_actions(tenant, upline), *_event_actions(event, when)]
+        if rebind:
+            actions += [
+                UserModel.rebinds.add(1),
+                UserModel.bound_at.set(iso(when)),
+                UserModel.bound_via.set(event.actor),
+            ]
+        condition = UserModel.pk.exists() & _upline_is(user.upline)
+        return self._write(tenant, user.id, actions, condition, hops)
+
+    def _write(self, tenant: str, uid: str, actions: list[Any], condition: Any, hops: tuple[Node, ...]) -> TxOutcome:
         def body(tx: TransactWrite) -> None:
-            tx.update(UserModel(_key(tenant, user.id)), actions=actions, condition=condition)
+            tx.update(UserModel(_key(tenant, uid)), actions=actions, condition=condition)
             for hop in hops:
                 tx.condition_check(UserModel, _key(tenant, hop.id), condition=_upline_is(hop.upline))
-            tx.save(record, condition=AuditModel.pk.does_not_exist())
-            if share_code is not None:
-                tx.update(
-                    ShareModel(f"{tenant}#{share_code}"), actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)]
-                )
 
-        return self._tx.run(body)
+        # PynamoDB sends condition checks before updates: map its indexes back to ours
+        # (0 = the user's update, 1.. = the hops in order).
+        outcome = self._tx.run(body)
+        order = [len(hops), *range(len(hops))]
+        return replace(outcome, failed_items=tuple(order.index(i) for i in outcome.failed_items))
 
     def team(self, tenant: str, uid: str, level: int, cursor: str | None, limit: int) -> Page[TeamMember]:
         """Users at `level` below `uid`, newest binding first, read from the level's index."""
@@ -157,15 +207,3 @@ class UserStore:
     def children(self, tenant: str, uid: str) -> list[Node]:
         """Every direct child (level 1) of `uid` with their uplines."""
         return [Node(i.uid, _upline(i)) for i in UserModel.team_l1.query(_key(tenant, uid))]
-
-
-def _upline_is(upline: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    if upline:
-        return UserModel.upline == list(upline)
-    return UserModel.upline.does_not_exist()
-
-
-def _head_is(head: str | None):  # type: ignore[no-untyped-def]
-    if head:
-        return UserModel.audit_head == head
-    return UserModel.audit_head.does_not_exist()

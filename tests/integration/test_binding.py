@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,7 @@ def bind(stack: Stack, child: str, parent: str) -> referrals.ScanResult:
 
 
 def audit_actions(stack: Stack, uid: str) -> list[str]:
+    stack.drain()
     return [r.action for r in AuditModel.query(f"{stack.tenant}#user:{uid}", consistent_read=True)]
 
 
@@ -70,7 +72,7 @@ def test_self_binding_is_rejected(stack: Stack) -> None:
 
 def test_upline_is_copied_and_a_fourth_generation_never_reaches_the_root(stack: Stack) -> None:
     chain = [make_user(stack, f"g{i}") for i in range(5)]
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert bind(stack, child, parent).status is BindStatus.BOUND
     users = get_store().users
     fifth = users.get(stack.tenant, chain[4])
@@ -88,6 +90,7 @@ def test_scans_are_counted_on_the_share(stack: Stack) -> None:
     referrals.scan(stack.principal(u1), code)
     referrals.scan(stack.principal(u1), code)
     referrals.scan(stack.principal(u2), code)
+    stack.drain()
     share = get_store().shares.get(stack.tenant, code)
     assert share is not None
     assert (share.scans, share.binds) == (3, 2)
@@ -103,14 +106,14 @@ def test_rebind_moves_the_user_and_the_stream_moves_the_downline(stack: Stack) -
     moved = referrals.rebind(admin, a, n, "customer asked to change team")
     assert moved.upline == (n,)
 
-    # the stream handler's work, delivered twice to prove replays change nothing
-    for _ in range(2):
-        referrals.propagate(stack.tenant, a)
-        referrals.propagate(stack.tenant, b)
-        referrals.propagate(stack.tenant, c)
+    # the users stream moves the downline; delivering the work again changes nothing
+    stack.drain()
+    for uid in (a, b, c):
+        assert referrals.propagate(stack.tenant, uid) == 0
     users = get_store().users
     assert users.get(stack.tenant, b).upline == (a, n)  # type: ignore[union-attr]
     assert users.get(stack.tenant, c).upline == (b, a, n)  # type: ignore[union-attr]
+    assert audit_actions(stack, c).count("user.upline_moved") == 1
     record = next(r for r in AuditModel.query(f"{stack.tenant}#user:{a}") if r.action == "user.rebound")
     assert json.loads(record.data)["reason"] == "customer asked to change team"
     assert record.actor == "admin:owner"
@@ -138,6 +141,7 @@ def test_audit_chain_of_a_user_verifies(stack: Stack) -> None:
     a, b, n = make_user(stack, "a"), make_user(stack, "b"), make_user(stack, "n")
     bind(stack, b, a)
     referrals.rebind(stack.principal("owner", Role.OWNER), b, n, "moved")
+    stack.drain()
     records = list(AuditModel.query(f"{stack.tenant}#user:{b}", consistent_read=True))
     assert [r.action for r in records] == ["user.created", "user.bound", "user.rebound"]
     assert audit.verify_chain(records)

@@ -1,0 +1,1 @@
+"""Deployment templates and their checks (not packaged: Chalice ships only app.py and chalicelib/)."""

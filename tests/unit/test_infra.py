@@ -1,0 +1,314 @@
+"""The prod merge template and IAM policy against the app, its models and its config.
+
+`chalice package` plus cfn-lint (`make package`) catch template syntax; these tests catch what
+they cannot: a stream handler without partial-batch failures or a dead-letter destination, a
+handler renamed so the merge patches a function that no longer exists, a table drifting from
+its model, a function without its secrets, a table the IAM policy does not cover. (cfn-lint
+1.58 validates SAM event properties loosely: a misspelt `FunctionResponseType` passes it.)
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice.app import (
+    CloudWatchEventConfig,
+    DynamoDBEventConfig,
+    KinesisEventConfig,
+    S3EventConfig,
+    ScheduledEventConfig,
+    SNSEventConfig,
+    SQSEventConfig,
+)
+from chalice.utils import to_cfn_resource_name
+
+from app import app
+from infra import check_tables
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+MERGE = check_tables.load_json(ROOT / "infra" / "merge-prod.json")
+CONFIG = check_tables.load_json(ROOT / ".chalice" / "config.json")
+POLICY = check_tables.load_json(ROOT / ".chalice" / CONFIG["iam_policy_file"])
+PREFIX = check_tables.stage_table_prefix("prod")
+RESOURCES: dict[str, Any] = MERGE["Resources"]
+SECRETS = ("JWT_SECRET", "WECHAT_APP_SECRETS")
+MAX_RETRIES = 10
+
+# Suffix Chalice appends to a handler's name to name its event (chalice/deploy/appgraph.py).
+EVENT_SUFFIX = {
+    DynamoDBEventConfig: "-dynamodb-event-source",
+    SQSEventConfig: "-sqs-event-source",
+    KinesisEventConfig: "-kinesis-event-source",
+    SNSEventConfig: "-sns-subscription",
+    S3EventConfig: "-s3event",
+    CloudWatchEventConfig: "-event",
+    ScheduledEventConfig: "-event",
+}
+
+STREAM_SOURCES = [s for s in app.event_sources if isinstance(s, DynamoDBEventConfig)]
+SQS_SOURCES = [s for s in app.event_sources if isinstance(s, SQSEventConfig)]
+
+
+def _event_suffix(source: object) -> str:
+    for kind, suffix in EVENT_SUFFIX.items():
+        if isinstance(source, kind):
+            return suffix
+    raise AssertionError(f"{type(source).__name__}: teach tests/unit/test_infra.py how Chalice names it")
+
+
+def chalice_functions() -> dict[str, set[str]]:
+    """CloudFormation name of every function `chalice package` generates -> its event names."""
+    assert not app.websocket_handlers, "websocket handlers: teach test_infra.py their resource names"
+    functions: dict[str, set[str]] = {}
+    if app.routes:
+        functions["APIHandler"] = set()
+    for pure in app.pure_lambda_functions:
+        functions[to_cfn_resource_name(pure.name)] = set()
+    for source in app.event_sources:
+        functions.setdefault(to_cfn_resource_name(source.name), set()).add(
+            to_cfn_resource_name(source.name + _event_suffix(source))
+        )
+    return functions
+
+
+def event_properties(source: DynamoDBEventConfig | SQSEventConfig) -> dict[str, Any]:
+    function = to_cfn_resource_name(source.name)
+    event = to_cfn_resource_name(source.name + _event_suffix(source))
+    try:
+        props: dict[str, Any] = RESOURCES[function]["Properties"]["Events"][event]["Properties"]
+    except KeyError:
+        pytest.fail(f"infra/merge-prod.json has no Resources.{function}.Properties.Events.{event}.Properties")
+    return props
+
+
+def get_att(value: object, attribute: str) -> str:
+    """The resource a `{"Fn::GetAtt": [resource, attribute]}` points at."""
+    assert isinstance(value, dict), f"want Fn::GetAtt {attribute}, got {value!r}"
+    target, att = value["Fn::GetAtt"]
+    assert att == attribute
+    return str(target)
+
+
+def resources_of(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in RESOURCES.items() if res.get("Type") == kind}
+
+
+def alarms_on(metric: str, dimension: str, value: object) -> list[str]:
+    return [
+        name
+        for name, res in resources_of("AWS::CloudWatch::Alarm").items()
+        if res["Properties"]["MetricName"] == metric
+        and {"Name": dimension, "Value": value} in res["Properties"].get("Dimensions", [])
+        and res["Properties"].get("AlarmActions")
+    ]
+
+
+def assert_dead_letter(props: dict[str, Any]) -> None:
+    queue = get_att(props["DestinationConfig"]["OnFailure"]["Destination"], "Arn")
+    assert RESOURCES[queue]["Type"] == "AWS::SQS::Queue"
+    assert RESOURCES[queue]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert alarms_on("ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": [queue, "QueueName"]})
+
+
+# --- event sources ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda s: s.name)
+def test_stream_handler_reports_partial_failures_and_dead_letters(source: DynamoDBEventConfig) -> None:
+    props = event_properties(source)
+
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BisectBatchOnFunctionError"] is True
+    assert 0 <= props["MaximumRetryAttempts"] <= MAX_RETRIES  # never -1 (infinite): poison must not block a shard
+    assert 60 <= props["MaximumRecordAgeInSeconds"] < 24 * 3600  # before the stream trims the records
+    assert props["StartingPosition"] == "TRIM_HORIZON"
+    assert_dead_letter(props)
+
+
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda s: s.name)
+def test_stream_comes_from_the_table_named_in_the_decorator(source: DynamoDBEventConfig) -> None:
+    # Given the placeholder ARN in app.py names the table (".../table/users/stream/...")
+    logical = source.stream_arn.split(":table/", 1)[1].split("/", 1)[0]
+    # When the merge replaces it with the real stream
+    table = get_att(event_properties(source)["Stream"], "StreamArn")
+    # Then that is the table's stream, and the table has one
+    assert RESOURCES[table]["Properties"]["TableName"] == f"{PREFIX}-{logical}"
+    assert RESOURCES[table]["Properties"]["StreamSpecification"]["StreamViewType"]
+
+
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda s: s.name)
+def test_stream_handler_has_an_iterator_age_alarm(source: DynamoDBEventConfig) -> None:
+    assert alarms_on("IteratorAge", "FunctionName", {"Ref": to_cfn_resource_name(source.name)})
+
+
+def test_queue_handlers_report_partial_failures() -> None:
+    for source in SQS_SOURCES:
+        assert event_properties(source)["FunctionResponseTypes"] == ["ReportBatchItemFailures"], source.name
+
+
+def test_merge_patches_only_functions_and_events_chalice_generates() -> None:
+    # A renamed handler would leave a typeless fragment that fails at deploy, and its
+    # new function would silently miss the settings.
+    functions = chalice_functions()
+    if app.routes:
+        functions["RestAPI"] = set()
+    for name, resource in RESOURCES.items():
+        if "Type" in resource:
+            continue
+        assert name in functions, f"merge patches {name}, which chalice does not generate: {sorted(functions)}"
+        events = set(resource.get("Properties", {}).get("Events", {}))
+        assert events <= functions[name], f"{name}: merge patches events {events - functions[name]}"
+
+
+# --- functions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(chalice_functions()))
+def test_every_function_reads_its_secrets_from_secrets_manager(function: str) -> None:
+    variables = RESOURCES.get(function, {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+
+    for name in SECRETS:
+        assert str(variables.get(name, "")).startswith("{{resolve:secretsmanager:fenxiao/prod:SecretString:"), (
+            f"infra/merge-prod.json: Resources.{function}.Properties.Environment.Variables.{name} is missing"
+        )
+    assert variables.get("PUBLIC_BASE_URL") == {"Ref": "PublicBaseUrl"}
+
+
+def test_no_secret_is_written_in_the_chalice_config() -> None:
+    stages = [CONFIG, *CONFIG["stages"].values()]
+    for stage in stages:
+        assert not set(SECRETS) & set(stage.get("environment_variables", {}))
+
+
+def test_local_stage_leaves_endpoints_to_the_launcher() -> None:
+    # `chalice local` copies these over the process environment
+    local = CONFIG["stages"]["local"]["environment_variables"]
+    assert not {"TABLE_PREFIX", "DYNAMODB_ENDPOINT", "AWS_ENDPOINT_URL"} & set(local)
+    assert local["WECHAT_MODE"] == "sandbox"
+
+
+def test_prod_stage_is_live_traced_and_uses_the_policy_file() -> None:
+    prod = CONFIG["stages"]["prod"]
+    assert CONFIG["autogen_policy"] is False
+    assert prod["xray"] is True
+    assert prod["environment_variables"]["WECHAT_MODE"] == "live"
+    assert prod["environment_variables"]["POWERTOOLS_TRACE_DISABLED"] == "false"
+
+
+def test_api_5xx_alarm_watches_the_chalice_api() -> None:
+    # API Gateway names the REST API after the OpenAPI title, which Chalice sets to app_name
+    stage = CONFIG["stages"]["prod"].get("api_gateway_stage", "api")
+    dimensions = [{"Name": "ApiName", "Value": app.app_name}, {"Name": "Stage", "Value": stage}]
+    assert any(
+        res["Properties"]["MetricName"] == "5XXError" and res["Properties"]["Dimensions"] == dimensions
+        for res in resources_of("AWS::CloudWatch::Alarm").values()
+    )
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def test_tables_match_the_models() -> None:
+    assert check_tables.drift(MERGE, PREFIX) == []
+
+
+@pytest.mark.parametrize("name", sorted(resources_of("AWS::DynamoDB::Table")))
+def test_table_has_point_in_time_recovery_and_is_retained(name: str) -> None:
+    table = RESOURCES[name]
+    assert table["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+
+
+def _mutated(change: str) -> dict[str, Any]:
+    template = copy.deepcopy(MERGE)
+    res = template["Resources"]
+    if change == "stream":
+        del res["UsersTable"]["Properties"]["StreamSpecification"]
+    elif change == "projection":
+        res["UsersTable"]["Properties"]["GlobalSecondaryIndexes"][0]["Projection"]["NonKeyAttributes"].pop()
+    elif change == "index":
+        del res["AuditTable"]["Properties"]["GlobalSecondaryIndexes"]
+    elif change == "key":
+        res["AuditTable"]["Properties"]["KeySchema"].pop()
+    elif change == "missing":
+        del res["TenantsTable"]
+    elif change == "extra":
+        res["OrphanTable"] = copy.deepcopy(res["SharesTable"])
+        res["OrphanTable"]["Properties"]["TableName"] = f"{PREFIX}-orphan"
+    elif change == "pitr":
+        res["SharesTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] = False
+    return template
+
+
+@pytest.mark.parametrize("change", ["stream", "projection", "index", "key", "missing", "extra", "pitr"])
+def test_check_tables_reports_drift(change: str) -> None:
+    assert check_tables.drift(_mutated(change), PREFIX)
+
+
+def test_check_tables_exits_non_zero_on_drift(tmp_path: Path) -> None:
+    drifted = tmp_path / "merge.json"
+    drifted.write_text(json.dumps(_mutated("projection")), encoding="utf-8")
+
+    assert check_tables.main([str(drifted)]) == 1
+    assert check_tables.main([]) == 0
+
+
+# --- IAM -------------------------------------------------------------------------------------
+
+
+def _allowed(action: str, arn: str) -> bool:
+    """Whether the policy allows `action` on `arn` (IAM wildcards behave like fnmatch here)."""
+
+    def matches(statement: dict[str, Any]) -> bool:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        return action in actions and any(fnmatch.fnmatchcase(arn, pattern) for pattern in resources)
+
+    statements = POLICY["Statement"]
+    if any(s["Effect"] == "Deny" and matches(s) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
+
+
+def _table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:ap-east-1:123456789012:table/{name}"
+
+
+def test_policy_has_no_wildcard_actions() -> None:
+    for statement in POLICY["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not [a for a in actions if "*" in a]
+
+
+@pytest.mark.parametrize("table", sorted(check_tables.expected_tables(PREFIX)))
+def test_policy_covers_every_table(table: str) -> None:
+    for action in ("GetItem", "PutItem", "Query", "ConditionCheckItem", "BatchGetItem"):
+        assert _allowed(f"dynamodb:{action}", _table_arn(table)), action
+    assert _allowed("dynamodb:Query", _table_arn(table) + "/index/any")
+    assert not _allowed("dynamodb:DeleteItem", _table_arn(table))
+    assert _allowed("dynamodb:Scan", _table_arn(table)) == table.endswith("-tenants")
+
+
+def test_policy_keeps_audit_append_only() -> None:
+    audit = _table_arn(f"{PREFIX}-audit")
+    assert _allowed("dynamodb:PutItem", audit)
+    assert not _allowed("dynamodb:UpdateItem", audit)
+    assert _allowed("dynamodb:UpdateItem", _table_arn(f"{PREFIX}-users"))
+
+
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda s: s.name)
+def test_policy_lets_the_stream_handler_read_and_dead_letter(source: DynamoDBEventConfig) -> None:
+    props = event_properties(source)
+    table = RESOURCES[get_att(props["Stream"], "StreamArn")]["Properties"]["TableName"]
+    stream = _table_arn(table) + "/stream/2026-01-01T00:00:00.000"
+    for action in ("DescribeStream", "GetRecords", "GetShardIterator", "ListStreams"):
+        assert _allowed(f"dynamodb:{action}", stream), action
+    queue = RESOURCES[get_att(props["DestinationConfig"]["OnFailure"]["Destination"], "Arn")]
+    assert _allowed("sqs:SendMessage", f"arn:aws:sqs:ap-east-1:123456789012:{queue['Properties']['QueueName']}")
