@@ -85,7 +85,8 @@ def _measure(endpoint: str, binds: int, threads: int) -> dict[str, Any]:
 
     def app_bind(i: int) -> None:
         result = referrals.scan(Principal(tenant, users[i], Role.USER), codes[i % len(codes)])
-        assert result.status.value == "bound", result
+        if result.status.value != "bound":
+            raise RuntimeError(f"bench bind failed: {result}")
 
     client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
     users_table, audit_table, shares_table = (f"{settings.table_prefix}-{t}" for t in ("users", "audit", "shares"))

@@ -1,4 +1,5 @@
-"""Users table stream: audit every version of a user, move the downline of a moved user."""
+"""Users table stream: audit every version of a user, validate new parent edges (cycles,
+stale uplines), and move the downline of a moved user."""
 
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ def record_handler(record: DynamoDBRecord) -> None:
     if new_version(new, old) and get_store().audit.append_user_event(tenant, uid, new):
         count("AuditRecords")
     if upline_changed(new, old):
+        upline = tuple(str(x) for x in (new.get("upline") or ()))
+        previous = tuple(str(x) for x in (old.get("upline") or ()))
+        if upline[:1] != previous[:1] and not referrals.validate(tenant, uid, upline):
+            count("BindingsReverted")
+            return  # the revert is a change of its own and propagates when it arrives
         moved = referrals.propagate(tenant, uid)
         if moved:
             count("UplinesPropagated", moved)

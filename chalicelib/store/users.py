@@ -2,24 +2,23 @@
 
 Every state change of a user is one conditional write that also records *what happened*
 (`event_*` attributes and a version number); the users stream turns each version into an
-audit record (`chalicelib.store.audit.append_user_event`). Binding is thus one transaction
-of two items on the fast path: the user's update and a check that the sharer is unchanged.
+audit record (`chalicelib.store.audit.append_user_event`). Binding is thus one conditional
+update of the user plus a validating read (see `services.referrals`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from pynamodb.transactions import TransactWrite
+from pynamodb.exceptions import UpdateError
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, TeamMember, User
 from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
 from chalicelib.store.audit import canonical
-from chalicelib.store.base import Transactions, TxOutcome, decode_cursor, encode_cursor
+from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
 _TEAM_INDEXES = {1: ("l1k", UserModel.team_l1), 2: ("l2k", UserModel.team_l2), 3: ("l3k", UserModel.team_l3)}
@@ -53,6 +52,8 @@ def _upline_actions(tenant: str, upline: tuple[str, ...]) -> list[Any]:
     """Set the upline and the team index keys (l1k..l3k) it implies; remove unused levels."""
     if len(upline) > MAX_LEVELS:
         raise ValueError("an upline holds at most three levels")
+    if not upline:
+        return [UserModel.upline.remove(), UserModel.l1k.remove(), UserModel.l2k.remove(), UserModel.l3k.remove()]
     actions: list[Any] = [UserModel.upline.set(list(upline))]  # type: ignore[arg-type]
     for level, attr in ((1, UserModel.l1k), (2, UserModel.l2k), (3, UserModel.l3k)):
         if level <= len(upline):
@@ -130,42 +131,29 @@ class UserStore:
         return True
 
     def bind(
-        self,
-        tenant: str,
-        uid: str,
-        upline: tuple[str, ...],
-        *,
-        via: str,
-        when: datetime,
-        event: AuditEvent,
-        hops: tuple[Node, ...],
-    ) -> TxOutcome:
-        """Bind an unbound user without reading it first (item 0 fails if it is bound or missing).
-
-        Every hop node of the parent's ancestry is checked unchanged in the same transaction,
-        so no concurrent binding can close a cycle.
-        """
+        self, tenant: str, uid: str, upline: tuple[str, ...], *, via: str, when: datetime, event: AuditEvent
+    ) -> bool:
+        """Bind an unbound user without reading it first; False if it is bound already (or missing)."""
         actions = [
             *_upline_actions(tenant, upline),
             UserModel.bound_at.set(iso(when)),
             UserModel.bound_via.set(via),
             *_event_actions(event, when),
         ]
-        condition = UserModel.pk.exists() & UserModel.upline.does_not_exist()
-        return self._write(tenant, uid, actions, condition, hops)
+        return self._update(tenant, uid, actions, UserModel.pk.exists() & UserModel.upline.does_not_exist())
 
     def move(
         self,
         tenant: str,
-        user: User,
+        uid: str,
+        expected: tuple[str, ...],
         upline: tuple[str, ...],
         *,
         when: datetime,
         event: AuditEvent,
-        hops: tuple[Node, ...] = (),
         rebind: bool = False,
-    ) -> TxOutcome:
-        """Change a user's upline if it is still what was read (operator moves and propagation)."""
+    ) -> bool:
+        """Change a user's upline if it is still `expected`; an empty upline makes them a root again."""
         actions = [*_upline_actions(tenant, upline), *_event_actions(event, when)]
         if rebind:
             actions += [
@@ -173,20 +161,18 @@ class UserStore:
                 UserModel.bound_at.set(iso(when)),
                 UserModel.bound_via.set(event.actor),
             ]
-        condition = UserModel.pk.exists() & _upline_is(user.upline)
-        return self._write(tenant, user.id, actions, condition, hops)
+        elif not upline:
+            actions += [UserModel.bound_at.remove(), UserModel.bound_via.remove()]
+        return self._update(tenant, uid, actions, UserModel.pk.exists() & _upline_is(expected))
 
-    def _write(self, tenant: str, uid: str, actions: list[Any], condition: Any, hops: tuple[Node, ...]) -> TxOutcome:
-        def body(tx: TransactWrite) -> None:
-            tx.update(UserModel(_key(tenant, uid)), actions=actions, condition=condition)
-            for hop in hops:
-                tx.condition_check(UserModel, _key(tenant, hop.id), condition=_upline_is(hop.upline))
-
-        # PynamoDB sends condition checks before updates: map its indexes back to ours
-        # (0 = the user's update, 1.. = the hops in order).
-        outcome = self._tx.run(body)
-        order = [len(hops), *range(len(hops))]
-        return replace(outcome, failed_items=tuple(order.index(i) for i in outcome.failed_items))
+    def _update(self, tenant: str, uid: str, actions: list[Any], condition: Any) -> bool:
+        try:
+            UserModel(_key(tenant, uid)).update(actions=actions, condition=condition)
+        except UpdateError as exc:
+            if exc.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def team(self, tenant: str, uid: str, level: int, cursor: str | None, limit: int) -> Page[TeamMember]:
         """Users at `level` below `uid`, newest binding first, read from the level's index."""

@@ -148,3 +148,66 @@ def test_audit_chain_of_a_user_verifies(stack: Stack) -> None:
     tampered = records[1]
     tampered.data = json.dumps({"upline": ["someone-else"]})
     assert not audit.verify_chain(records)
+
+
+def test_mutual_scans_at_the_same_moment_never_close_a_cycle(stack: Stack) -> None:
+    import threading
+
+    users = get_store().users
+    for _ in range(12):
+        u, v = make_user(stack, "u"), make_user(stack, "v")
+        cu, cv = share_of(stack, u), share_of(stack, v)
+        barrier = threading.Barrier(2)
+
+        def scan_after_barrier(args: tuple[str, str], barrier: threading.Barrier = barrier) -> referrals.ScanResult:
+            barrier.wait()
+            return referrals.scan(stack.principal(args[0]), args[1])
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(scan_after_barrier, [(u, cv), (v, cu)]))
+
+        # the users stream validates both new edges against fresh state
+        stack.drain()
+        bound_u, bound_v = users.get(stack.tenant, u), users.get(stack.tenant, v)
+        assert bound_u is not None
+        assert bound_v is not None
+        assert not (bound_u.upline and bound_v.upline), "u and v bound to each other: a cycle"
+        assert sum(r.status is not BindStatus.ALREADY_BOUND for r in results) == 2
+
+
+def test_a_cycle_written_by_a_race_is_reverted_by_the_stream(stack: Stack) -> None:
+    # Given two roots written under each other, as two racing scans could leave them
+    from chalicelib.clock import utcnow
+    from chalicelib.entities import AuditEvent
+
+    users = get_store().users
+    u, v = make_user(stack, "u"), make_user(stack, "v")
+    for child, parent in ((u, v), (v, u)):
+        event = AuditEvent(
+            entity=f"user:{child}", action="user.bound", actor=f"user:{child}", data={"upline": [parent]}
+        )
+        assert users.bind(stack.tenant, child, (parent,), via="race", when=utcnow(), event=event)
+
+    # When the users stream validates the new edges
+    stack.drain()
+
+    # Then at least one edge is reverted, audited, and no cycle remains
+    bound_u, bound_v = users.get(stack.tenant, u), users.get(stack.tenant, v)
+    assert bound_u is not None
+    assert bound_v is not None
+    assert not (bound_u.upline and bound_v.upline)
+    assert "user.bind_reverted" in audit_actions(stack, u) + audit_actions(stack, v)
+
+
+def test_an_upline_copied_from_a_stale_cache_is_corrected(stack: Stack) -> None:
+    s, p, x1, x2 = (make_user(stack, n) for n in ("s", "p", "x1", "x2"))
+    code = share_of(stack, s)
+    assert referrals.scan(stack.principal(x1), code).upline == (s,)  # caches s as a root
+    assert bind(stack, s, p).status is BindStatus.BOUND  # s moves under p meanwhile
+    assert referrals.scan(stack.principal(x2), code).upline == (s,)  # decided on the stale cache
+
+    stack.drain()
+
+    users = get_store().users
+    assert users.get(stack.tenant, x1).upline == (s, p)  # type: ignore[union-attr]
+    assert users.get(stack.tenant, x2).upline == (s, p)  # type: ignore[union-attr]
