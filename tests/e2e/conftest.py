@@ -1,0 +1,66 @@
+"""The real local stack for end-to-end tests: `chalice local` on a free port, the event
+runner in a background thread, both on the session's DynamoDB Local and tables."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+from devtools.ddb_local import free_port
+from devtools.stack import StackConfig, start_chalice, stop_group, wait_for_api
+from tests.stack import Stack
+
+
+@dataclass(frozen=True)
+class LiveApi:
+    url: str
+    stack: Stack
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def login(self, name: str) -> tuple[str, str]:
+        response = self.call("POST", "/v1/auth/login", json={"code": f"dev-{name}"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body["token"], body["user"]["id"]
+
+    def admin(self, username: str = "owner") -> str:
+        response = self.call("POST", "/v1/admin/auth/login", json={"username": username, "password": f"pw-{username}"})
+        assert response.status_code == 200, response.text
+        return str(response.json()["token"])
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for the background runner to deliver what `check` looks for."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def live_api(stack: Stack) -> Iterator[LiveApi]:
+    config = StackConfig(api_port=free_port(), ddb_port=int(stack.endpoint.rsplit(":", 1)[1]))
+    proc = start_chalice(config)
+    stop = threading.Event()
+    runner = threading.Thread(target=stack.runner.run_forever, args=(stop, 0.2), daemon=True)
+    try:
+        wait_for_api(config, proc)
+        runner.start()
+        yield LiveApi(url=config.api_url, stack=stack)
+    finally:
+        stop.set()
+        if runner.is_alive():
+            runner.join(timeout=10)
+        stop_group(proc)
