@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from tests.e2e.conftest import LiveApi, eventually
 from tests.stack import unique
 
@@ -29,7 +31,7 @@ def test_health_needs_no_token(live_api: LiveApi) -> None:
 def test_share_scan_team_and_no_fourth_level(live_api: LiveApi) -> None:
     # Given five generations: a shares to b, b to c, c to d, d to e
     people = [live_api.login(unique(n)) for n in ("a", "b", "c", "d", "e")]
-    for (sharer_token, _), (friend_token, _) in zip(people, people[1:], strict=False):
+    for (sharer_token, _), (friend_token, _) in itertools.pairwise(people):
         share_and_scan(live_api, sharer_token, friend_token)
     (a_tok, _), (b_tok, b), (c_tok, c), (d_tok, d), (e_tok, e) = people
 
@@ -61,7 +63,7 @@ def test_qrcode_is_a_png(live_api: LiveApi) -> None:
 
 def test_operator_rebind_moves_the_downline_through_the_stream(live_api: LiveApi) -> None:
     people = [live_api.login(unique(n)) for n in ("old", "m", "k", "g", "new")]
-    (old_tok, old), (m_tok, m), (k_tok, k), (g_tok, g), (_, new) = people
+    (old_tok, old), (m_tok, m), (k_tok, k), (g_tok, _), (_, new) = people
     share_and_scan(live_api, old_tok, m_tok)
     share_and_scan(live_api, m_tok, k_tok)
     share_and_scan(live_api, k_tok, g_tok)
