@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from chalicelib.entities import ADMIN_ROLES, Principal, Role
 from chalicelib.errors import Forbidden, Unauthorized
@@ -77,6 +78,10 @@ def check_password(password_hash: str, password: str) -> bool:
         return False
 
 
-# A hash of a random password, verified against when the username is unknown so that the
-# response time does not tell which usernames exist.
-DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$Gx3tF5qfBv0v8tY8n0S1m7h6m4p3xQvYwS2Qy4k5r8M"
+@lru_cache(maxsize=1)
+def dummy_hash() -> str:
+    """A real argon2 hash of a random password: verified against when a username is unknown,
+    so that the response time does not tell which usernames exist."""
+    import secrets
+
+    return hash_password(secrets.token_urlsafe(16))
