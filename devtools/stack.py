@@ -132,7 +132,11 @@ def prepare_data() -> dict[str, Any]:
 def start_chalice(config: StackConfig) -> subprocess.Popen[bytes]:
     """Start ``chalice local`` (the venv's) in its own process group; output goes to this terminal."""
     chalice = Path(sys.executable).parent / "chalice"
-    cmd = [str(chalice), "local", "--host", "127.0.0.1", "--port", str(config.api_port), "--stage", STAGE]
+    # No autoreload: DynamoDB Local's data files live under the project and would restart it.
+    cmd = [
+        str(chalice), "local", "--host", "127.0.0.1", "--port", str(config.api_port), "--stage", STAGE,
+        "--no-autoreload",
+    ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), start_new_session=True)
 
 
@@ -269,6 +273,8 @@ def run(config: StackConfig) -> int:
 def main() -> int:
     """Entry point of ``python -m devtools.stack``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("botocore", "pynamodb"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.chdir(ROOT)
     try:
         return run(load_config())
