@@ -1,0 +1,98 @@
+"""Operator tooling: create tenants and admin accounts in any stage (local or AWS).
+
+    python -m devtools.admin tenant wx1234567890abcdef --name "My Shop"
+    ADMIN_PASSWORD=... python -m devtools.admin admin wx1234567890abcdef alice --role owner
+    python -m devtools.admin seed config.json      # {"tenants": [{"appid", "name", "admins": [{"username", "role"}]}]}
+
+The app's environment (TABLE_PREFIX, and DYNAMODB_ENDPOINT locally or AWS credentials in the
+cloud) says where. Passwords come from ADMIN_PASSWORD or a prompt, never from arguments or
+files, and are stored as argon2 hashes. Running the same command twice changes nothing
+(an existing admin's password changes only with --reset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from chalicelib.auth import hash_password
+from chalicelib.clock import utcnow
+from chalicelib.entities import ADMIN_ROLES, Admin, Role, Tenant
+
+
+def _password(username: str) -> str:
+    password = os.environ.get("ADMIN_PASSWORD") or getpass.getpass(f"password for {username}: ")
+    if len(password) < 10:
+        raise SystemExit("passwords need at least 10 characters")
+    return password
+
+
+def add_tenant(appid: str, name: str, timezone: str = "Asia/Shanghai") -> bool:
+    """Create the tenant if missing; True when created."""
+    from chalicelib.store import get_store
+
+    store = get_store()
+    if store.tenants.get(appid) is not None:
+        return False
+    store.tenants.put(Tenant(appid, name, timezone), utcnow())
+    return True
+
+
+def add_admin(appid: str, username: str, role: Role, *, reset: bool = False) -> bool:
+    """Create the admin if missing (or reset its password and role); True when written."""
+    from chalicelib.store import get_store
+
+    store = get_store()
+    if store.tenants.get(appid) is None:
+        raise SystemExit(f"unknown tenant {appid}: create it first")
+    if store.admins.get(appid, username) is not None and not reset:
+        return False
+    store.admins.put(Admin(appid, username, hash_password(_password(username)), role), utcnow())
+    return True
+
+
+def seed(config: dict[str, Any]) -> list[str]:
+    """Tenants and admins from a config file; returns what was created."""
+    done = []
+    for tenant in config.get("tenants", []):
+        if add_tenant(tenant["appid"], tenant["name"], tenant.get("timezone", "Asia/Shanghai")):
+            done.append(f"tenant {tenant['appid']}")
+        for admin in tenant.get("admins", []):
+            if add_admin(tenant["appid"], admin["username"], Role(admin["role"])):
+                done.append(f"admin {admin['username']}@{tenant['appid']}")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.admin", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tenant = sub.add_parser("tenant", help="create a tenant (mini-program)")
+    tenant.add_argument("appid")
+    tenant.add_argument("--name", required=True)
+    tenant.add_argument("--timezone", default="Asia/Shanghai")
+    admin = sub.add_parser("admin", help="create an admin account")
+    admin.add_argument("appid")
+    admin.add_argument("username")
+    admin.add_argument("--role", required=True, choices=sorted(r.value for r in ADMIN_ROLES))
+    admin.add_argument("--reset", action="store_true", help="replace the password and role of an existing admin")
+    seeder = sub.add_parser("seed", help="tenants and admins from a JSON file")
+    seeder.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "tenant":
+        print("created" if add_tenant(args.appid, args.name, args.timezone) else "exists already")
+    elif args.command == "admin":
+        print(
+            "written" if add_admin(args.appid, args.username, Role(args.role), reset=args.reset) else "exists already"
+        )
+    else:
+        print("\n".join(seed(json.loads(args.file.read_text())) or ["nothing to do"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
