@@ -21,6 +21,7 @@ run: venv
 	$(BIN)/python -m devtools.stack
 
 test: venv lint typecheck
+	$(BIN)/python -m devtools.ensure_browser
 	$(PYTEST) tests -n 2 --dist loadfile --cov --cov-report=term --cov-fail-under=85
 	$(MAKE) --no-print-directory cfn-lint
 
@@ -45,6 +46,7 @@ e2e: venv
 	$(PYTEST) tests/e2e
 
 browser: venv
+	$(BIN)/python -m devtools.ensure_browser
 	$(PYTEST) tests/browser
 
 bench: venv

@@ -1,0 +1,86 @@
+"""The admin console in headless Chromium: Debian's /usr/bin/chromium driven by Playwright.
+
+Reuses the e2e stack (`live_api`: chalice local + event runner + DynamoDB Local). Never runs
+`playwright install`: the browser is Debian's package (`python -m devtools.ensure_browser`).
+A missing browser fails the tests, it does not skip them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.ensure_browser import CHROMIUM, INSTALL, chromium_path
+from tests.e2e import conftest as e2e
+from tests.e2e.conftest import LiveApi
+
+live_api = e2e.live_api  # the e2e stack's fixture, shared with these tests
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    path = chromium_path()
+    if path is None:
+        pytest.fail(
+            f"{CHROMIUM} is missing: run `.venv/bin/python -m devtools.ensure_browser` (as root) or `{INSTALL}`",
+            pytrace=False,
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: `.venv/bin/pip install -r requirements-dev.txt`", pytrace=False)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(path), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_api: LiveApi, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh browser context (own sessionStorage) per test; uncaught script errors fail the test."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    context = browser.new_context(base_url=live_api.url, locale="zh-CN", viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    page.on(
+        "console",
+        lambda msg: problems.append(f"console: {msg.text}") if "Content Security Policy" in msg.text else None,
+    )
+    try:
+        yield page
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
+    finally:
+        context.close()
+    assert not problems, problems
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
