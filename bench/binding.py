@@ -5,9 +5,10 @@ other, each on fresh users:
 - app: `referrals.scan()` as the API calls it (cached share and sharer ancestry, one
   conditional update of the user); the pipeline figure adds what the users stream then does
   for each binding (audit record with the share counters, validation of the new edge);
-- raw: one conditional PutItem per binding (the user record, `attribute_not_exists`), the
-  bare minimum any binding needs; and, for reference, the same items the app writes as
-  separate plain writes (user, audit record, share counter).
+- raw: one conditional PutItem per binding of the very item a binding leaves (a bound user
+  read back from the table), the bare minimum any binding needs; and, for the pipeline
+  figure, every item a binding finally writes (user, audit record, share counters) as
+  plain writes. The two sides run in interleaved halves.
 """
 
 from __future__ import annotations
@@ -22,13 +23,6 @@ from pathlib import Path
 from typing import Any
 
 TARGET = 0.5
-
-
-def _rate(count: int, threads: int, work: Callable[[int], Any]) -> float:
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(work, range(count)))
-    return count / (time.perf_counter() - start)
 
 
 def run(binds: int, threads: int) -> dict[str, Any]:
@@ -84,6 +78,13 @@ def _setup(endpoint: str) -> Any:
     return get_settings()
 
 
+def _timed(indexes: list[int], threads: int, work: Callable[[int], Any]) -> float:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(work, indexes))
+    return time.perf_counter() - start
+
+
 def _measure(endpoint: str, binds: int, threads: int) -> dict[str, Any]:
     import boto3
 
@@ -95,7 +96,7 @@ def _measure(endpoint: str, binds: int, threads: int) -> dict[str, Any]:
     tenant = "wxbench000000001"
     sharers = [accounts.login(f"dev-sharer{i}", tenant).user.id for i in range(20)]
     codes = [shares.create(Principal(tenant, uid, Role.USER), None, None).code for uid in sharers]
-    users = [accounts.login(f"dev-user{i}", tenant).user.id for i in range(binds)]
+    users = [accounts.login(f"dev-user{i}", tenant).user.id for i in range(binds + 1)]
 
     def app_bind(i: int) -> None:
         result = referrals.scan(Principal(tenant, users[i], Role.USER), codes[i % len(codes)])
@@ -105,26 +106,22 @@ def _measure(endpoint: str, binds: int, threads: int) -> dict[str, Any]:
     client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
     users_table, audit_table, shares_table = (f"{settings.table_prefix}-{t}" for t in ("users", "audit", "shares"))
     run_id = uuid.uuid4().hex[:6]
+    # The raw side writes the very item a binding leaves: a bound user read back from the table.
+    app_bind(binds)
+    template = client.get_item(TableName=users_table, Key={"pk": {"S": f"{tenant}#{users[binds]}"}})["Item"]
 
-    def user_item(i: int) -> dict[str, Any]:
-        return {
-            "pk": {"S": f"{tenant}#raw{run_id}{i}"},
-            "uid": {"S": f"raw{i}"},
-            "upline": {"L": [{"S": sharers[i % len(sharers)]}]},
-            "l1k": {"S": f"{tenant}#{sharers[i % len(sharers)]}"},
-            "bound_at": {"S": "2026-11-24T00:00:00.000000Z"},
-        }
+    def raw_item(i: int, suffix: str = "") -> dict[str, Any]:
+        return {**template, "pk": {"S": f"{tenant}#raw{run_id}{suffix}{i}"}, "uid": {"S": f"raw{i}"}}
 
     def raw_put(i: int) -> None:
-        client.put_item(TableName=users_table, Item=user_item(i), ConditionExpression="attribute_not_exists(pk)")
+        client.put_item(TableName=users_table, Item=raw_item(i), ConditionExpression="attribute_not_exists(pk)")
 
-    def raw_same_items(i: int) -> None:
-        item = user_item(i)
-        item["pk"] = {"S": item["pk"]["S"] + "x"}
-        client.put_item(TableName=users_table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+    def raw_everything(i: int) -> None:
+        client.put_item(TableName=users_table, Item=raw_item(i, "x"), ConditionExpression="attribute_not_exists(pk)")
         client.put_item(
             TableName=audit_table,
             Item={"pk": {"S": f"{tenant}#user:raw{i}"}, "sk": {"S": f"2026#{run_id}{i}"}, "data": {"S": "{}"}},
+            ConditionExpression="attribute_not_exists(pk)",
         )
         client.update_item(
             TableName=shares_table,
@@ -135,24 +132,27 @@ def _measure(endpoint: str, binds: int, threads: int) -> dict[str, Any]:
 
     runner = _runner(endpoint, settings.table_prefix)
     runner.drain(timeout=120)  # logins and shares made above: not part of the measure
-    raw_rate = _rate(binds, threads, raw_put)
+    # Interleaved halves, so that a slow spell of the shared machine hits both sides.
+    halves = [list(range(0, binds // 2)), list(range(binds // 2, binds))]
+    raw_s = app_s = 0.0
+    for half in halves:
+        raw_s += _timed(half, threads, raw_put)
+        app_s += _timed(half, threads, app_bind)
     start = time.perf_counter()
-    app_rate = _rate(binds, threads, app_bind)
     delivered = runner.drain(timeout=300)  # audit records, edge validation, share counters
-    pipeline_rate = binds / (time.perf_counter() - start)
-    same_items_rate = _rate(binds, threads, raw_same_items)
-    ratio = app_rate / raw_rate
+    stream_s = time.perf_counter() - start
+    everything_s = _timed(list(range(binds)), threads, raw_everything)
+    ratio = raw_s / app_s
     return {
         "binds_per_side": binds,
         "threads": threads,
-        "app_binds_per_s": round(app_rate, 1),
-        "raw_conditional_puts_per_s": round(raw_rate, 1),
-        "raw_same_items_as_plain_writes_per_s": round(same_items_rate, 1),
-        "pipeline_binds_per_s_incl_stream": round(pipeline_rate, 1),
-        "stream_records_delivered": delivered,
+        "app_binds_per_s": round(binds / app_s, 1),
+        "raw_conditional_puts_per_s": round(binds / raw_s, 1),
         "ratio_app_to_raw_put": round(ratio, 3),
-        "ratio_pipeline_to_raw_put": round(pipeline_rate / raw_rate, 3),
-        "ratio_app_to_raw_same_items": round(app_rate / same_items_rate, 3),
-        "target": f">= {TARGET} (app vs raw conditional put)",
+        "target": f">= {TARGET} (app request path vs raw conditional put of the same item)",
         "meets_target": ratio >= TARGET,
+        "stream_records_delivered": delivered,
+        "pipeline_binds_per_s_incl_stream": round(binds / (app_s + stream_s), 1),
+        "raw_all_items_per_s": round(binds / everything_s, 1),
+        "ratio_pipeline_to_raw_all_items": round(everything_s / (app_s + stream_s), 3),
     }
