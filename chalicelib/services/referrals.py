@@ -176,10 +176,11 @@ def propagate(tenant: str, uid: str) -> int:
     Each child's own change then propagates one level further, and stops where nothing moves.
     """
     store = get_store()
-    parent = store.users.node(tenant, uid)
+    children = store.users.children(tenant, uid)
+    parent = store.users.node(tenant, uid) if children else None  # most new users have no team yet
     if parent is None:
         return 0
-    return sum(_propagate_to(store, tenant, parent, child.id) for child in store.users.children(tenant, uid))
+    return sum(_propagate_to(store, tenant, parent, child.id) for child in children)
 
 
 def _propagate_to(store: Store, tenant: str, parent: Node, child_id: str) -> int:
