@@ -24,6 +24,7 @@ from devtools.ddb_local import (
     stop,
     wait_until_ready,
 )
+from tests.envutil import environ
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 START_ATTEMPTS = 3
@@ -56,15 +57,8 @@ def ddb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc, endpoint = _start_in_memory(tmp_path_factory.mktemp("ddb-local"))
     except LocalStackError as exc:
         pytest.fail(f"DynamoDB Local unavailable: {exc}", pytrace=False)
-    env = local_aws_env(endpoint)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        yield endpoint
+        with environ(local_aws_env(endpoint)):
+            yield endpoint
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         stop(proc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ import pytest
 
 from chalicelib.entities import Principal, Role
 from devtools.runner import EventRunner
+from tests.envutil import environ
 
 TEST_TENANT = "wxtest000000000a"
 OTHER_TENANT = "wxtest000000000b"
@@ -64,16 +64,18 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Tables with a unique prefix, two tenants and their admins, for the whole session."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    with environ(app_env(ddb_endpoint, prefix)):
+        yield from _stack(ddb_endpoint, prefix, tmp_path_factory)
+
+
+def _stack(ddb_endpoint: str, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from chalicelib.auth import hash_password
     from chalicelib.clock import utcnow
     from chalicelib.entities import Admin, Tenant
     from chalicelib.store import get_store
     from devtools.tables import create_all_tables
 
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    env = app_env(ddb_endpoint, prefix)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     reset_caches()
     create_all_tables()
     store = get_store()
@@ -93,11 +95,6 @@ def stack(ddb_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         yield Stack(endpoint=ddb_endpoint, prefix=prefix, runner=runner)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         reset_caches()
 
 

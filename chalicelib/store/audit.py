@@ -12,7 +12,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent
-from chalicelib.store.base import Transactions
+from chalicelib.store.base import Transactions, unless_exists
 from chalicelib.store.models import AuditModel, ShareModel
 
 DAY_SHARDS = 8
@@ -143,15 +143,7 @@ def day_records(tenant: str, day: str) -> list[tuple[str, str]]:
 
 def put_once(record: AuditModel) -> bool:
     """Put a record unless one with its key exists; False when it did."""
-    from pynamodb.exceptions import PutError
-
-    try:
-        record.save(condition=AuditModel.pk.does_not_exist())
-    except PutError as exc:
-        if exc.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return unless_exists(lambda: record.save(condition=AuditModel.pk.does_not_exist()))
 
 
 def latest(tenant: str, entity: str) -> AuditModel | None:

@@ -53,6 +53,19 @@ class Transactions:
         return TxOutcome(committed=True)
 
 
+def unless_exists(write: Callable[[], object]) -> bool:
+    """Run a conditional write; False (instead of an exception) when its condition failed."""
+    from pynamodb.exceptions import PynamoDBException
+
+    try:
+        write()
+    except PynamoDBException as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
 def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     """An opaque cursor for a DynamoDB LastEvaluatedKey."""
     if not last_key:

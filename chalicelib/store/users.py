@@ -11,14 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
-
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, TeamMember, User
 from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
 from chalicelib.store.audit import canonical
-from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
+from chalicelib.store.base import Transactions, decode_cursor, encode_cursor, unless_exists
 from chalicelib.store.models import TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
 _TEAM_INDEXES = {1: ("l1k", UserModel.team_l1), 2: ("l2k", UserModel.team_l2), 3: ("l3k", UserModel.team_l3)}
@@ -106,8 +104,6 @@ class UserStore:
 
     def create(self, user: User, event: AuditEvent) -> bool:
         """Create the user as version 1 (its creation is audited by the stream); False if it exists."""
-        from pynamodb.exceptions import PutError
-
         item = UserModel(
             pk=_key(user.tenant, user.id),
             tenant=user.tenant,
@@ -122,13 +118,7 @@ class UserStore:
             event_actor=event.actor,
             event_data=canonical(event.data),
         )
-        try:
-            item.save(condition=UserModel.pk.does_not_exist())
-        except PutError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return unless_exists(lambda: item.save(condition=UserModel.pk.does_not_exist()))
 
     def bind(
         self, tenant: str, uid: str, upline: tuple[str, ...], *, via: str, when: datetime, event: AuditEvent
@@ -166,13 +156,7 @@ class UserStore:
         return self._update(tenant, uid, actions, UserModel.pk.exists() & _upline_is(expected))
 
     def _update(self, tenant: str, uid: str, actions: list[Any], condition: Any) -> bool:
-        try:
-            UserModel(_key(tenant, uid)).update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if exc.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return unless_exists(lambda: UserModel(_key(tenant, uid)).update(actions=actions, condition=condition))
 
     def team(self, tenant: str, uid: str, level: int, cursor: str | None, limit: int) -> Page[TeamMember]:
         """Users at `level` below `uid`, newest binding first, read from the level's index."""
