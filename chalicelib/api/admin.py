@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint
 
-from chalicelib.api.http import handled, int_param, page_limit, parse_body, principal_of, query
+from chalicelib.api.http import handled, int_param, parse_body, principal_of, query
 from chalicelib.api.schemas import AdminLoginBody, RebindBody
 from chalicelib.auth import require_role
 from chalicelib.entities import Role
@@ -28,7 +28,7 @@ def user_tree(uid: str) -> dict[str, Any]:
     principal = principal_of(bp.current_request)
     params = query(bp.current_request)
     depth = int_param(params, "depth", 3, 1, 3)
-    limit = int_param(params, "limit", 10, 1, 50) if "limit" in params else 10
+    limit = int_param(params, "limit", 10, 1, 50)
     return team.tree(principal, uid, depth, limit, params.get("cursor"))
 
 
@@ -46,6 +46,3 @@ def rebind(uid: str) -> dict[str, Any]:
 def run_job(name: str) -> dict[str, Any]:
     require_role(principal_of(bp.current_request), Role.OWNER)
     return {"job": name, "summary": jobs.run(name)}
-
-
-__all__ = ["bp", "page_limit"]

@@ -40,7 +40,7 @@ def build_store(settings: Settings) -> Store:
     configure(settings)
     tx = Transactions(settings)
     return Store(
-        users=UserStore(tx), shares=ShareStore(tx), admins=AdminStore(), tenants=TenantStore(), audit=AuditStore(tx)
+        users=UserStore(), shares=ShareStore(tx), admins=AdminStore(), tenants=TenantStore(), audit=AuditStore(tx)
     )
 
 

@@ -16,7 +16,7 @@ from chalicelib.entities import AuditEvent, Page, TeamMember, User
 from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
 from chalicelib.store.audit import canonical
-from chalicelib.store.base import Transactions, decode_cursor, encode_cursor, unless_exists
+from chalicelib.store.base import decode_cursor, encode_cursor, unless_exists
 from chalicelib.store.models import TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
 _TEAM_INDEXES = {1: ("l1k", UserModel.team_l1), 2: ("l2k", UserModel.team_l2), 3: ("l3k", UserModel.team_l3)}
@@ -80,9 +80,6 @@ def _upline_is(upline: tuple[str, ...]) -> Any:
 
 
 class UserStore:
-    def __init__(self, tx: Transactions) -> None:
-        self._tx = tx
-
     def get(self, tenant: str, uid: str) -> User | None:
         try:
             return to_user(UserModel.get(_key(tenant, uid), consistent_read=True))
