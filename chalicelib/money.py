@@ -21,3 +21,17 @@ def format_yuan(amount_fen: int) -> str:
     sign = "-" if amount_fen < 0 else ""
     whole, cents = divmod(abs(amount_fen), 100)
     return f"{sign}{whole}.{cents:02d}"
+
+
+def format_decimal(value: int, scale: int) -> str:
+    """`value / scale` as a short decimal string without floats, e.g. (1550, 100) -> '15.5'."""
+    sign = "-" if value < 0 else ""
+    whole, rest = divmod(abs(value), scale)
+    digits = len(str(scale)) - 1
+    fraction = str(rest).rjust(digits, "0").rstrip("0")
+    return f"{sign}{whole}.{fraction}" if fraction else f"{sign}{whole}"
+
+
+def format_bps(rate_bps: int) -> str:
+    """Basis points as a percentage for people, e.g. 1550 -> '15.5%'."""
+    return format_decimal(rate_bps, 100) + "%"
