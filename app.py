@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice.app import Chalice, DynamoDBEvent
 
-from chalicelib.api import admin, console, middleware, miniprogram
+from chalicelib.api import admin, catalog, console, middleware, miniprogram, orders
 from chalicelib.observability import logger
 from chalicelib.services import jobs
 
@@ -15,6 +15,8 @@ app = Chalice(app_name="fenxiao")
 app.register_blueprint(miniprogram.bp)
 app.register_blueprint(admin.bp)
 app.register_blueprint(console.bp)
+app.register_blueprint(orders.bp)
+app.register_blueprint(catalog.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.
@@ -40,3 +42,14 @@ def seal_audit(event: Any) -> dict[str, Any]:
     summary = jobs.run("seal_audit")
     logger.info("job done", extra={"job": "seal_audit", "summary": json.dumps(summary, default=str)})
     return summary
+
+
+ORDERS_STREAM = "arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/placeholder"
+
+
+@app.on_dynamodb_record(stream_arn=ORDERS_STREAM, batch_size=100, starting_position="TRIM_HORIZON")
+def on_order_change(event: DynamoDBEvent) -> dict[str, Any]:
+    """The commission engine: paid, received, refunded and cancelled orders move commission."""
+    from chalicelib.events import orders_stream
+
+    return orders_stream.handle(event.to_dict(), event.context)

@@ -110,3 +110,65 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """A product with its server-side price (orders are priced from here, never by the client)."""
+
+    tenant: str
+    id: str
+    name: str
+    price_fen: int
+    active: bool = True
+    repurchase_days: int | None = None
+    created_at: datetime | None = None  # None when read from the catalog index (not projected)
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CouponTemplate:
+    """A "spend X, save Y" coupon (满减券): what a user claims and an order redeems.
+
+    Valid from `valid_from` (inclusive) to `valid_until` (exclusive), both aware UTC. Applies to
+    the order lines of `product_ids`, or to every line when that is empty.
+    """
+
+    tenant: str
+    coupon_id: str
+    name: str
+    threshold_fen: int
+    amount_fen: int
+    valid_from: datetime
+    valid_until: datetime
+    per_user_limit: int = 1
+    total_limit: int | None = None
+    product_ids: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    issued: int = 0  # claims so far
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"  # in the user's wallet, unused
+    USED = "used"  # redeemed by an order
+
+
+@dataclass(frozen=True, slots=True)
+class CouponClaim:
+    """One coupon a user claimed: their `number`-th of the template (1..per_user_limit)."""
+
+    tenant: str
+    coupon_id: str
+    user: str
+    number: int
+    state: ClaimState
+    claimed_at: datetime
+    order_id: str | None = None
+    used_at: datetime | None = None
+
+
+class ClaimRefusal(StrEnum):
+    """Why a user could not claim a coupon."""
+
+    LIMIT_REACHED = "limit_reached"  # they hold per_user_limit claims of it
+    SOLD_OUT = "sold_out"  # total_limit claims were issued

@@ -51,6 +51,13 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class Gone(DomainError):
+    """What the client asks for existed but is over for good (e.g. an expired coupon)."""
+
+    status = 410
+    code = "gone"
+
+
 class TooManyRequests(DomainError):
     status = 429
     code = "rate_limited"

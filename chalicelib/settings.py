@@ -33,6 +33,16 @@ class Settings(BaseModel):
     )
     public_base_url: str = "http://127.0.0.1:8000"
     wxacode_env_version: Literal["release", "trial", "develop"] = "release"
+    wechatpay_mchid: str | None = None
+    wechatpay_apiv3_key: SecretStr | None = None
+    wechatpay_private_key: SecretStr | None = None
+    wechatpay_cert_serial: str | None = None
+    wechatpay_public_key: str | None = None
+    wechatpay_public_key_id: str | None = None
+    sandbox_keys_dir: str | None = None
+    merchant_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="merchant id -> HMAC secret of the server-to-server order API."
+    )
     share_page: str = "pages/index/index"
     product_page: str = "pages/product/detail"
 
@@ -49,7 +59,7 @@ class Settings(BaseModel):
             raw = env.get(name.upper())
             if raw is None or raw == "":
                 continue
-            values[name] = json.loads(raw) if name == "wechat_app_secrets" else raw
+            values[name] = json.loads(raw) if name in ("wechat_app_secrets", "merchant_secrets") else raw
         if "aws_region" not in values and env.get("AWS_DEFAULT_REGION"):
             values["aws_region"] = env["AWS_DEFAULT_REGION"]
         return cls.model_validate(values)

@@ -321,6 +321,7 @@ class EventRunner:
         self._checkpoints = CheckpointStore(self.state_dir / "checkpoints.json")
         self._queues: dict[str, deque[_Item]] = {}
         self._queue_lock = threading.Lock()
+        self._poll_lock = threading.RLock()  # one delivery pass at a time (run_forever and drain may overlap)
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------------- public API
@@ -332,11 +333,12 @@ class EventRunner:
     def poll_once(self) -> int:
         """Deliver what is available on every stream and queue once; return the records delivered."""
         delivered = 0
-        for job in self.jobs:
-            if job.kind == "dynamodb":
-                delivered += self._poll_stream(job)
-            elif job.kind == "sqs":
-                delivered += self._poll_queue(job)
+        with self._poll_lock:
+            for job in self.jobs:
+                if job.kind == "dynamodb":
+                    delivered += self._poll_stream(job)
+                elif job.kind == "sqs":
+                    delivered += self._poll_queue(job)
         return delivered
 
     def drain(self, timeout: float = 10.0) -> int:

@@ -15,6 +15,12 @@ DEMO_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "demo-admin-123")
 DEMO_ADMINS = {"admin": Role.OWNER, "ops": Role.OPS, "finance": Role.FINANCE, "auditor": Role.AUDITOR}
 # alice shares to bob, bob to carol, carol to dave: dave's level 3 is alice.
 DEMO_CHAIN = ("alice", "bob", "carol", "dave")
+DEMO_PRODUCTS = (
+    ("lipstick", "丝绒口红 Velvet lipstick", 12_000, 30),
+    ("serum", "精华液 Serum 30ml", 26_800, 45),
+    ("mooncake", "本地月饼礼盒 Mooncake box", 16_800, None),
+)
+DEMO_PLAN = {"rates_bps": [1000, 500, 200], "cap_bps": 3000, "settle_after_days": 7}
 
 
 def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
@@ -30,6 +36,7 @@ def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
     for username, role in DEMO_ADMINS.items():
         if store.admins.get(tenant_id, username) is None:
             store.admins.put(Admin(tenant_id, username, hash_password(DEMO_PASSWORD), role), now)
+    _seed_catalog_and_plan(tenant_id)
     previous = None
     for name in DEMO_CHAIN:
         result = accounts.login(f"dev-{name}", tenant_id)
@@ -45,6 +52,26 @@ def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
         "admins": {name: role.value for name, role in DEMO_ADMINS.items()},
         "demo_users": list(DEMO_CHAIN),
     }
+
+
+def _seed_catalog_and_plan(tenant_id: str) -> None:
+    """Demo products and the 10 % / 5 % / 2 % plan, active (only what is missing)."""
+    from chalicelib.entities import AuditEvent, Principal, Product
+    from chalicelib.services import plans
+    from chalicelib.store import get_store
+
+    store = get_store()
+    now = utcnow()
+    for pid, name, price, repurchase in DEMO_PRODUCTS:
+        if store.products.get(tenant_id, pid) is None:
+            product = Product(tenant_id, pid, name, price, True, repurchase, now, now)
+            event = AuditEvent(
+                entity=f"product:{pid}", action="product.created", actor="system:seed", data={"price_fen": price}
+            )
+            store.products.create(product, event)
+    if store.plans.active_version(tenant_id) is None:
+        owner = Principal(tenant=tenant_id, subject="admin", role=Role.OWNER)
+        plans.activate(owner, plans.create(owner, DEMO_PLAN)["version"])
 
 
 def _principal(tenant: str, uid: str) -> Any:

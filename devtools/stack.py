@@ -114,6 +114,7 @@ def stack_env(config: StackConfig) -> dict[str, str]:
         "WECHAT_MODE": "sandbox",
         "DEFAULT_TENANT": DEFAULT_TENANT,
         "PUBLIC_BASE_URL": config.api_url,
+        "SANDBOX_KEYS_DIR": str(LOCAL / "wechatpay"),
     }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -22,11 +24,12 @@ def reset_caches() -> None:
     from chalicelib.services import shares, tenants
     from chalicelib.settings import get_settings
     from chalicelib.store import get_store
-    from chalicelib.wechat import get_miniprogram
+    from chalicelib.wechat import get_miniprogram, get_pay
 
     get_settings.cache_clear()
     get_store.cache_clear()
     get_miniprogram.cache_clear()
+    get_pay.cache_clear()
     tenants._cache.clear()
     shares._cache.clear()
 
@@ -43,6 +46,7 @@ def app_env(endpoint: str, prefix: str) -> dict[str, str]:
         "POWERTOOLS_METRICS_NAMESPACE": "FenxiaoTest",
         "POWERTOOLS_SERVICE_NAME": "fenxiao",
         "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        "SANDBOX_KEYS_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-wechatpay-{prefix}"),
     }
 
 

@@ -42,8 +42,8 @@ def handled(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_body(request: Request, model: type[M]) -> M:
-    """The request's JSON body validated against `model`, or a 400 saying what is wrong."""
+def parse_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body as an object, or a 400."""
     raw = request.raw_body or b"{}"
     try:
         data = json.loads(raw)
@@ -51,6 +51,12 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_body")
+    return data
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    """The request's JSON body validated against `model`, or a 400 saying what is wrong."""
+    data = parse_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -15,6 +15,8 @@ from chalicelib.settings import Settings, get_settings
 if TYPE_CHECKING:
     from chalicelib.store.admins import AdminStore, TenantStore
     from chalicelib.store.audit import AuditStore
+    from chalicelib.store.catalog import CouponStore, ProductStore
+    from chalicelib.store.commerce import LedgerStore, OrderStore, PlanStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
 
@@ -26,6 +28,11 @@ class Store:
     admins: AdminStore
     tenants: TenantStore
     audit: AuditStore
+    plans: PlanStore
+    orders: OrderStore
+    ledger: LedgerStore
+    products: ProductStore
+    coupons: CouponStore
 
 
 def build_store(settings: Settings) -> Store:
@@ -33,6 +40,8 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.admins import AdminStore, TenantStore
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.base import Transactions
+    from chalicelib.store.catalog import CouponStore, ProductStore
+    from chalicelib.store.commerce import LedgerStore, OrderStore, PlanStore
     from chalicelib.store.models import configure
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
@@ -40,7 +49,16 @@ def build_store(settings: Settings) -> Store:
     configure(settings)
     tx = Transactions(settings)
     return Store(
-        users=UserStore(), shares=ShareStore(tx), admins=AdminStore(), tenants=TenantStore(), audit=AuditStore(tx)
+        users=UserStore(),
+        shares=ShareStore(tx),
+        admins=AdminStore(),
+        tenants=TenantStore(),
+        audit=AuditStore(tx),
+        plans=PlanStore(tx),
+        orders=OrderStore(tx),
+        ledger=LedgerStore(tx),
+        products=ProductStore(tx),
+        coupons=CouponStore(tx),
     )
 
 

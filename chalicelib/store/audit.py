@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 from pynamodb.transactions import TransactWrite
@@ -86,16 +86,23 @@ class AuditStore:
     def __init__(self, tx: Transactions) -> None:
         self._tx = tx
 
-    def append_user_event(self, tenant: str, uid: str, image: dict[str, object]) -> bool:
-        """Write the audit record of one version of a user item (from its stream image).
+    def append_user_event(self, tenant: str, uid: str, image: Mapping[str, object]) -> bool:
+        """The audit record of one version of a user; a binding through a share code also
+        counts the scan and the binding on the share, in the same transaction."""
+        data = json.loads(str(image.get("event_data") or "{}"))
+        share = data.get("share") if image.get("event_action") == "user.bound" else None
+        return self.append_version(tenant, f"user:{uid}", image, share_code=share if isinstance(share, str) else None)
+
+    def append_version(
+        self, tenant: str, entity: str, image: Mapping[str, object], *, share_code: str | None = None
+    ) -> bool:
+        """Write the audit record of one version of an item (from its stream image).
 
         The record chains to the previous version's record, which must exist; a replay finds
-        its record already written and changes nothing (returns False). A binding through a
-        share code also counts the scan and the binding on the share, in the same transaction.
+        its record already written and changes nothing (returns False).
         """
         version = int(str(image["version"]))
         at = str(image["event_at"])
-        entity = f"user:{uid}"
         prev_hash = GENESIS
         if version > 1:
             prev_sk = version_sk(str(image.get("prev_event_at")), version - 1)
@@ -107,11 +114,10 @@ class AuditStore:
         action, actor = str(image["event_action"]), str(image["event_actor"])
         event = AuditEvent(entity=entity, action=action, actor=actor, data=data)
         record = build(tenant, event, parse_iso(at), prev_hash, record_id=f"v{version:010d}")
-        share_code = data.get("share") if action == "user.bound" else None
 
         def body(tx: TransactWrite) -> None:
             tx.save(record, condition=AuditModel.pk.does_not_exist())
-            if isinstance(share_code, str) and share_code:
+            if share_code:
                 share = ShareModel(f"{tenant}#{share_code}")
                 tx.update(share, actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)])
 

@@ -169,16 +169,195 @@ class TenantModel(Model):
     name = UnicodeAttribute()
     timezone = UnicodeAttribute(default="Asia/Shanghai")
     created_at = UnicodeAttribute()
+    active_plan = NumberAttribute(null=True)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (UserModel, ShareModel, AuditModel, AdminModel, TenantModel)
+class CatalogIndex(GlobalSecondaryIndex["ProductModel"]):
+    """A tenant's products by id (the mini-program's product list)."""
+
+    class Meta:
+        index_name = "by_tenant"
+        projection = IncludeProjection(["name", "price_fen", "active", "repurchase_days"])
+
+    tenant = UnicodeAttribute(hash_key=True)
+    product_id = UnicodeAttribute(range_key=True)
+
+
+class ProductModel(Model):
+    """A product with its server-side price in fen."""
+
+    class Meta:
+        table_name = _Unconfigured("products")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#product
+    tenant = UnicodeAttribute()
+    product_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    price_fen = NumberAttribute()
+    active = BooleanAttribute(default=True)
+    repurchase_days = NumberAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+
+    by_tenant = CatalogIndex()
+
+
+class CouponModel(Model):
+    """Coupon templates ("spend X, save Y", sk `template`) and the coupons users claimed (sk `claim#<user>#<n>`)."""
+
+    class Meta:
+        table_name = _Unconfigured("coupons")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#coupon
+    sk = UnicodeAttribute(range_key=True)
+    tenant = UnicodeAttribute()
+    coupon_id = UnicodeAttribute()
+    data = UnicodeAttribute()  # canonical JSON of the template or the claim
+    state = UnicodeAttribute(null=True)  # claims: claimed / used
+    claims = NumberAttribute(default=0)
+    created_at = UnicodeAttribute()
+
+
+class PlanModel(Model):
+    """One immutable version of a tenant's commission plan (the active one is named on the tenant)."""
+
+    class Meta:
+        table_name = _Unconfigured("plans")
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(range_key=True)
+    body = UnicodeAttribute()  # canonical JSON of the plan
+    created_at = UnicodeAttribute()
+    created_by = UnicodeAttribute()
+    activated_at = UnicodeAttribute(null=True)
+
+
+class BuyerOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
+    class Meta:
+        index_name = "by_buyer"
+        projection = IncludeProjection(["order_id", "status", "amount_fen", "refunded_fen"])
+
+    buyer_key = UnicodeAttribute(hash_key=True)  # tenant#buyer
+    placed_at = UnicodeAttribute(range_key=True)
+
+
+class OrderModel(Model):
+    """An order with its attribution snapshot; its stream drives the commission engine."""
+
+    class Meta:
+        table_name = _Unconfigured("orders")
+        billing_mode = "PAY_PER_REQUEST"
+        stream_view_type = "NEW_AND_OLD_IMAGES"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#order
+    tenant = UnicodeAttribute()
+    order_id = UnicodeAttribute()
+    buyer = UnicodeAttribute()
+    buyer_key = UnicodeAttribute()
+    source = UnicodeAttribute()  # miniprogram / merchant:<id>
+    lines = UnicodeAttribute()  # canonical JSON: product_id, name, qty, unit_price_fen, paid_fen
+    list_fen = NumberAttribute()
+    discount_fen = NumberAttribute(default=0)
+    amount_fen = NumberAttribute()
+    refunded_fen = NumberAttribute(default=0)
+    status = UnicodeAttribute()
+    coupon = UnicodeAttribute(null=True)
+    attribution = UnicodeAttribute()  # canonical JSON: upline, share_code, plan_version
+    placed_at = UnicodeAttribute()
+    paid_at = UnicodeAttribute(null=True)
+    received_at = UnicodeAttribute(null=True)
+    transaction_id = UnicodeAttribute(null=True)
+    version = NumberAttribute(default=0)
+    event_at = UnicodeAttribute(null=True)
+    prev_event_at = UnicodeAttribute(null=True)
+    event_action = UnicodeAttribute(null=True)
+    event_actor = UnicodeAttribute(null=True)
+    event_data = UnicodeAttribute(null=True)
+
+    by_buyer = BuyerOrdersIndex()
+
+
+class LedgerByOrderIndex(GlobalSecondaryIndex["LedgerModel"]):
+    class Meta:
+        index_name = "by_order"
+        projection = IncludeProjection(["promoter", "level", "event", "amount_fen", "state"])
+
+    order_key = UnicodeAttribute(hash_key=True)  # tenant#order
+    sk = UnicodeAttribute(range_key=True)
+
+
+class LedgerModel(Model):
+    """One commission line: one level's earning (or reversal) from one order event."""
+
+    class Meta:
+        table_name = _Unconfigured("ledger")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#promoter
+    sk = UnicodeAttribute(range_key=True)  # order#level#event
+    tenant = UnicodeAttribute()
+    promoter = UnicodeAttribute()
+    order_id = UnicodeAttribute()
+    order_key = UnicodeAttribute()
+    level = NumberAttribute()
+    event = UnicodeAttribute()  # paid / received / refund-<id>
+    amount_fen = NumberAttribute()  # negative for reversals
+    state = UnicodeAttribute()  # pending / frozen / available
+    buyer = UnicodeAttribute()
+    trace = UnicodeAttribute()  # canonical JSON
+    created_at = UnicodeAttribute()
+    frozen_until = UnicodeAttribute(null=True)
+
+    by_order = LedgerByOrderIndex()
+
+
+class AccountModel(Model):
+    """A promoter's money by state; always the sum of their ledger lines per state."""
+
+    class Meta:
+        table_name = _Unconfigured("accounts")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#promoter
+    pending_fen = NumberAttribute(default=0)
+    frozen_fen = NumberAttribute(default=0)
+    available_fen = NumberAttribute(default=0)
+    withdrawing_fen = NumberAttribute(default=0)
+    paid_fen = NumberAttribute(default=0)
+
+
+class StatsModel(Model):
+    """Counters updated with ADD: e.g. a promoter's attributed sales per month (ladder tiers)."""
+
+    class Meta:
+        table_name = _Unconfigured("stats")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#scope
+    period = UnicodeAttribute(range_key=True)  # e.g. 2026-11 in the tenant's timezone
+    sales_fen = NumberAttribute(default=0)
+    commission_fen = NumberAttribute(default=0)
+    orders = NumberAttribute(default=0)
+
+
 LOGICAL_NAMES: dict[type[Model], str] = {
     UserModel: "users",
     ShareModel: "shares",
     AuditModel: "audit",
     AdminModel: "admins",
     TenantModel: "tenants",
+    ProductModel: "products",
+    CouponModel: "coupons",
+    PlanModel: "plans",
+    OrderModel: "orders",
+    LedgerModel: "ledger",
+    AccountModel: "accounts",
+    StatsModel: "stats",
 }
+ALL_MODELS: tuple[type[Model], ...] = tuple(LOGICAL_NAMES)
 
 
 def table_name(settings: Settings, logical: str) -> str:

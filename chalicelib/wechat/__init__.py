@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from chalicelib.settings import get_settings
 from chalicelib.wechat.miniprogram import LiveMiniProgram, MiniProgram, SandboxMiniProgram
+
+if TYPE_CHECKING:
+    from chalicelib.wechat.pay import WeChatPay
 
 
 @lru_cache(maxsize=1)
@@ -15,3 +19,44 @@ def get_miniprogram() -> MiniProgram:
         return SandboxMiniProgram(settings.public_base_url)
     secrets = {appid: secret.get_secret_value() for appid, secret in settings.wechat_app_secrets.items()}
     return LiveMiniProgram(secrets)
+
+
+PAYMENT_NOTIFY_PATH = "/v1/callbacks/wechatpay/payment"
+
+
+@lru_cache(maxsize=32)
+def get_pay(appid: str) -> WeChatPay:
+    """The WeChat Pay client for a tenant: the sandbox twin, or the real merchant account."""
+    from pathlib import Path
+    from tempfile import gettempdir
+
+    from chalicelib.wechat.pay import LiveWeChatPay, PayConfig, SandboxWeChatPay, sandbox_config
+
+    settings = get_settings()
+    notify_url = settings.public_base_url.rstrip("/") + PAYMENT_NOTIFY_PATH
+    if settings.sandbox:
+        directory = Path(settings.sandbox_keys_dir or Path(gettempdir()) / "fenxiao-wechatpay-sandbox")
+        config, wechat_key = sandbox_config(notify_url, appid, directory)
+        return SandboxWeChatPay(config, wechat_key)
+    missing = [
+        name
+        for name in ("wechatpay_mchid", "wechatpay_apiv3_key", "wechatpay_private_key", "wechatpay_cert_serial",
+                     "wechatpay_public_key", "wechatpay_public_key_id")
+        if not getattr(settings, name)
+    ]  # fmt: skip
+    if missing:
+        from chalicelib.errors import UpstreamError
+
+        raise UpstreamError("WeChat Pay is not configured: " + ", ".join(missing), code="wechatpay_not_configured")
+    apiv3_key, private_key = settings.wechatpay_apiv3_key, settings.wechatpay_private_key
+    config = PayConfig(
+        mchid=str(settings.wechatpay_mchid),
+        appid=appid,
+        apiv3_key=apiv3_key.get_secret_value() if apiv3_key else "",
+        private_key_pem=private_key.get_secret_value() if private_key else "",
+        cert_serial_no=str(settings.wechatpay_cert_serial),
+        public_key_pem=str(settings.wechatpay_public_key),
+        public_key_id=str(settings.wechatpay_public_key_id),
+        notify_url=notify_url,
+    )
+    return LiveWeChatPay(config)

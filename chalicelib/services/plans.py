@@ -1,0 +1,136 @@
+"""Commission plans: versioned, immutable once stored; one version is active per tenant."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from chalicelib import commission
+from chalicelib.auth import require_role
+from chalicelib.clock import iso, utcnow
+from chalicelib.commission import Campaign, LadderTier, LevelAmount, Plan, ProductOverride
+from chalicelib.entities import Principal, Role
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.store import get_store
+from chalicelib.store.commerce import StoredPlan
+
+# Words a plan must never contain: promoters earn from real sales only (no entry fee, no stock
+# purchase, no commission for recruiting itself).
+FORBIDDEN_FIELDS = frozenset(
+    {"joining_fee", "entry_fee", "membership_fee", "deposit", "stock_purchase", "recruit_bonus"}
+)
+
+_cache: dict[tuple[str, int], Plan] = {}
+_lock = threading.Lock()
+
+
+def plan_from_body(body: dict[str, Any], version: int = 0) -> Plan:
+    """A plan from its JSON body (as stored and as operators send it)."""
+    forbidden = FORBIDDEN_FIELDS & set(body)
+    if forbidden:
+        raise BadRequest(
+            f"plans cannot charge promoters or pay for recruiting: {', '.join(sorted(forbidden))}", code="forbidden_fee"
+        )
+    try:
+        return Plan(
+            version=version,
+            rates_bps=tuple(int(r) for r in body["rates_bps"]),
+            cap_bps=int(body["cap_bps"]),
+            overrides=tuple(
+                ProductOverride(
+                    str(o["product_id"]),
+                    tuple(
+                        LevelAmount(rate_bps=lv.get("rate_bps"), fixed_fen=lv.get("fixed_fen")) for lv in o["levels"]
+                    ),
+                )
+                for o in body.get("overrides", [])
+            ),
+            ladder=tuple(
+                LadderTier(int(t["min_month_sales_fen"]), int(t["level1_rate_bps"])) for t in body.get("ladder", [])
+            ),
+            campaigns=tuple(
+                Campaign(
+                    str(c["name"]),
+                    datetime.fromisoformat(c["starts_at"]),
+                    datetime.fromisoformat(c["ends_at"]),
+                    int(c["multiplier_bps"]),
+                    frozenset(c.get("product_ids") or ()),
+                )
+                for c in body.get("campaigns", [])
+            ),
+            self_purchase=bool(body.get("self_purchase", False)),
+            trigger=commission.Trigger(body.get("trigger", "paid")),
+            inactive_upline=commission.InactiveUpline(body.get("inactive_upline", "skip")),
+            settlement=commission.SettlementMode(body.get("settlement", "days_after_receipt")),
+            settle_after_days=int(body.get("settle_after_days", 7)),
+            timezone=str(body.get("timezone", "Asia/Shanghai")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"the plan is not well formed: {exc}", code="invalid_plan") from exc
+
+
+def plan_view(stored: StoredPlan, active: int | None) -> dict[str, Any]:
+    return {
+        **stored.body,
+        "version": stored.version,
+        "active": stored.version == active,
+        "created_at": iso(stored.created_at),
+        "created_by": stored.created_by,
+        "activated_at": iso(stored.activated_at) if stored.activated_at else None,
+    }
+
+
+def create(principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate and store a new plan version (not active until activated)."""
+    require_role(principal, Role.OWNER)
+    plan = plan_from_body(body)
+    errors = commission.plan_errors(plan)
+    if errors:
+        raise BadRequest("the plan cannot be used: " + "; ".join(errors), code="invalid_plan", details=errors)
+    store = get_store()
+    for _ in range(3):
+        stored = store.plans.create(principal.tenant, body, principal.actor, utcnow())
+        if stored is not None:
+            return plan_view(stored, store.plans.active_version(principal.tenant))
+    raise Conflict("another plan was saved at the same moment, try again", code="busy")
+
+
+def activate(principal: Principal, version: int) -> dict[str, Any]:
+    require_role(principal, Role.OWNER)
+    store = get_store()
+    if not store.plans.activate(principal.tenant, version, principal.actor, utcnow()):
+        raise NotFound(f"no plan version {version}", code="unknown_plan")
+    return detail(principal, version)
+
+
+def detail(principal: Principal, version: int) -> dict[str, Any]:
+    require_role(principal)
+    store = get_store()
+    stored = store.plans.get(principal.tenant, version)
+    if stored is None:
+        raise NotFound(f"no plan version {version}", code="unknown_plan")
+    return plan_view(stored, store.plans.active_version(principal.tenant))
+
+
+def listing(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
+    require_role(principal)
+    store = get_store()
+    page = store.plans.list(principal.tenant, cursor, limit)
+    active = store.plans.active_version(principal.tenant)
+    return {"items": [plan_view(p, active) for p in page.items], "next_cursor": page.next_cursor}
+
+
+def plan(tenant: str, version: int) -> Plan | None:
+    """A stored plan version as rules (cached: versions never change)."""
+    with _lock:
+        cached = _cache.get((tenant, version))
+    if cached is not None:
+        return cached
+    stored = get_store().plans.get(tenant, version)
+    if stored is None:
+        return None
+    rules = plan_from_body(stored.body, stored.version)
+    with _lock:
+        _cache[(tenant, version)] = rules
+    return rules

@@ -1,0 +1,220 @@
+"""Orders and the commission engine on DynamoDB Local: pay, receive, refund, replays, money kept."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from chalicelib.clock import utcnow
+from chalicelib.entities import AuditEvent, Principal, Product, Role
+from chalicelib.services import accounts, commissions, orders, plans, referrals, shares
+from chalicelib.store import get_store
+from tests.stack import Stack, unique
+
+PLAN_10_5_2 = {"rates_bps": [1000, 500, 200], "cap_bps": 3000}
+
+
+@pytest.fixture
+def owner(stack: Stack) -> Principal:
+    return stack.principal("owner", Role.OWNER)
+
+
+def activate(owner: Principal, body: dict[str, Any]) -> int:
+    created = plans.create(owner, body)
+    return int(plans.activate(owner, created["version"])["version"])
+
+
+def product(stack: Stack, price_fen: int) -> str:
+    pid = unique("p").replace("-", "_")
+    event = AuditEvent(entity=f"product:{pid}", action="product.created", actor="admin:owner", data={})
+    now = utcnow()
+    assert get_store().products.create(
+        Product(stack.tenant, pid, f"商品 {pid}", price_fen, created_at=now, updated_at=now), event
+    )
+    return pid
+
+
+def chain(stack: Stack, depth: int) -> list[Principal]:
+    """A shares to B, B to C ... : the last one's upline is the ones before, nearest first."""
+    people = [stack.principal(accounts.login(f"dev-{unique('u')}", stack.tenant).user.id) for _ in range(depth)]
+    for sharer, friend in itertools.pairwise(people):
+        code = shares.create(sharer, None, None).code
+        assert referrals.scan(friend, code).status.value == "bound"
+    return people
+
+
+def pay(stack: Stack, buyer: Principal, order_id: str) -> None:
+    orders.sandbox_pay_success(buyer, order_id)
+
+
+def ledger_totals(stack: Stack, promoter: str) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for line in get_store().ledger.all_lines(stack.tenant, promoter):
+        totals[f"{line.state}_fen"] += line.amount_fen
+    return totals
+
+
+def assert_accounts_match_ledger(stack: Stack, promoters: list[str]) -> None:
+    for promoter in promoters:
+        account = get_store().ledger.account(stack.tenant, promoter)
+        totals = ledger_totals(stack, promoter)
+        for bucket in ("pending_fen", "frozen_fen", "available_fen"):
+            assert account[bucket] == totals.get(bucket, 0), (promoter, bucket, account, dict(totals))
+
+
+def test_beauty_product_order_pays_three_levels_then_receipt_freezes_and_refund_reverses(
+    stack: Stack, owner: Principal
+) -> None:
+    # Given a 10/5/2 plan and a chain top -> l2 -> sharer -> buyer
+    activate(owner, PLAN_10_5_2)
+    top, l2, sharer, buyer = chain(stack, 4)
+    lipstick = product(stack, 10_000)
+    code = shares.create(sharer, lipstick, "wechat").code
+
+    # When the buyer orders through the share and pays
+    order = orders.place(buyer, [(lipstick, 1)], code, None)
+    assert order.snapshot.upline == (sharer.subject, l2.subject, top.subject)
+    pay(stack, buyer, order.id)
+    stack.drain()
+
+    # Then three promoters see pending commission on the amount paid
+    expected = {sharer.subject: 1000, l2.subject: 500, top.subject: 200}
+    for promoter, amount in expected.items():
+        assert get_store().ledger.account(stack.tenant, promoter)["pending_fen"] == amount
+    view = commissions.my_commissions(sharer, None, None, 20)
+    assert view["items"][0]["amount_fen"] == 1000
+    assert view["items"][0]["trace"] == "base 10000 fen, rate 10%"
+    assert view["items"][0]["buyer"].endswith("**")
+
+    # When the buyer confirms receipt: pending becomes frozen
+    orders.confirm_receipt(buyer, order.id)
+    stack.drain()
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 1000
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 0
+
+    # When 30 % is refunded, then the whole rest: commission is reversed to exactly zero
+    orders.refund(owner, order.id, 3000, "one broken")
+    stack.drain()
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 700
+    assert get_store().ledger.account(stack.tenant, top.subject)["frozen_fen"] == 140
+    orders.refund(owner, order.id, 7000, "all returned")
+    stack.drain()
+    for promoter in expected:
+        assert get_store().ledger.account(stack.tenant, promoter)["frozen_fen"] == 0
+    assert_accounts_match_ledger(stack, list(expected))
+
+
+def test_payment_notifications_delivered_three_times_pay_once(stack: Stack, owner: Principal) -> None:
+    activate(owner, PLAN_10_5_2)
+    sharer, buyer = chain(stack, 2)
+    order = orders.place(buyer, [(product(stack, 5_000), 2)], None, None)
+    client = __import__("chalicelib.wechat", fromlist=["get_pay"]).get_pay(stack.tenant)
+    user = get_store().users.get(stack.tenant, buyer.subject)
+    headers, body = client.notification_for(order.id, order.amount_fen, user.openid)
+    for _ in range(3):
+        assert orders.payment_notification(stack.tenant, headers, body) == {"code": "SUCCESS"}
+    stack.drain()
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 1000
+    assert len(get_store().ledger.all_lines(stack.tenant, sharer.subject)) == 1
+
+
+def test_a_payment_of_another_amount_is_refused(stack: Stack, owner: Principal) -> None:
+    from chalicelib.errors import Conflict
+    from chalicelib.wechat import get_pay
+
+    activate(owner, PLAN_10_5_2)
+    (buyer,) = chain(stack, 1)
+    order = orders.place(buyer, [(product(stack, 5_000), 1)], None, None)
+    headers, body = get_pay(stack.tenant).notification_for(order.id, 1, "someone")
+    with pytest.raises(Conflict):
+        orders.payment_notification(stack.tenant, headers, body)
+    assert get_store().orders.get(stack.tenant, order.id).status.value == "created"  # type: ignore[union-attr]
+
+
+def test_the_same_stream_batch_twice_changes_nothing(stack: Stack, owner: Principal) -> None:
+    activate(owner, PLAN_10_5_2)
+    top, sharer, buyer = chain(stack, 3)
+    pid = product(stack, 3_333)
+    stack.drain()
+    placed = [orders.place(buyer, [(pid, 1)], None, None) for _ in range(3)]
+    for order in placed:
+        pay(stack, buyer, order.id)
+    records = _order_records(stack)
+    first = commissions.process_stream_batch(records)
+    second = commissions.process_stream_batch(records)
+    assert first == second == {"batchItemFailures": []}
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 3 * 333
+    assert get_store().ledger.account(stack.tenant, top.subject)["pending_fen"] == 3 * 166
+    assert_accounts_match_ledger(stack, [sharer.subject, top.subject])
+    stack.drain()  # the runner delivers the same records again: still nothing changes
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 3 * 333
+
+
+def test_a_poison_record_fails_alone(stack: Stack, owner: Principal) -> None:
+    activate(owner, PLAN_10_5_2)
+    sharer, buyer = chain(stack, 2)
+    stack.drain()
+    order = orders.place(buyer, [(product(stack, 1_000), 1)], None, None)
+    pay(stack, buyer, order.id)
+    records = _order_records(stack)
+    poison = json.loads(json.dumps(records[-1]))
+    poison["dynamodb"]["SequenceNumber"] = "999"
+    poison["dynamodb"]["NewImage"]["lines"] = {"S": "not json"}
+    result = commissions.process_stream_batch([poison, *records])
+    assert result == {"batchItemFailures": [{"itemIdentifier": "999"}]}
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 100
+
+
+def _order_records(stack: Stack) -> list[dict[str, Any]]:
+    """The orders stream's records as Lambda would deliver them (read without the runner)."""
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=stack.endpoint, region_name="us-east-1")
+    streams = boto3.client("dynamodbstreams", endpoint_url=stack.endpoint, region_name="us-east-1")
+    arn = client.describe_table(TableName=f"{stack.prefix}-orders")["Table"]["LatestStreamArn"]
+    records: list[dict[str, Any]] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator, Limit=1000)
+            for record in page["Records"]:
+                record["dynamodb"].pop("ApproximateCreationDateTime", None)
+                records.append(record)
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    return records[-60:]
+
+
+def test_cancel_before_payment_creates_nothing(stack: Stack, owner: Principal) -> None:
+    activate(owner, PLAN_10_5_2)
+    sharer, buyer = chain(stack, 2)
+    order = orders.place(buyer, [(product(stack, 1_000), 1)], None, None)
+    orders.cancel(buyer, order.id)
+    stack.drain()
+    assert get_store().ledger.all_lines(stack.tenant, sharer.subject) == []
+    from chalicelib.errors import Conflict
+
+    with pytest.raises(Conflict):
+        orders.pay(buyer, order.id)
+
+
+def test_an_order_without_an_active_plan_earns_nothing_and_plans_are_validated(stack: Stack, owner: Principal) -> None:
+    from chalicelib.errors import BadRequest
+
+    with pytest.raises(BadRequest) as fee:
+        plans.create(owner, {**PLAN_10_5_2, "joining_fee": 9900})
+    assert fee.value.code == "forbidden_fee"
+    with pytest.raises(BadRequest) as four:
+        plans.create(owner, {"rates_bps": [100, 100, 100, 100], "cap_bps": 3000})
+    assert four.value.code == "invalid_plan"
+    listed = plans.listing(owner, None, 50)
+    assert all(p["version"] >= 1 for p in listed["items"])
+    assert sum(p["active"] for p in listed["items"]) <= 1
+    assert utcnow()
