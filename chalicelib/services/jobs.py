@@ -53,7 +53,14 @@ def _digest_of(record: Any) -> str | None:
     return str(json.loads(record.data).get("digest"))
 
 
-JOBS: dict[str, Job] = {"seal_audit": seal_audit}
+def auto_receipt(now: datetime) -> dict[str, Any]:
+    """Receipt for orders paid 10 days ago that the buyer never confirmed (starts the return window)."""
+    from chalicelib.services import orders
+
+    return orders.auto_receipt(now)
+
+
+JOBS: dict[str, Job] = {"seal_audit": seal_audit, "auto_receipt": auto_receipt}
 
 
 def run(name: str, now: datetime | None = None) -> dict[str, Any]:

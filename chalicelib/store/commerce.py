@@ -248,6 +248,11 @@ class OrderStore:
         actions = [OrderModel.status.set(status.value), *_event_actions(event, when)]
         for name, value in (extra or {}).items():
             actions.append(getattr(OrderModel, name).set(value))
+        # Only paid orders wait for receipt: they alone are in the sparse open_orders index.
+        if status is OrderStatus.PAID:
+            actions.append(OrderModel.open_key.set(f"{tenant}#paid"))
+        else:
+            actions.append(OrderModel.open_key.remove())
         condition = OrderModel.status.is_in(*[s.value for s in expected])
         if amount_fen is not None:
             condition &= OrderModel.amount_fen == amount_fen
@@ -264,6 +269,13 @@ class OrderStore:
         return unless_exists(
             lambda: OrderModel(_order_key(order.tenant, order.id)).update(actions=actions, condition=condition)
         )
+
+    def paid_before(self, tenant: str, before: datetime, limit: int) -> list[str]:
+        """Ids of paid, not yet received orders paid before `before`, oldest first (one page)."""
+        query = OrderModel.open_orders.query(
+            f"{tenant}#paid", OrderModel.paid_at < iso(before), limit=limit, attributes_to_get=["order_id"]
+        )
+        return [item.order_id for item in query]
 
     def by_buyer(self, tenant: str, buyer: str, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
         key = f"{tenant}#{buyer}"

@@ -244,6 +244,17 @@ class BuyerOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
     placed_at = UnicodeAttribute(range_key=True)
 
 
+class OpenOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
+    """Paid orders waiting for receipt, oldest payment first (sparse: only they carry open_key)."""
+
+    class Meta:
+        index_name = "open_orders"
+        projection = IncludeProjection(["order_id", "tenant"])
+
+    open_key = UnicodeAttribute(hash_key=True)  # tenant#paid
+    paid_at = UnicodeAttribute(range_key=True)
+
+
 class OrderModel(Model):
     """An order with its attribution snapshot; its stream drives the commission engine."""
 
@@ -270,6 +281,7 @@ class OrderModel(Model):
     paid_at = UnicodeAttribute(null=True)
     received_at = UnicodeAttribute(null=True)
     transaction_id = UnicodeAttribute(null=True)
+    open_key = UnicodeAttribute(null=True)
     version = NumberAttribute(default=0)
     event_at = UnicodeAttribute(null=True)
     prev_event_at = UnicodeAttribute(null=True)
@@ -278,6 +290,7 @@ class OrderModel(Model):
     event_data = UnicodeAttribute(null=True)
 
     by_buyer = BuyerOrdersIndex()
+    open_orders = OpenOrdersIndex()
 
 
 class LedgerByOrderIndex(GlobalSecondaryIndex["LedgerModel"]):

@@ -218,3 +218,24 @@ def test_an_order_without_an_active_plan_earns_nothing_and_plans_are_validated(s
     assert all(p["version"] >= 1 for p in listed["items"])
     assert sum(p["active"] for p in listed["items"]) <= 1
     assert utcnow()
+
+
+def test_auto_receipt_receives_only_orders_paid_long_enough_ago_and_once(stack: Stack, owner: Principal) -> None:
+    from datetime import timedelta
+
+    activate(owner, PLAN_10_5_2)
+    sharer, buyer = chain(stack, 2)
+    order = orders.place(buyer, [(product(stack, 2_000), 1)], None, None)
+    pay(stack, buyer, order.id)
+    recent = orders.place(buyer, [(product(stack, 2_000), 1)], None, None)
+    pay(stack, buyer, recent.id)
+    stack.drain()
+
+    later = utcnow() + timedelta(days=10, seconds=1)
+    summary = orders.auto_receipt(later, days=10)
+    assert summary["received"] >= 2  # both are older than 10 days at `later`
+    assert orders.auto_receipt(later, days=10)["received"] == 0  # a second run receives nothing
+    assert orders.auto_receipt(utcnow(), days=10)["received"] == 0
+    stack.drain()
+    assert get_store().orders.get(stack.tenant, order.id).status.value == "received"  # type: ignore[union-attr]
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 400
