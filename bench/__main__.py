@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import binding, coldstart
+from bench import binding, coldstart, commission
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -16,12 +16,20 @@ def main() -> None:
     parser.add_argument("--binds", type=int, default=600, help="bindings per side")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--runs", type=int, default=9, help="interpreter starts per side")
+    parser.add_argument("--orders", type=int, default=300, help="paid orders per side (commission pipeline)")
+    parser.add_argument("--hot-orders", type=int, default=2000, help="orders of one hot level-1 promoter")
+    parser.add_argument("--only", choices=["coldstart", "binding", "commission"], help="run one benchmark")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    for name, result in (
-        ("coldstart", coldstart.run(args.runs)),
-        ("binding", binding.run(args.binds, args.threads)),
-    ):
+    benchmarks = {
+        "coldstart": lambda: coldstart.run(args.runs),
+        "binding": lambda: binding.run(args.binds, args.threads),
+        "commission": lambda: commission.run(args.orders, args.hot_orders),
+    }
+    for name, bench in benchmarks.items():
+        if args.only and name != args.only:
+            continue
+        result = bench()
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         print(f"== {name}: {json.dumps(result, indent=2)}")
 

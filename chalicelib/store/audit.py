@@ -115,11 +115,13 @@ class AuditStore:
         event = AuditEvent(entity=entity, action=action, actor=actor, data=data)
         record = build(tenant, event, parse_iso(at), prev_hash, record_id=f"v{version:010d}")
 
+        if not share_code:
+            return put_once(record)  # one conditional put: cheaper than a transaction
+
         def body(tx: TransactWrite) -> None:
             tx.save(record, condition=AuditModel.pk.does_not_exist())
-            if share_code:
-                share = ShareModel(f"{tenant}#{share_code}")
-                tx.update(share, actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)])
+            share = ShareModel(f"{tenant}#{share_code}")
+            tx.update(share, actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)])
 
         outcome = self._tx.run(body)
         if not outcome.committed and not outcome.failed_items:
