@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice.app import Chalice, DynamoDBEvent
 
-from chalicelib.api import admin, catalog, console, middleware, miniprogram, orders
+from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders
 from chalicelib.observability import logger
 from chalicelib.services import jobs
 
@@ -17,6 +17,7 @@ app.register_blueprint(admin.bp)
 app.register_blueprint(console.bp)
 app.register_blueprint(orders.bp)
 app.register_blueprint(catalog.bp)
+app.register_blueprint(merchant.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.

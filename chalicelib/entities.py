@@ -75,6 +75,7 @@ class Share:
     channel: str | None = None
     scans: int = 0
     binds: int = 0
+    coupon_id: str | None = None  # a coupon the friend who opens the share may claim
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ The models in ``chalicelib/store/models.py`` are the source of truth (DynamoDB L
 tests create tables from them); the merge template must declare the same tables for a stage:
 names ``<TABLE_PREFIX>-<logical>`` (the prefix read from ``.chalice/config.json``), key
 schema, attribute definitions, GSIs (name, keys, projection), stream view type, billing
-mode. It also checks what every production table must have: point-in-time recovery,
-server-side encryption and ``Retain`` deletion/replacement policies.
+mode, time to live (on the model's ``TTLAttribute``). It also checks what every production
+table must have: point-in-time recovery, server-side encryption and ``Retain``
+deletion/replacement policies.
 
     python infra/check_tables.py                       # infra/merge-prod.json, stage prod
     python infra/check_tables.py path/to/merge.json --stage prod
@@ -92,8 +93,22 @@ def expected_tables(prefix: str) -> dict[str, TableSpec]:
             "lsis": _indexes(schema["local_secondary_indexes"], "index_name"),
             "stream": getattr(model.Meta, "stream_view_type", None),
             "billing": getattr(model.Meta, "billing_mode", None) or "PROVISIONED",
+            "ttl": _model_ttl(model),
         }
     return tables
+
+
+def _model_ttl(model: Any) -> str | None:
+    """The attribute a model's TTLAttribute is stored as (PynamoDB enables TTL on it), or None."""
+    from pynamodb.attributes import TTLAttribute
+
+    names = [attr.attr_name for attr in model.get_attributes().values() if isinstance(attr, TTLAttribute)]
+    return names[0] if names else None
+
+
+def _template_ttl(props: dict[str, Any]) -> str | None:
+    spec = props.get("TimeToLiveSpecification") or {}
+    return spec.get("AttributeName") if spec.get("Enabled") is True else None
 
 
 def template_tables(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any], TableSpec]]:
@@ -116,6 +131,7 @@ def template_tables(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, 
                 "lsis": _indexes(props.get("LocalSecondaryIndexes", []), "IndexName"),
                 "stream": (props.get("StreamSpecification") or {}).get("StreamViewType"),
                 "billing": props.get("BillingMode", "PROVISIONED"),
+                "ttl": _template_ttl(props),
             },
         )
     return found
@@ -159,7 +175,7 @@ def _compare(logical_id: str, want: TableSpec, got: TableSpec) -> list[str]:
     model = want["model"]
     problems = [
         f"{logical_id}: {field} is {got[field]!r}, model {model} has {want[field]!r}"
-        for field in ("keys", "attributes", "stream", "billing")
+        for field in ("keys", "attributes", "stream", "billing", "ttl")
         if got[field] != want[field]
     ]
     for kind in ("gsis", "lsis"):

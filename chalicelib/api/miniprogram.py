@@ -32,7 +32,7 @@ def login() -> dict[str, Any]:
 def create_share() -> Response:
     principal = principal_of(bp.current_request)
     body = parse_body(bp.current_request, ShareBody)
-    share = shares.create(principal, body.product_id, body.channel)
+    share = shares.create(principal, body.product_id, body.channel, body.coupon_id)
     payload = {
         "code": share.code,
         "scene": share.code,
@@ -40,6 +40,7 @@ def create_share() -> Response:
         "qr_url": shares.qr_url(share),
         "product_id": share.product_id,
         "channel": share.channel,
+        "coupon_id": share.coupon_id,
     }
     return Response(body=payload, status_code=201)
 
@@ -61,6 +62,9 @@ def scan() -> dict[str, Any]:
     payload: dict[str, Any] = {"status": result.status.value}
     if result.reason:
         payload["reason"] = result.reason
+    coupon_id = shares.get(principal.tenant, body.code).coupon_id
+    if coupon_id:
+        payload["coupon_id"] = coupon_id  # the friend may claim it: POST /v1/coupons/{id}/claim
     return payload
 
 

@@ -33,6 +33,7 @@ class AdminLoginBody(Body):
 class ShareBody(Body):
     product_id: Id | None = None
     channel: Short | None = None
+    coupon_id: Id | None = None
 
 
 class ScanBody(Body):

@@ -14,7 +14,7 @@ from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order, OrderStatus, Snapshot
-from chalicelib.services import shares
+from chalicelib.services import catalog, shares
 from chalicelib.store import get_store
 from chalicelib.wechat import get_pay
 
@@ -105,7 +105,7 @@ def place(
     event = AuditEvent(entity=f"order:{order.id}", action="order.created", actor=principal.actor, data=data)
     if not store.orders.create(order, event):
         if coupon_id:
-            store.coupons.release(tenant, coupon_id, principal.subject, order_id)
+            catalog.release_coupon(tenant, principal.subject, coupon_id, order_id)
         raise Conflict("order id collision, try again", code="busy")
     count("OrdersPlaced")
     return order
@@ -125,8 +125,7 @@ def _coupon_discount(
     discount = min(coupon_discount(template, eligible, utcnow()), sum(qty * unit for _, _, qty, unit in items) - 1)
     if discount <= 0:
         raise BadRequest("this coupon does not apply to this order", code="coupon_not_applicable")
-    if not store.coupons.use(principal.tenant, coupon_id, principal.subject, order_id):
-        raise Conflict("you have no unused claim of this coupon", code="coupon_not_claimed")
+    catalog.redeem_coupon(principal.tenant, principal.subject, coupon_id, order_id, utcnow())
     return discount
 
 
@@ -216,7 +215,7 @@ def cancel(principal: Principal, order_id: str) -> Order:
     order = _own_order(principal, order_id)
     _move(order, "cancel", OrderStatus.CANCELLED, principal.actor, {})
     if order.coupon:
-        get_store().coupons.release(order.tenant, order.coupon, order.buyer, order.id)
+        catalog.release_coupon(order.tenant, order.buyer, order.coupon, order.id, actor=principal.actor)
     return _own_order(principal, order_id)
 
 

@@ -38,9 +38,14 @@ def qr_url(share: Share) -> str:
     return f"{base}/v1/shares/{share.code}/qrcode?appid={share.tenant}"
 
 
-def create(principal: Principal, product_id: str | None, channel: str | None) -> Share:
-    """A new share code for the caller; the code also serves as the wxacode scene."""
+def create(principal: Principal, product_id: str | None, channel: str | None, coupon_id: str | None = None) -> Share:
+    """A new share code for the caller; the code also serves as the wxacode scene.
+
+    With a coupon, the friend who opens the share is offered it (and orders in one step with it).
+    """
     store = get_store()
+    if coupon_id is not None and store.coupons.get(principal.tenant, coupon_id) is None:
+        raise NotFound("unknown coupon", code="unknown_coupon")
     for _ in range(3):
         share = Share(
             tenant=principal.tenant,
@@ -49,8 +54,9 @@ def create(principal: Principal, product_id: str | None, channel: str | None) ->
             created_at=utcnow(),
             product_id=product_id,
             channel=channel,
+            coupon_id=coupon_id,
         )
-        data = {"sharer": share.sharer, "product_id": product_id, "channel": channel}
+        data = {"sharer": share.sharer, "product_id": product_id, "channel": channel, "coupon_id": coupon_id}
         event = AuditEvent(entity=f"share:{share.code}", action="share.created", actor=principal.actor, data=data)
         if store.shares.create(share, event):
             count("Shares")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.catalog import CouponStore, ProductStore
     from chalicelib.store.commerce import LedgerStore, OrderStore, PlanStore
+    from chalicelib.store.nonces import NonceStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
 
@@ -33,6 +34,7 @@ class Store:
     ledger: LedgerStore
     products: ProductStore
     coupons: CouponStore
+    nonces: NonceStore
 
 
 def build_store(settings: Settings) -> Store:
@@ -43,6 +45,7 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.catalog import CouponStore, ProductStore
     from chalicelib.store.commerce import LedgerStore, OrderStore, PlanStore
     from chalicelib.store.models import configure
+    from chalicelib.store.nonces import NonceStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
 
@@ -59,6 +62,7 @@ def build_store(settings: Settings) -> Store:
         ledger=LedgerStore(tx),
         products=ProductStore(tx),
         coupons=CouponStore(tx),
+        nonces=NonceStore(tx),
     )
 
 

@@ -10,6 +10,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
 )
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
@@ -104,6 +105,7 @@ class ShareModel(Model):
     sharer = UnicodeAttribute()
     product_id = UnicodeAttribute(null=True)
     channel = UnicodeAttribute(null=True)
+    coupon_id = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     scans = NumberAttribute(default=0)
     binds = NumberAttribute(default=0)
@@ -356,6 +358,19 @@ class StatsModel(Model):
     orders = NumberAttribute(default=0)
 
 
+class NonceModel(Model):
+    """What the merchant API remembers for a while: request nonces (replay guard) and applied
+    event ids (idempotency). DynamoDB deletes an item some time after `expires_at` (TTL)."""
+
+    class Meta:
+        table_name = _Unconfigured("nonces")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#merchant#nonce, or tenant#merchant#event#<event id>
+    expires_at = TTLAttribute()
+    ref = UnicodeAttribute(null=True)  # events: the order the event was applied to
+
+
 LOGICAL_NAMES: dict[type[Model], str] = {
     UserModel: "users",
     ShareModel: "shares",
@@ -369,6 +384,7 @@ LOGICAL_NAMES: dict[type[Model], str] = {
     LedgerModel: "ledger",
     AccountModel: "accounts",
     StatsModel: "stats",
+    NonceModel: "nonces",
 }
 ALL_MODELS: tuple[type[Model], ...] = tuple(LOGICAL_NAMES)
 

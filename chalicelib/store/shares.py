@@ -23,6 +23,7 @@ def to_share(item: ShareModel) -> Share:
         channel=item.channel,
         scans=int(item.scans or 0),
         binds=int(item.binds or 0),
+        coupon_id=item.coupon_id,
     )
 
 
@@ -39,6 +40,7 @@ class ShareStore:
             sharer=share.sharer,
             product_id=share.product_id,
             channel=share.channel,
+            coupon_id=share.coupon_id,
             created_at=iso(share.created_at),
             scans=0,
             binds=0,

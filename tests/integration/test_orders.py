@@ -239,3 +239,36 @@ def test_auto_receipt_receives_only_orders_paid_long_enough_ago_and_once(stack: 
     stack.drain()
     assert get_store().orders.get(stack.tenant, order.id).status.value == "received"  # type: ignore[union-attr]
     assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 400
+
+
+def test_a_share_with_a_coupon_friend_claims_and_orders_in_one_step(stack: Stack, owner: Principal) -> None:
+    from datetime import timedelta
+
+    from chalicelib.errors import Conflict
+    from chalicelib.services import catalog
+
+    # Given a "spend 100, save 20" coupon and a 120-yuan lipstick shared with it
+    activate(owner, PLAN_10_5_2)
+    top, l2, sharer, friend = chain(stack, 4)
+    lipstick = product(stack, 12_000)
+    now = utcnow()
+    coupon = catalog.create_coupon(
+        owner, coupon_id=None, name="满100减20", threshold_fen=10_000, amount_fen=2_000,
+        valid_from=now - timedelta(hours=1), valid_until=now + timedelta(days=7),
+    )  # fmt: skip
+    share = shares.create(sharer, lipstick, "moments", coupon.coupon_id)
+    assert share.coupon_id == coupon.coupon_id
+
+    # When the friend claims it and orders with it
+    catalog.claim(friend, coupon.coupon_id)
+    order = orders.place(friend, [(lipstick, 1)], share.code, coupon.coupon_id)
+    assert (order.list_fen, order.discount_fen, order.amount_fen) == (12_000, 2_000, 10_000)
+    pay(stack, friend, order.id)
+    stack.drain()
+
+    # Then commission is on the 100 yuan actually paid, and the coupon is used up
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 1000
+    assert get_store().ledger.account(stack.tenant, l2.subject)["pending_fen"] == 500
+    assert get_store().ledger.account(stack.tenant, top.subject)["pending_fen"] == 200
+    with pytest.raises(Conflict):
+        orders.place(friend, [(lipstick, 1)], share.code, coupon.coupon_id)

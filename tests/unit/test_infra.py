@@ -244,10 +244,12 @@ def _mutated(change: str) -> dict[str, Any]:
         res["OrphanTable"]["Properties"]["TableName"] = f"{PREFIX}-orphan"
     elif change == "pitr":
         res["SharesTable"]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] = False
+    elif change == "ttl":
+        res["NoncesTable"]["Properties"]["TimeToLiveSpecification"]["Enabled"] = False
     return template
 
 
-@pytest.mark.parametrize("change", ["stream", "projection", "index", "key", "missing", "extra", "pitr"])
+@pytest.mark.parametrize("change", ["stream", "projection", "index", "key", "missing", "extra", "pitr", "ttl"])
 def test_check_tables_reports_drift(change: str) -> None:
     assert check_tables.drift(_mutated(change), PREFIX)
 

@@ -1,0 +1,106 @@
+"""What the merchant API remembers for a while: request nonces and applied event ids.
+
+One table (`nonces`), one item per thing remembered, deleted by DynamoDB's TTL some time after
+`expires_at`. TTL deletion lags (up to days), so an item whose `expires_at` has passed counts
+as forgotten: every "remember" is a put on the condition that the key is absent *or expired*.
+
+- `tenant#merchant#nonce`: a request's nonce, kept a little longer than a signed request stays
+  valid, so the same request cannot be played twice.
+- `tenant#merchant#event#<event id>`: an event that changed an order, written in the same
+  transaction as that change, so an event is applied once however often it is delivered.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pynamodb.expressions.condition import Condition
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.clock import utcnow
+from chalicelib.entities import AuditEvent
+from chalicelib.orders import Order, OrderStatus
+from chalicelib.store.base import Transactions, unless_exists
+from chalicelib.store.commerce import _event_actions, _order_key
+from chalicelib.store.models import NonceModel, OrderModel
+
+
+class RefundOutcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this event id was applied already
+    ORDER_CHANGED = "order_changed"  # the order is no longer as read: nothing was written
+
+
+def nonce_key(tenant: str, merchant: str, nonce: str) -> str:
+    return f"{tenant}#{merchant}#{nonce}"
+
+
+def event_key(tenant: str, merchant: str, event_id: str) -> str:
+    """Cannot meet a nonce key: nonces never contain '#'."""
+    return f"{tenant}#{merchant}#event#{event_id}"
+
+
+def _forgotten(now: datetime) -> Condition:
+    """Absent, or expired but not yet deleted by TTL."""
+    condition: Condition = NonceModel.pk.does_not_exist() | (NonceModel.expires_at < now)
+    return condition
+
+
+class NonceStore:
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    def remember(self, tenant: str, merchant: str, nonce: str, ttl_seconds: int) -> bool:
+        """Remember a nonce for `ttl_seconds`; False when it is remembered already (a replay)."""
+        now = utcnow()
+        item = NonceModel(pk=nonce_key(tenant, merchant, nonce), expires_at=now + timedelta(seconds=ttl_seconds))
+        return unless_exists(lambda: item.save(condition=_forgotten(now)))
+
+    def applied_to(self, tenant: str, merchant: str, event_id: str) -> str | None:
+        """The order an event was applied to; None if it was not (or is forgotten)."""
+        try:
+            item = NonceModel.get(event_key(tenant, merchant, event_id), consistent_read=True)
+        except NonceModel.DoesNotExist:
+            return None
+        return None if item.expires_at < utcnow() else item.ref
+
+    def refund_once(
+        self,
+        order: Order,
+        merchant: str,
+        event_id: str,
+        refund_fen: int,
+        *,
+        when: datetime,
+        event: AuditEvent,
+        ttl_seconds: int,
+    ) -> RefundOutcome:
+        """Add a refund to the order and remember the event id, both or neither.
+
+        The order must still be as read (status, amount, refunded_fen), so the event data's
+        `refunded_before_fen` is exact. The order update mirrors `OrderStore.add_refund`.
+        """
+        marker = NonceModel(
+            pk=event_key(order.tenant, merchant, event_id),
+            expires_at=when + timedelta(seconds=ttl_seconds),
+            ref=order.id,
+        )
+        actions = [OrderModel.refunded_fen.add(refund_fen), *_event_actions(event, when)]
+        unchanged = (
+            OrderModel.status.is_in(OrderStatus.PAID.value, OrderStatus.RECEIVED.value)
+            & (OrderModel.amount_fen == order.amount_fen)
+            & (OrderModel.refunded_fen == order.refunded_fen)
+            & (OrderModel.refunded_fen <= order.amount_fen - refund_fen)
+        )
+
+        def body(tx: TransactWrite) -> None:
+            tx.save(marker, condition=_forgotten(when))  # item 0: puts go before updates
+            tx.update(OrderModel(_order_key(order.tenant, order.id)), actions=actions, condition=unchanged)
+
+        outcome = self._tx.run(body)
+        if outcome.committed:
+            return RefundOutcome.APPLIED
+        if 0 in outcome.failed_items:
+            return RefundOutcome.DUPLICATE
+        return RefundOutcome.ORDER_CHANGED
