@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
@@ -69,6 +70,19 @@ def build(
 def for_entity(tenant: str, entity: str, *, limit: int = 100) -> Iterator[AuditModel]:
     """The entity's records, oldest first."""
     return AuditModel.query(f"{tenant}#{entity}", consistent_read=True, limit=limit)
+
+
+def version_actions(model: Any, event: AuditEvent, when: datetime) -> list[Any]:
+    """Update actions recording `event` on a versioned item (users, orders) and moving it to the
+    next version; the item's stream turns each version into one chained audit record."""
+    return [
+        model.prev_event_at.set(model.event_at),
+        model.event_at.set(iso(when)),
+        model.event_action.set(event.action),
+        model.event_actor.set(event.actor),
+        model.event_data.set(canonical(event.data)),
+        model.version.add(1),
+    ]
 
 
 class PredecessorMissing(Exception):

@@ -14,7 +14,7 @@ from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.orders import Order, OrderStatus, PricedLine, Snapshot
 from chalicelib.store import audit
-from chalicelib.store.audit import canonical
+from chalicelib.store.audit import canonical, version_actions
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor, unless_exists
 from chalicelib.store.models import (
     AccountModel,
@@ -115,7 +115,7 @@ class PlanStore:
 # --- orders ---------------------------------------------------------------------------------
 
 
-def _order_key(tenant: str, order_id: str) -> str:
+def order_key(tenant: str, order_id: str) -> str:
     return f"{tenant}#{order_id}"
 
 
@@ -184,15 +184,18 @@ def order_from_image(image: Mapping[str, Any]) -> Order:
     return to_order(item)
 
 
-def _event_actions(event: AuditEvent, when: datetime) -> list[Any]:
-    return [
-        OrderModel.prev_event_at.set(OrderModel.event_at),
-        OrderModel.event_at.set(iso(when)),
-        OrderModel.event_action.set(event.action),
-        OrderModel.event_actor.set(event.actor),
-        OrderModel.event_data.set(canonical(event.data)),
-        OrderModel.version.add(1),
-    ]
+def refund_update(
+    order: Order, refund_fen: int, *, event: AuditEvent, when: datetime, exact: bool
+) -> tuple[list[Any], Any]:
+    """The update that adds a refund to an order, never beyond what was paid; with `exact`, only
+    if the order is still as read (so `refunded_before_fen` in the event is exact)."""
+    actions = [OrderModel.refunded_fen.add(refund_fen), *version_actions(OrderModel, event, when)]
+    condition = OrderModel.status.is_in(OrderStatus.PAID.value, OrderStatus.RECEIVED.value) & (
+        OrderModel.refunded_fen <= order.amount_fen - refund_fen
+    )
+    if exact:
+        condition &= (OrderModel.amount_fen == order.amount_fen) & (OrderModel.refunded_fen == order.refunded_fen)
+    return actions, condition
 
 
 class OrderStore:
@@ -202,7 +205,7 @@ class OrderStore:
     def create(self, order: Order, event: AuditEvent) -> bool:
         """Store a new order as version 1 (audited by the stream)."""
         item = OrderModel(
-            pk=_order_key(order.tenant, order.id),
+            pk=order_key(order.tenant, order.id),
             tenant=order.tenant,
             order_id=order.id,
             buyer=order.buyer,
@@ -227,7 +230,7 @@ class OrderStore:
 
     def get(self, tenant: str, order_id: str) -> Order | None:
         try:
-            return to_order(OrderModel.get(_order_key(tenant, order_id), consistent_read=True))
+            return to_order(OrderModel.get(order_key(tenant, order_id), consistent_read=True))
         except OrderModel.DoesNotExist:
             return None
 
@@ -245,7 +248,7 @@ class OrderStore:
     ) -> bool:
         """Move an order from one of `expected` to `status`; False when it is not in `expected`
         (or, with `amount_fen`, when that is not the order's amount: a payment of another sum)."""
-        actions = [OrderModel.status.set(status.value), *_event_actions(event, when)]
+        actions = [OrderModel.status.set(status.value), *version_actions(OrderModel, event, when)]
         for name, value in (extra or {}).items():
             actions.append(getattr(OrderModel, name).set(value))
         # Only paid orders wait for receipt: they alone are in the sparse open_orders index.
@@ -257,17 +260,14 @@ class OrderStore:
         if amount_fen is not None:
             condition &= OrderModel.amount_fen == amount_fen
         return unless_exists(
-            lambda: OrderModel(_order_key(tenant, order_id)).update(actions=actions, condition=condition)
+            lambda: OrderModel(order_key(tenant, order_id)).update(actions=actions, condition=condition)
         )
 
     def add_refund(self, order: Order, refund_fen: int, *, when: datetime, event: AuditEvent) -> bool:
         """Raise refunded_fen by `refund_fen` unless that would exceed the paid amount."""
-        actions = [OrderModel.refunded_fen.add(refund_fen), *_event_actions(event, when)]
-        condition = OrderModel.status.is_in(OrderStatus.PAID.value, OrderStatus.RECEIVED.value) & (
-            OrderModel.refunded_fen <= order.amount_fen - refund_fen
-        )
+        actions, condition = refund_update(order, refund_fen, event=event, when=when, exact=False)
         return unless_exists(
-            lambda: OrderModel(_order_key(order.tenant, order.id)).update(actions=actions, condition=condition)
+            lambda: OrderModel(order_key(order.tenant, order.id)).update(actions=actions, condition=condition)
         )
 
     def paid_before(self, tenant: str, before: datetime, limit: int) -> list[str]:

@@ -20,9 +20,9 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent
-from chalicelib.orders import Order, OrderStatus
+from chalicelib.orders import Order
 from chalicelib.store.base import Transactions, unless_exists
-from chalicelib.store.commerce import _event_actions, _order_key
+from chalicelib.store.commerce import order_key, refund_update
 from chalicelib.store.models import NonceModel, OrderModel
 
 
@@ -79,24 +79,18 @@ class NonceStore:
         """Add a refund to the order and remember the event id, both or neither.
 
         The order must still be as read (status, amount, refunded_fen), so the event data's
-        `refunded_before_fen` is exact. The order update mirrors `OrderStore.add_refund`.
+        `refunded_before_fen` is exact. The order update is `commerce.refund_update`, as in `OrderStore.add_refund`.
         """
         marker = NonceModel(
             pk=event_key(order.tenant, merchant, event_id),
             expires_at=when + timedelta(seconds=ttl_seconds),
             ref=order.id,
         )
-        actions = [OrderModel.refunded_fen.add(refund_fen), *_event_actions(event, when)]
-        unchanged = (
-            OrderModel.status.is_in(OrderStatus.PAID.value, OrderStatus.RECEIVED.value)
-            & (OrderModel.amount_fen == order.amount_fen)
-            & (OrderModel.refunded_fen == order.refunded_fen)
-            & (OrderModel.refunded_fen <= order.amount_fen - refund_fen)
-        )
+        actions, unchanged = refund_update(order, refund_fen, event=event, when=when, exact=True)
 
         def body(tx: TransactWrite) -> None:
             tx.save(marker, condition=_forgotten(when))  # item 0: puts go before updates
-            tx.update(OrderModel(_order_key(order.tenant, order.id)), actions=actions, condition=unchanged)
+            tx.update(OrderModel(order_key(order.tenant, order.id)), actions=actions, condition=unchanged)
 
         outcome = self._tx.run(body)
         if outcome.committed:

@@ -15,7 +15,7 @@ from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, TeamMember, User
 from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
-from chalicelib.store.audit import canonical
+from chalicelib.store.audit import canonical, version_actions
 from chalicelib.store.base import decode_cursor, encode_cursor, unless_exists
 from chalicelib.store.models import TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
@@ -59,18 +59,6 @@ def _upline_actions(tenant: str, upline: tuple[str, ...]) -> list[Any]:
         else:
             actions.append(attr.remove())
     return actions
-
-
-def _event_actions(event: AuditEvent, when: datetime) -> list[Any]:
-    """Record the change on the item itself and move to the next version."""
-    return [
-        UserModel.prev_event_at.set(UserModel.event_at),
-        UserModel.event_at.set(iso(when)),
-        UserModel.event_action.set(event.action),
-        UserModel.event_actor.set(event.actor),
-        UserModel.event_data.set(canonical(event.data)),
-        UserModel.version.add(1),
-    ]
 
 
 def _upline_is(upline: tuple[str, ...]) -> Any:
@@ -125,7 +113,7 @@ class UserStore:
             *_upline_actions(tenant, upline),
             UserModel.bound_at.set(iso(when)),
             UserModel.bound_via.set(via),
-            *_event_actions(event, when),
+            *version_actions(UserModel, event, when),
         ]
         return self._update(tenant, uid, actions, UserModel.pk.exists() & UserModel.upline.does_not_exist())
 
@@ -141,7 +129,7 @@ class UserStore:
         rebind: bool = False,
     ) -> bool:
         """Change a user's upline if it is still `expected`; an empty upline makes them a root again."""
-        actions = [*_upline_actions(tenant, upline), *_event_actions(event, when)]
+        actions = [*_upline_actions(tenant, upline), *version_actions(UserModel, event, when)]
         if rebind:
             actions += [
                 UserModel.rebinds.add(1),
