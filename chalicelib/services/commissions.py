@@ -106,6 +106,7 @@ class Engine:
         self.events = events
         self.store = get_store()
         self._sales: dict[tuple[str, str], int] = {}
+        self._active: set[str] | None = None
 
     def plan_of(self, order: Order) -> Plan | None:
         version = order.snapshot.plan_version
@@ -124,7 +125,9 @@ class Engine:
             sales[key[0].removeprefix("l1sales#")] = self._sales[key]
             write.add_stat(*key, "sales_fen", order.amount_fen)
             write.add_stat(*key, "orders", 1)
-        earnings = commission.compute(lines, attribution, plan, at=order.paid_at or event.at, month_sales_fen=sales)
+        earnings = commission.compute(
+            lines, attribution, plan, at=order.paid_at or event.at, month_sales_fen=sales, is_active=self.is_active
+        )
         state = _creation_state(plan)
         until = self._frozen_until(order, plan) if state == "frozen" else None
         for earning in earnings:
@@ -146,12 +149,22 @@ class Engine:
             write.add_account(earning.promoter, f"{state}_fen", earning.amount_fen)
         return write
 
-    @staticmethod
-    def sales_key(event: OrderEvent, plan: Plan) -> tuple[str, str] | None:
+    def is_active(self, uid: str) -> bool:
+        """Whether `uid` is an active promoter (read once per batch for every upline in it)."""
+        if self._active is None:
+            self._active = set()
+            by_tenant: dict[str, list[str]] = {}
+            for e in self.events:
+                by_tenant.setdefault(e.order.tenant, []).extend(_earners_of(e.order))
+            for tenant, uids in by_tenant.items():
+                self._active |= self.store.users.promoters(tenant, uids)
+        return uid in self._active
+
+    def sales_key(self, event: OrderEvent, plan: Plan) -> tuple[str, str] | None:
         """The counter of the level-1 promoter's attributed sales in the month of payment."""
         order = event.order
         attribution = Attribution(order.buyer, order.snapshot.upline, order.snapshot.buyer_is_promoter)
-        level1 = commission.earners(attribution, plan, lambda _: True)[:1]
+        level1 = commission.earners(attribution, plan, self.is_active)[:1]
         if not level1:
             return None
         return f"l1sales#{level1[0][1]}", _month(order.paid_at or event.at, plan.timezone)

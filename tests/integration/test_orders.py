@@ -272,3 +272,20 @@ def test_a_share_with_a_coupon_friend_claims_and_orders_in_one_step(stack: Stack
     assert get_store().ledger.account(stack.tenant, top.subject)["pending_fen"] == 200
     with pytest.raises(Conflict):
         orders.place(friend, [(lipstick, 1)], share.code, coupon.coupon_id)
+
+
+@pytest.mark.parametrize(("policy", "expected_top"), [("skip", 200), ("compress", 500)])
+def test_an_upline_who_is_not_an_active_promoter(
+    stack: Stack, owner: Principal, policy: str, expected_top: int
+) -> None:
+    from chalicelib.store.models import UserModel
+
+    activate(owner, {**PLAN_10_5_2, "inactive_upline": policy})
+    top, l2, sharer, buyer = chain(stack, 4)
+    UserModel(f"{stack.tenant}#{l2.subject}").update(actions=[UserModel.promoter.set(False)])
+    order = orders.place(buyer, [(product(stack, 10_000), 1)], None, None)
+    pay(stack, buyer, order.id)
+    stack.drain()
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 1000
+    assert get_store().ledger.account(stack.tenant, l2.subject)["pending_fen"] == 0
+    assert get_store().ledger.account(stack.tenant, top.subject)["pending_fen"] == expected_top
