@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from chalicelib.referral import Node
 
@@ -173,3 +173,15 @@ class ClaimRefusal(StrEnum):
 
     LIMIT_REACHED = "limit_reached"  # they hold per_user_limit claims of it
     SOLD_OUT = "sold_out"  # total_limit claims were issued
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlan:
+    """One stored version of a commission plan, as operators see it."""
+
+    tenant: str
+    version: int
+    body: dict[str, Any]
+    created_at: datetime
+    created_by: str
+    activated_at: datetime | None

@@ -24,11 +24,11 @@ from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.commission import Attribution, Earning, OrderLine, Plan, Trigger
 from chalicelib.entities import Principal
 from chalicelib.errors import BadRequest
+from chalicelib.ledger import MAX_TX_ITEMS, LedgerLine, LedgerWrite, merge, tx_items
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order
 from chalicelib.services import plans
 from chalicelib.store import get_store
-from chalicelib.store.commerce import MAX_TX_ITEMS, LedgerLine, LedgerWrite, merge, order_from_image, tx_items
 
 STATES = ("pending", "frozen", "available")
 
@@ -53,6 +53,12 @@ def _image(record: Mapping[str, Any], which: str) -> dict[str, Any]:
     return dict(image or {})
 
 
+def _order_from_image(image: Mapping[str, Any]) -> Order:
+    from chalicelib.store.commerce import order_from_image
+
+    return order_from_image(image)
+
+
 def parse_event(record: Mapping[str, Any]) -> OrderEvent | None:
     """The order event in a stream record, or None when the change is not a new version."""
     new, old = _image(record, "new_image"), _image(record, "old_image")
@@ -63,7 +69,7 @@ def parse_event(record: Mapping[str, Any]) -> OrderEvent | None:
         action=str(new["event_action"]),
         data=json.loads(str(new.get("event_data") or "{}")),
         at=parse_iso(str(new["event_at"])),
-        order=order_from_image(new),
+        order=_order_from_image(new),
         image=new,
     )
 

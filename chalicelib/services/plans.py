@@ -10,10 +10,9 @@ from chalicelib import commission
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.commission import Campaign, LadderTier, LevelAmount, Plan, ProductOverride
-from chalicelib.entities import Principal, Role
+from chalicelib.entities import Principal, Role, StoredPlan
 from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.store import get_store
-from chalicelib.store.commerce import StoredPlan
 
 # Words a plan must never contain: promoters earn from real sales only (no entry fee, no stock
 # purchase, no commission for recruiting itself).

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso, parse_iso
-from chalicelib.entities import AuditEvent, Page
+from chalicelib.entities import AuditEvent, Page, StoredPlan
+from chalicelib.ledger import BUCKETS, MAX_TX_ITEMS, LedgerLine, LedgerWrite, tx_items
 from chalicelib.orders import Order, OrderStatus, PricedLine, Snapshot
 from chalicelib.store import audit
 from chalicelib.store.audit import canonical, version_actions
@@ -26,21 +26,7 @@ from chalicelib.store.models import (
     TenantModel,
 )
 
-MAX_TX_ITEMS = 100
-BUCKETS = ("pending_fen", "frozen_fen", "available_fen", "withdrawing_fen", "paid_fen")
-
-
 # --- plans ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPlan:
-    tenant: str
-    version: int
-    body: dict[str, Any]
-    created_at: datetime
-    created_by: str
-    activated_at: datetime | None
 
 
 def _to_plan(item: PlanModel) -> StoredPlan:
@@ -297,25 +283,6 @@ class OrderStore:
 # --- ledger, accounts, stats ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerLine:
-    tenant: str
-    promoter: str
-    order_id: str
-    level: int
-    event: str
-    amount_fen: int
-    state: str
-    buyer: str
-    trace: Mapping[str, Any]
-    created_at: datetime
-    frozen_until: datetime | None = None
-
-    @property
-    def sk(self) -> str:
-        return f"{self.order_id}#{self.level}#{self.event}"
-
-
 def _to_line(item: LedgerModel) -> LedgerLine:
     return LedgerLine(
         tenant=item.tenant,
@@ -330,49 +297,6 @@ def _to_line(item: LedgerModel) -> LedgerLine:
         created_at=parse_iso(item.created_at),
         frozen_until=parse_iso(item.frozen_until) if item.frozen_until else None,
     )
-
-
-@dataclass
-class LedgerWrite:
-    """What one order event changes: new lines, line state moves, account and counter deltas."""
-
-    order_id: str
-    new_lines: list[LedgerLine] = field(default_factory=list)
-    moves: list[tuple[LedgerLine, str, datetime | None]] = field(default_factory=list)  # line, new state, frozen_until
-    accounts: dict[str, dict[str, int]] = field(default_factory=dict)  # promoter -> bucket -> delta
-    stats: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  # (scope, period) -> counter -> delta
-
-    def add_account(self, promoter: str, bucket: str, delta: int) -> None:
-        bucket_deltas = self.accounts.setdefault(promoter, {})
-        bucket_deltas[bucket] = bucket_deltas.get(bucket, 0) + delta
-
-    def add_stat(self, scope: str, period: str, counter: str, delta: int) -> None:
-        counters = self.stats.setdefault((scope, period), {})
-        counters[counter] = counters.get(counter, 0) + delta
-
-    @property
-    def empty(self) -> bool:
-        return not (self.new_lines or self.moves)
-
-
-def merge(writes: Iterable[LedgerWrite]) -> LedgerWrite:
-    """Many orders' writes as one: account and counter deltas added up per item."""
-    merged = LedgerWrite(order_id="*")
-    for write in writes:
-        merged.new_lines += write.new_lines
-        merged.moves += write.moves
-        for promoter, deltas in write.accounts.items():
-            for bucket, delta in deltas.items():
-                merged.add_account(promoter, bucket, delta)
-        for (scope, period), counters in write.stats.items():
-            for counter, delta in counters.items():
-                merged.add_stat(scope, period, counter, delta)
-    return merged
-
-
-def tx_items(write: LedgerWrite) -> int:
-    """How many items a write touches (a transaction holds at most 100)."""
-    return len(write.new_lines) + len(write.moves) + len(write.accounts) + len(write.stats)
 
 
 class LedgerStore:
