@@ -51,6 +51,12 @@ def auto_receipt(event: Any) -> dict[str, Any]:
     return jobs.run("auto_receipt")
 
 
+@app.schedule("rate(1 hour)")
+def settle(event: Any) -> dict[str, Any]:
+    """Moves due frozen commission to available (days after receipt, or weekly / monthly batches)."""
+    return jobs.run("settle")
+
+
 ORDERS_STREAM = "arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/placeholder"
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chalicelib import commission
+from chalicelib import commission, settlement
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.commission import Attribution, Earning, OrderLine, Plan, Trigger
 from chalicelib.entities import Principal
@@ -190,7 +190,7 @@ class Engine:
     @staticmethod
     def _frozen_until(order: Order, plan: Plan) -> datetime:
         received = order.received_at or utcnow()
-        return received + timedelta(days=plan.settle_after_days)
+        return settlement.due_at(received, plan.settlement, plan.settle_after_days, plan.timezone)
 
     def receipt(self, event: OrderEvent, plan: Plan) -> LedgerWrite:
         """Receipt starts the return window: pending lines freeze until it ends."""
@@ -249,7 +249,7 @@ class Engine:
         return LedgerWrite(event.order.id)  # created, cancelled: no commission
 
 
-def _chunks(writes: Iterable[LedgerWrite]) -> list[list[LedgerWrite]]:
+def chunks(writes: Iterable[LedgerWrite]) -> list[list[LedgerWrite]]:
     """Group writes so that each group's merged transaction stays within 100 items."""
     groups: list[list[LedgerWrite]] = []
     current: list[LedgerWrite] = []
@@ -319,7 +319,7 @@ def _fast_path(engine: Engine, events: Sequence[OrderEvent]) -> set[str]:
     for event, write in writes:
         by_tenant.setdefault(event.order.tenant, []).append((event, write))
     for tenant, pairs in by_tenant.items():
-        for group in _chunks(w for _, w in pairs if not w.empty):
+        for group in chunks(w for _, w in pairs if not w.empty):
             if _apply_group(engine, tenant, group):
                 count("CommissionOrders", len(group))
                 continue

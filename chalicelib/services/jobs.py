@@ -60,7 +60,14 @@ def auto_receipt(now: datetime) -> dict[str, Any]:
     return orders.auto_receipt(now)
 
 
-JOBS: dict[str, Job] = {"seal_audit": seal_audit, "auto_receipt": auto_receipt}
+def settle(now: datetime) -> dict[str, Any]:
+    """Frozen commission whose return window (and batch boundary) has passed becomes available."""
+    from chalicelib.services import settlements
+
+    return settlements.settle(now)
+
+
+JOBS: dict[str, Job] = {"seal_audit": seal_audit, "auto_receipt": auto_receipt, "settle": settle}
 
 
 def run(name: str, now: datetime | None = None) -> dict[str, Any]:

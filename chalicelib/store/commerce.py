@@ -316,9 +316,7 @@ class LedgerStore:
             for line in write.new_lines:
                 tx.save(_line_item(line), condition=LedgerModel.sk.does_not_exist())
             for line, state, until in write.moves:
-                actions: list[Any] = [LedgerModel.state.set(state)]
-                if until is not None:
-                    actions.append(LedgerModel.frozen_until.set(iso(until)))
+                actions = _move_actions(tenant, state, until)
                 tx.update(
                     LedgerModel(f"{tenant}#{line.promoter}", line.sk),
                     actions=actions,
@@ -351,6 +349,25 @@ class LedgerStore:
             lines += [_to_line(i) for i in query]
         return lines
 
+    def due_lines(self, tenant: str, now: datetime, limit: int) -> list[LedgerLine]:
+        """Frozen lines whose time has come, earliest first (one page, from the sparse index)."""
+        query = LedgerModel.due.query(f"{tenant}#frozen", LedgerModel.frozen_until <= iso(now), limit=limit)
+        return [
+            LedgerLine(
+                tenant=tenant,
+                promoter=item.promoter,
+                order_id=item.order_id,
+                level=int(item.level),
+                event=item.event,
+                amount_fen=int(item.amount_fen),
+                state=item.state,
+                buyer="",
+                trace={},
+                created_at=now,
+            )
+            for item in query
+        ]
+
     def account(self, tenant: str, promoter: str) -> dict[str, int]:
         try:
             item = AccountModel.get(f"{tenant}#{promoter}", consistent_read=True)
@@ -380,6 +397,18 @@ class LedgerStore:
         return {key: found.get(key, 0) for key in wanted}
 
 
+def _move_actions(tenant: str, state: str, until: datetime | None) -> list[Any]:
+    """A line's new state; frozen lines (only they) sit in the sparse `due` index."""
+    actions: list[Any] = [LedgerModel.state.set(state)]
+    if until is not None:
+        actions.append(LedgerModel.frozen_until.set(iso(until)))
+    if state == "frozen":
+        actions.append(LedgerModel.frozen_key.set(f"{tenant}#frozen"))
+    else:
+        actions.append(LedgerModel.frozen_key.remove())
+    return actions
+
+
 def _line_item(line: LedgerLine) -> LedgerModel:
     return LedgerModel(
         pk=f"{line.tenant}#{line.promoter}",
@@ -396,4 +425,5 @@ def _line_item(line: LedgerLine) -> LedgerModel:
         trace=canonical(dict(line.trace)),
         created_at=iso(line.created_at),
         frozen_until=iso(line.frozen_until) if line.frozen_until else None,
+        frozen_key=f"{line.tenant}#frozen" if line.state == "frozen" and line.frozen_until else None,
     )

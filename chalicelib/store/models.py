@@ -304,6 +304,17 @@ class LedgerByOrderIndex(GlobalSecondaryIndex["LedgerModel"]):
     sk = UnicodeAttribute(range_key=True)
 
 
+class DueLinesIndex(GlobalSecondaryIndex["LedgerModel"]):
+    """Frozen lines by the time they become available (sparse: only frozen lines carry frozen_key)."""
+
+    class Meta:
+        index_name = "due"
+        projection = IncludeProjection(["promoter", "order_id", "level", "event", "amount_fen", "state"])
+
+    frozen_key = UnicodeAttribute(hash_key=True)  # tenant#frozen
+    frozen_until = UnicodeAttribute(range_key=True)
+
+
 class LedgerModel(Model):
     """One commission line: one level's earning (or reversal) from one order event."""
 
@@ -325,8 +336,10 @@ class LedgerModel(Model):
     trace = UnicodeAttribute()  # canonical JSON
     created_at = UnicodeAttribute()
     frozen_until = UnicodeAttribute(null=True)
+    frozen_key = UnicodeAttribute(null=True)
 
     by_order = LedgerByOrderIndex()
+    due = DueLinesIndex()
 
 
 class AccountModel(Model):

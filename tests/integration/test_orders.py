@@ -289,3 +289,33 @@ def test_an_upline_who_is_not_an_active_promoter(
     assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 1000
     assert get_store().ledger.account(stack.tenant, l2.subject)["pending_fen"] == 0
     assert get_store().ledger.account(stack.tenant, top.subject)["pending_fen"] == expected_top
+
+
+def test_settlement_makes_due_commission_available_once_and_a_later_refund_claws_back(
+    stack: Stack, owner: Principal
+) -> None:
+    from datetime import timedelta
+
+    from chalicelib.services import settlements
+
+    activate(owner, {**PLAN_10_5_2, "settle_after_days": 7})
+    sharer, buyer = chain(stack, 2)
+    order = orders.place(buyer, [(product(stack, 10_000), 1)], None, None)
+    pay(stack, buyer, order.id)
+    orders.confirm_receipt(buyer, order.id)
+    stack.drain()
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 1000
+
+    settlements.settle(utcnow() + timedelta(days=6))  # not due yet for this order (others may be)
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 1000
+    later = utcnow() + timedelta(days=7, minutes=1)
+    settlements.settle(later)
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["available_fen"] == 1000
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 0
+    assert settlements.settle(later)["lines"] == 0  # a second run settles nothing twice
+
+    orders.refund(owner, order.id, 5_000, "half returned")  # after settlement: a clawback
+    stack.drain()
+    account = get_store().ledger.account(stack.tenant, sharer.subject)
+    assert account["available_fen"] == 500
+    assert_accounts_match_ledger(stack, [sharer.subject])

