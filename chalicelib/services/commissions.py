@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -136,6 +136,14 @@ class Engine:
         )
         state = _creation_state(plan)
         until = self._frozen_until(order, plan) if state == "frozen" else None
+        if order.refunded_fen:  # commission on receipt: refunds before it count from the start
+            earnings = [
+                replace(
+                    e, amount_fen=commission.remaining_after_refunds(e.amount_fen, order.amount_fen, order.refunded_fen)
+                )
+                for e in earnings
+            ]
+            earnings = [e for e in earnings if e.amount_fen > 0]
         for earning in earnings:
             write.new_lines.append(
                 LedgerLine(

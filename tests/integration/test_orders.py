@@ -319,3 +319,17 @@ def test_settlement_makes_due_commission_available_once_and_a_later_refund_claws
     account = get_store().ledger.account(stack.tenant, sharer.subject)
     assert account["available_fen"] == 500
     assert_accounts_match_ledger(stack, [sharer.subject])
+
+
+def test_commission_on_receipt_counts_refunds_made_before_it(stack: Stack, owner: Principal) -> None:
+    activate(owner, {**PLAN_10_5_2, "trigger": "received"})
+    sharer, buyer = chain(stack, 2)
+    order = orders.place(buyer, [(product(stack, 10_000), 1)], None, None)
+    pay(stack, buyer, order.id)
+    stack.drain()
+    assert get_store().ledger.all_lines(stack.tenant, sharer.subject) == []  # nothing until receipt
+    orders.refund(owner, order.id, 4_000, "part returned before receipt")
+    orders.confirm_receipt(buyer, order.id)
+    stack.drain()
+    assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 600
+    assert_accounts_match_ledger(stack, [sharer.subject])
