@@ -33,7 +33,9 @@ class RefundOutcome(StrEnum):
 
 
 def nonce_key(tenant: str, merchant: str, nonce: str) -> str:
-    return f"{tenant}#{merchant}#{nonce}"
+    """A merchant's nonces are remembered across every tenant: the appid header is not signed,
+    so a captured request must not be replayable against another mini-program either."""
+    return f"*#{merchant}#{nonce}"
 
 
 def event_key(tenant: str, merchant: str, event_id: str) -> str:

@@ -241,7 +241,12 @@ def test_without_x_appid_the_default_tenant_is_used_and_each_tenant_has_its_own_
     assert (status, here["status"]) == (200, "applied")
     assert our_order(stack, event) is not None
 
-    status, there = send(client, event, appid=OTHER_TENANT, nonce=nonce)
+    # the same request replayed against another mini-program: the nonce is spent everywhere
+    status, replayed = send(client, event, appid=OTHER_TENANT, nonce=nonce)
+    assert status == 401
+    assert replayed["error"]["code"] == "replayed_nonce"
+
+    status, there = send(client, event, appid=OTHER_TENANT, nonce=uuid.uuid4().hex)
     assert (status, there["status"]) == (200, "applied")
     assert there["order_id"] != here["order_id"]
     assert our_order(stack, event, OTHER_TENANT) is not None
@@ -454,7 +459,7 @@ def test_nonces_are_remembered_once_and_forgotten_when_expired(stack: Stack, cli
 
     assert nonces.remember(stack.tenant, MERCHANT, nonce, 600) is True
     assert nonces.remember(stack.tenant, MERCHANT, nonce, 600) is False
-    assert nonces.remember(OTHER_TENANT, MERCHANT, nonce, 600) is True  # per tenant and merchant
+    assert nonces.remember(OTHER_TENANT, MERCHANT, nonce, 600) is False  # per merchant, across tenants
     assert nonces.remember(stack.tenant, "shop2", nonce, 600) is True
 
     expired = uuid.uuid4().hex
@@ -532,3 +537,9 @@ def test_refund_once_writes_the_refund_and_the_event_id_together_or_neither(stac
     assert nonces.applied_to(stack.tenant, MERCHANT, second) is None
     assert nonces.applied_to(stack.tenant, MERCHANT, first) == before.id
     assert our_order(stack, event).refunded_fen == 100
+
+
+def test_a_nonce_cannot_be_replayed_against_another_tenant() -> None:
+    from chalicelib.store.nonces import nonce_key
+
+    assert nonce_key("wxa", "shop", "n0nce123") == nonce_key("wxb", "shop", "n0nce123")
