@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
+from chalicelib.clock import iso
 from chalicelib.entities import CouponTemplate
 
 MAX_PRICE_FEN = 10**9
@@ -106,3 +108,17 @@ def _limits(template: CouponTemplate) -> Problems:
     if not all(valid_id(p) for p in template.product_ids):
         problems.append(("product_ids", "holds an invalid product id"))
     return problems
+
+
+def template_fields(template: CouponTemplate) -> dict[str, Any]:
+    """A template's fields as JSON values (stored, audited and shown alike)."""
+    return {
+        "name": template.name,
+        "threshold_fen": template.threshold_fen,
+        "amount_fen": template.amount_fen,
+        "valid_from": iso(template.valid_from),
+        "valid_until": iso(template.valid_until),
+        "per_user_limit": template.per_user_limit,
+        "total_limit": template.total_limit,
+        "product_ids": list(template.product_ids),
+    }

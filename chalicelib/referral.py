@@ -7,7 +7,7 @@ commission cannot exist anywhere: there is nowhere to store it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -126,10 +126,3 @@ def propagated_upline(parent: Node, child: Node) -> tuple[str, ...] | None:
         return None
     wanted = upline_below(parent)
     return None if wanted == child.upline else wanted
-
-
-def commission_chain(buyer: Node, self_purchase: bool) -> Sequence[str]:
-    """Who earns levels 1-3 on `buyer`'s order: the upline, or the buyer first with self-purchase."""
-    if self_purchase:
-        return (buyer.id, *buyer.upline)[:MAX_LEVELS]
-    return buyer.upline

@@ -172,7 +172,7 @@ def create_coupon(
     missing = [p for p in template.product_ids if p not in known]
     if missing:
         raise BadRequest("the coupon names unknown products", code="unknown_product", details=missing)
-    data = {"id": template.coupon_id, **_template_fields(template)}
+    data = {"id": template.coupon_id, **catalog.template_fields(template)}
     event = AuditEvent(f"coupon:{template.coupon_id}", "coupon.created", principal.actor, data)
     if not store.coupons.create(template, event):
         raise Conflict("a coupon with this id exists", code="coupon_exists")
@@ -189,22 +189,9 @@ def admin_coupons(principal: Principal, cursor: str | None, limit: int) -> Page[
 def template_view(template: CouponTemplate) -> dict[str, Any]:
     return {
         "id": template.coupon_id,
-        **_template_fields(template),
+        **catalog.template_fields(template),
         "issued": template.issued,
         "created_at": iso(template.created_at) if template.created_at else None,
-    }
-
-
-def _template_fields(template: CouponTemplate) -> dict[str, Any]:
-    return {
-        "name": template.name,
-        "threshold_fen": template.threshold_fen,
-        "amount_fen": template.amount_fen,
-        "valid_from": iso(template.valid_from),
-        "valid_until": iso(template.valid_until),
-        "per_user_limit": template.per_user_limit,
-        "total_limit": template.total_limit,
-        "product_ids": list(template.product_ids),
     }
 
 

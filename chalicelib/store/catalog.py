@@ -30,6 +30,7 @@ from typing import Any
 from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.catalog import template_fields
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, ClaimRefusal, ClaimState, CouponClaim, CouponTemplate, Page, Product
 from chalicelib.errors import BadRequest, Conflict
@@ -164,19 +165,6 @@ class ProductStore:
 # --- coupons -------------------------------------------------------------------------------
 
 
-def _template_data(template: CouponTemplate) -> dict[str, Any]:
-    return {
-        "name": template.name,
-        "threshold_fen": template.threshold_fen,
-        "amount_fen": template.amount_fen,
-        "valid_from": iso(template.valid_from),
-        "valid_until": iso(template.valid_until),
-        "per_user_limit": template.per_user_limit,
-        "total_limit": template.total_limit,
-        "product_ids": list(template.product_ids),
-    }
-
-
 def to_template(item: CouponModel) -> CouponTemplate:
     data = json.loads(item.data)
     return CouponTemplate(
@@ -244,7 +232,7 @@ class CouponStore:
     def create(self, template: CouponTemplate, event: AuditEvent) -> bool:
         """Create a template, its directory entry and audit record; False if the id is taken."""
         created = template.created_at or utcnow()
-        data = audit.canonical(_template_data(template))
+        data = audit.canonical(template_fields(template))
         item, entry = (
             CouponModel(
                 pk=pk, sk=sk, tenant=template.tenant, coupon_id=template.coupon_id, data=data, created_at=iso(created)

@@ -18,7 +18,7 @@ def get_miniprogram() -> MiniProgram:
     if settings.sandbox:
         return SandboxMiniProgram(settings.public_base_url)
     secrets = {appid: secret.get_secret_value() for appid, secret in settings.wechat_app_secrets.items()}
-    return LiveMiniProgram(secrets)
+    return LiveMiniProgram(secrets, env_version=settings.wxacode_env_version)
 
 
 PAYMENT_NOTIFY_PATH = "/v1/callbacks/wechatpay/payment"

@@ -54,7 +54,9 @@ def check_scene(scene: str) -> None:
 class LiveMiniProgram:
     """The real WeChat API (needs each tenant's app secret)."""
 
-    def __init__(self, secrets: dict[str, str], http: Any = None, base_url: str = API_BASE) -> None:
+    def __init__(
+        self, secrets: dict[str, str], http: Any = None, base_url: str = API_BASE, env_version: str = "release"
+    ) -> None:
         if http is None:
             import requests
 
@@ -62,6 +64,7 @@ class LiveMiniProgram:
         self._secrets = secrets
         self._http = http
         self._base = base_url
+        self._env_version = env_version
         self._tokens: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
@@ -111,7 +114,7 @@ class LiveMiniProgram:
 
     def wxacode(self, appid: str, scene: str, page: str) -> bytes:
         check_scene(scene)
-        body = {"scene": scene, "page": page, "check_path": False, "env_version": "release"}
+        body = {"scene": scene, "page": page, "check_path": False, "env_version": self._env_version}
         response = self._http.post(
             f"{self._base}/wxa/getwxacodeunlimit",
             params={"access_token": self.access_token(appid)},

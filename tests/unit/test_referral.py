@@ -103,12 +103,6 @@ def test_propagated_upline_only_for_direct_children_that_changed() -> None:
     assert referral.propagated_upline(parent, Node("dan", ("someone",))) is None
 
 
-def test_commission_chain_with_and_without_self_purchase() -> None:
-    buyer = Node("d", ("c", "b", "a"))
-    assert tuple(referral.commission_chain(buyer, self_purchase=False)) == ("c", "b", "a")
-    assert tuple(referral.commission_chain(buyer, self_purchase=True)) == ("d", "c", "b")
-
-
 # --- property: any sequence of scans and operator moves keeps the tree sound --------------
 
 USERS = [f"u{i}" for i in range(8)]
