@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
-from chalice.app import Chalice, DynamoDBEvent
+from chalice.app import Chalice, DynamoDBEvent, SQSEvent
 
-from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders
+from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders, withdrawals
 from chalicelib.observability import logger
 from chalicelib.services import jobs
 
@@ -18,6 +19,7 @@ app.register_blueprint(console.bp)
 app.register_blueprint(orders.bp)
 app.register_blueprint(catalog.bp)
 app.register_blueprint(merchant.bp)
+app.register_blueprint(withdrawals.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.
@@ -27,6 +29,7 @@ USERS_STREAM = "arn:aws:dynamodb:us-east-1:000000000000:table/users/stream/place
 app.register_middleware(middleware.observe_http, "http")
 app.register_middleware(middleware.observe_event, "dynamodb")
 app.register_middleware(middleware.observe_event, "scheduled")
+app.register_middleware(middleware.observe_event, "sqs")
 
 
 @app.on_dynamodb_record(stream_arn=USERS_STREAM, batch_size=100, starting_position="TRIM_HORIZON")
@@ -67,3 +70,30 @@ def on_order_change(event: DynamoDBEvent) -> dict[str, Any]:
     from chalicelib.events import orders_stream
 
     return orders_stream.handle(event.to_dict(), event.context)
+
+
+# Daily at 10:00 Asia/Shanghai unless PAYOUT_SCHEDULE says otherwise when the app is packaged.
+PAYOUT_SCHEDULE = os.environ.get("PAYOUT_SCHEDULE") or "cron(0 2 * * ? *)"
+# The queue ARN is a placeholder like the stream ARNs: the merge template points the event
+# source at the real queue; locally the event runner delivers the queue named by its tail.
+PAYOUT_QUEUE = "arn:aws:sqs:us-east-1:000000000000:payouts"
+
+
+@app.schedule(PAYOUT_SCHEDULE)
+def payout_run(event: Any) -> dict[str, Any]:
+    """Pages through approved withdrawals and enqueues one transfer message each."""
+    return jobs.run("payout_run")
+
+
+@app.on_sqs_message(queue_arn=PAYOUT_QUEUE, batch_size=10)
+def send_payout(event: SQSEvent) -> dict[str, Any]:
+    """One WeChat merchant transfer bill per message (out_bill_no = the withdrawal id)."""
+    from chalicelib.events import payout_queue
+
+    return payout_queue.handle(event.to_dict(), event.context)
+
+
+@app.schedule("rate(15 minutes)")
+def reconcile_payouts(event: Any) -> dict[str, Any]:
+    """Queries WeChat for transfers still in flight and finishes them."""
+    return jobs.run("reconcile_payouts")

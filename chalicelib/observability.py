@@ -43,3 +43,8 @@ def count(name: str, value: int = 1, **dimensions: str) -> None:
         metric.add_dimension(name="service", value=SERVICE)
         for key, val in dimensions.items():
             metric.add_dimension(name=key, value=val)
+
+
+def gauge(name: str, value: float, unit: str = "Seconds") -> None:
+    """A point-in-time figure (e.g. the age of the oldest payout in flight)."""
+    metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)

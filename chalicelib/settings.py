@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+JSON_FIELDS = ("wechat_app_secrets", "merchant_secrets", "wechatpay_transfer_report_infos")
+
 
 class Settings(BaseModel):
     """Runtime configuration of one deployment (stage)."""
@@ -40,6 +42,20 @@ class Settings(BaseModel):
     wechatpay_public_key: str | None = None
     wechatpay_public_key_id: str | None = None
     sandbox_keys_dir: str | None = None
+    wechatpay_transfer_scene_id: str = Field(
+        default="1005", description="商家转账 scene: 1005 佣金报酬 (commission) unless the merchant has another."
+    )
+    wechatpay_transfer_report_infos: list[dict[str, str]] = Field(
+        default_factory=lambda: [
+            {"info_type": "岗位类型", "info_content": "推广员"},
+            {"info_type": "报酬说明", "info_content": "分销佣金"},
+        ],
+        description="transfer_scene_report_infos sent with every bill (what the scene requires).",
+    )
+    payout_queue_url: str | None = Field(default=None, description="SQS queue of payout messages (cloud).")
+    local_queue_dir: str | None = Field(
+        default=None, description="Local stack: spool directory the event runner drains as the payout queue."
+    )
     merchant_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="merchant id -> HMAC secret of the server-to-server order API."
     )
@@ -59,7 +75,7 @@ class Settings(BaseModel):
             raw = env.get(name.upper())
             if raw is None or raw == "":
                 continue
-            values[name] = json.loads(raw) if name in ("wechat_app_secrets", "merchant_secrets") else raw
+            values[name] = json.loads(raw) if name in JSON_FIELDS else raw
         if "aws_region" not in values and env.get("AWS_DEFAULT_REGION"):
             values["aws_region"] = env["AWS_DEFAULT_REGION"]
         return cls.model_validate(values)

@@ -69,7 +69,7 @@ def parse_body(request: Request, model: type[M]) -> M:
 
 def principal_of(request: Request) -> Principal:
     """The verified caller; their tenant must exist and match the mini-program calling."""
-    principal = verify_token(get_settings(), _header(request, "authorization"))
+    principal = verify_token(get_settings(), header(request, "authorization"))
     try:
         tenants.get(principal.tenant)
     except NotFound as exc:
@@ -80,17 +80,17 @@ def principal_of(request: Request) -> Principal:
     return principal
 
 
-def _header(request: Request, name: str) -> str | None:
+def header(request: Request, name: str) -> str | None:
     value = request.headers.get(name) if request.headers is not None else None
     return str(value) if value is not None else None
 
 
 def _calling_appid(request: Request) -> str | None:
     """The appid a request says it comes from: `X-Appid`, or WeChat's servicewechat.com referer."""
-    appid = _header(request, "x-appid")
+    appid = header(request, "x-appid")
     if appid:
         return appid
-    referer = _header(request, "referer") or ""
+    referer = header(request, "referer") or ""
     prefix = "https://servicewechat.com/"
     if referer.startswith(prefix):
         return referer[len(prefix) :].split("/", 1)[0] or None

@@ -61,6 +61,15 @@ class RefundBody(Body):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
 
 
+class WithdrawalBody(Body):
+    amount_fen: Annotated[int, Field(gt=0, le=10**10)]
+    real_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)] | None = None
+
+
+class RejectBody(Body):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
 def _iso_with_offset(value: object) -> object:
     """An ISO-8601 date-time string with a UTC offset (`Z` or `+08:00`), as aware UTC."""
     if not isinstance(value, str):

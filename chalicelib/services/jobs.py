@@ -67,7 +67,27 @@ def settle(now: datetime) -> dict[str, Any]:
     return settlements.settle(now)
 
 
-JOBS: dict[str, Job] = {"seal_audit": seal_audit, "auto_receipt": auto_receipt, "settle": settle}
+def payout_run(now: datetime) -> dict[str, Any]:
+    """Approved withdrawals are enqueued, one transfer message each."""
+    from chalicelib.services import payouts
+
+    return payouts.payout_run(now)
+
+
+def reconcile_payouts(now: datetime) -> dict[str, Any]:
+    """Transfers still in flight are queried at WeChat and finished."""
+    from chalicelib.services import payouts
+
+    return payouts.reconcile(now)
+
+
+JOBS: dict[str, Job] = {
+    "seal_audit": seal_audit,
+    "auto_receipt": auto_receipt,
+    "settle": settle,
+    "payout_run": payout_run,
+    "reconcile_payouts": reconcile_payouts,
+}
 
 
 def run(name: str, now: datetime | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
+    from chalicelib.store.withdrawals import WithdrawalStore
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Store:
     products: ProductStore
     coupons: CouponStore
     nonces: NonceStore
+    withdrawals: WithdrawalStore
 
 
 def build_store(settings: Settings) -> Store:
@@ -48,6 +50,7 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
+    from chalicelib.store.withdrawals import WithdrawalStore
 
     configure(settings)
     tx = Transactions(settings)
@@ -63,6 +66,7 @@ def build_store(settings: Settings) -> Store:
         products=ProductStore(tx),
         coupons=CouponStore(tx),
         nonces=NonceStore(tx),
+        withdrawals=WithdrawalStore(tx),
     )
 
 

@@ -172,6 +172,7 @@ class TenantModel(Model):
     timezone = UnicodeAttribute(default="Asia/Shanghai")
     created_at = UnicodeAttribute()
     active_plan = NumberAttribute(null=True)
+    withdrawal_rules = UnicodeAttribute(null=True)  # canonical JSON of settlement.WithdrawalRules
 
 
 class CatalogIndex(GlobalSecondaryIndex["ProductModel"]):
@@ -355,6 +356,97 @@ class AccountModel(Model):
     available_fen = NumberAttribute(default=0)
     withdrawing_fen = NumberAttribute(default=0)
     paid_fen = NumberAttribute(default=0)
+    # withdrawals requested on `wd_day` (tenant's timezone): the per-day limits, kept with the
+    # money so that one conditional update checks the balance and the limits together
+    wd_day = UnicodeAttribute(null=True)
+    wd_day_count = NumberAttribute(null=True)
+    wd_day_fen = NumberAttribute(null=True)
+
+
+class PromoterWithdrawalsIndex(GlobalSecondaryIndex["WithdrawalModel"]):
+    class Meta:
+        index_name = "by_promoter"
+        projection = IncludeProjection(["withdrawal_id", "amount_fen", "fee_fen", "state", "created_at"])
+
+    promoter_key = UnicodeAttribute(hash_key=True)  # tenant#promoter
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class StateWithdrawalsIndex(GlobalSecondaryIndex["WithdrawalModel"]):
+    """Withdrawals by state, oldest first: the review queue, the payout run, reconciliation."""
+
+    class Meta:
+        index_name = "by_state"
+        projection = IncludeProjection(["withdrawal_id", "promoter", "amount_fen", "fee_fen", "updated_at"])
+
+    state_key = UnicodeAttribute(hash_key=True)  # tenant#state
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class RunWithdrawalsIndex(GlobalSecondaryIndex["WithdrawalModel"]):
+    """Withdrawals by the payout run that sent them (the run report)."""
+
+    class Meta:
+        index_name = "by_run"
+        projection = IncludeProjection(["state", "amount_fen", "fee_fen", "fail_reason"])
+
+    run_key = UnicodeAttribute(hash_key=True)  # tenant#run
+    withdrawal_id = UnicodeAttribute(range_key=True)
+
+
+class WithdrawalModel(Model):
+    """A promoter's withdrawal (提现) and its transfer bill; every change is one conditional
+    transaction that also writes the withdrawal's next chained audit record."""
+
+    class Meta:
+        table_name = _Unconfigured("withdrawals")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#withdrawal
+    tenant = UnicodeAttribute()
+    withdrawal_id = UnicodeAttribute()
+    promoter = UnicodeAttribute()
+    promoter_key = UnicodeAttribute()
+    openid = UnicodeAttribute()
+    amount_fen = NumberAttribute()  # reserved from available
+    fee_fen = NumberAttribute()  # kept by the merchant; the user receives amount - fee
+    state = UnicodeAttribute()
+    state_key = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    real_name = UnicodeAttribute(null=True)  # sent encrypted when WeChat requires it
+    reason = UnicodeAttribute(null=True)  # rejection reason
+    run_key = UnicodeAttribute(null=True)
+    run_id = UnicodeAttribute(null=True)
+    attempts = NumberAttribute(default=0)
+    sent_at = UnicodeAttribute(null=True)
+    bill_no = UnicodeAttribute(null=True)  # WeChat's transfer_bill_no
+    provider_state = UnicodeAttribute(null=True)
+    package_info = UnicodeAttribute(null=True)
+    fail_reason = UnicodeAttribute(null=True)
+    version = NumberAttribute(default=0)
+    audit_hash = UnicodeAttribute(null=True)  # hash of the newest audit record (the chain's head)
+
+    by_promoter = PromoterWithdrawalsIndex()
+    by_state = StateWithdrawalsIndex()
+    by_run = RunWithdrawalsIndex()
+
+
+class PayoutRunModel(Model):
+    """One payout run: what it enqueued (progress while it pages, totals when done)."""
+
+    class Meta:
+        table_name = _Unconfigured("payout_runs")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant
+    run_id = UnicodeAttribute(range_key=True)  # run-<utc time>-<random>: newest last
+    started_at = UnicodeAttribute()
+    finished_at = UnicodeAttribute(null=True)
+    status = UnicodeAttribute()  # running / done
+    enqueued = NumberAttribute(default=0)
+    enqueued_fen = NumberAttribute(default=0)
+    actor = UnicodeAttribute()
 
 
 class StatsModel(Model):
@@ -398,6 +490,8 @@ LOGICAL_NAMES: dict[type[Model], str] = {
     AccountModel: "accounts",
     StatsModel: "stats",
     NonceModel: "nonces",
+    WithdrawalModel: "withdrawals",
+    PayoutRunModel: "payout_runs",
 }
 ALL_MODELS: tuple[type[Model], ...] = tuple(LOGICAL_NAMES)
 

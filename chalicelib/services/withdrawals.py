@@ -1,0 +1,272 @@
+"""Withdrawals (提现): a promoter asks for available commission; finance reviews; the payout run sends.
+
+The request reserves the money (available → withdrawing) with one conditional update of the
+account that also checks the day's count and amount limits, so concurrent requests can never
+overdraw or exceed a limit. Rejections and cancellations put the money back in the same
+transaction that records them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from chalicelib import settlement
+from chalicelib.auth import require_role
+from chalicelib.clock import iso, utcnow
+from chalicelib.entities import AuditEvent, Principal, Role
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.money import format_yuan
+from chalicelib.observability import count, logger
+from chalicelib.services import tenants
+from chalicelib.settlement import Withdrawal, WithdrawalRules, WithdrawalState
+from chalicelib.store import get_store
+
+REVIEWERS = (Role.OWNER, Role.FINANCE)
+READERS = (Role.OWNER, Role.FINANCE, Role.OPS, Role.AUDITOR)
+
+
+def rules_of(tenant: str) -> WithdrawalRules:
+    raw = get_store().withdrawals.rules(tenant)
+    if not raw:
+        return WithdrawalRules()
+    return settlement.parse_rules(json.loads(raw))
+
+
+def new_id(tenant: str, promoter: str, idempotency_key: str | None) -> str:
+    """A withdrawal id, also WeChat's out_bill_no ([0-9A-Za-z], ≤ 32). With an idempotency key the
+    id is derived from it, so a retried request finds the withdrawal it already created."""
+    if idempotency_key:
+        digest = hashlib.sha256(f"{tenant}:{promoter}:{idempotency_key}".encode()).hexdigest()
+        return "W" + digest[:25]
+    return "W" + secrets.token_hex(13)[:25]
+
+
+def view(w: Withdrawal) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": w.id,
+        "state": w.state.value,
+        "amount_fen": w.amount_fen,
+        "fee_fen": w.fee_fen,
+        "net_fen": w.net_fen,
+        "amount": format_yuan(w.amount_fen),
+        "created_at": iso(w.created_at),
+        "updated_at": iso(w.updated_at),
+    }
+    for name in ("reason", "fail_reason", "provider_state", "run_id"):
+        value = getattr(w, name)
+        if value:
+            data[name] = value
+    if w.state is WithdrawalState.WAIT_USER_CONFIRM:
+        data["confirmation_required"] = True
+    return data
+
+
+def admin_view(w: Withdrawal) -> dict[str, Any]:
+    return {**view(w), "promoter": w.promoter, "attempts": w.attempts, "bill_no": w.bill_no}
+
+
+def quote(principal: Principal, amount_fen: int) -> dict[str, Any]:
+    """What a withdrawal would cost, shown before the user confirms it."""
+    tenant = tenants.get(principal.tenant)
+    rules = rules_of(tenant.id)
+    q = settlement.quote(rules, amount_fen)
+    available, day, day_count, day_fen = get_store().withdrawals.account_day(tenant.id, principal.subject)
+    if day != settlement.local_day(utcnow(), tenant.timezone):
+        day_count = day_fen = 0
+    return {
+        "amount_fen": q.amount_fen,
+        "fee_fen": q.fee_fen,
+        "net_fen": q.net_fen,
+        "real_name_required": q.real_name_required,
+        "available_fen": available,
+        "remaining_today": {
+            "count": max(0, rules.count_per_day - day_count),
+            "amount_fen": max(0, rules.max_per_day_fen - day_fen),
+        },
+        "rules": rules.as_dict(),
+    }
+
+
+def request(
+    principal: Principal, amount_fen: int, real_name: str | None = None, idempotency_key: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Create a withdrawal, reserving its amount; returns (view, created)."""
+    store = get_store()
+    tenant = tenants.get(principal.tenant)
+    rules = rules_of(tenant.id)
+    q = settlement.quote(rules, amount_fen)
+    if q.real_name_required and not real_name:
+        raise BadRequest(
+            f"withdrawals of {format_yuan(rules.real_name_from_fen)} yuan or more need the payee's real name",
+            code="real_name_required",
+        )
+    user = store.users.get(tenant.id, principal.subject)
+    if user is None:
+        raise NotFound("unknown user", code="unknown_user")
+    now = utcnow()
+    wid = new_id(tenant.id, principal.subject, idempotency_key)
+    state = WithdrawalState.APPROVED if q.auto_approved else WithdrawalState.REQUESTED
+    withdrawal = Withdrawal(
+        tenant=tenant.id,
+        id=wid,
+        promoter=principal.subject,
+        openid=user.openid,
+        amount_fen=q.amount_fen,
+        fee_fen=q.fee_fen,
+        state=state,
+        created_at=now,
+        updated_at=now,
+        real_name=real_name if q.real_name_required else None,
+    )
+    day = settlement.local_day(now, tenant.timezone)
+    reservation = _reservation(rules, amount_fen, day)
+    data = {"amount_fen": q.amount_fen, "fee_fen": q.fee_fen, "state": state.value, "auto_approved": q.auto_approved}
+    event = AuditEvent(entity=f"withdrawal:{wid}", action="withdrawal.requested", actor=principal.actor, data=data)
+    outcome = store.withdrawals.create(withdrawal, reservation, event)
+    if outcome.exists:
+        existing = store.withdrawals.get(tenant.id, wid)
+        if existing is None or existing.promoter != principal.subject or existing.amount_fen != amount_fen:
+            raise Conflict("this Idempotency-Key was used for another withdrawal", code="idempotency_key_reused")
+        return view(existing), False
+    if outcome.refused:
+        raise _refusal(tenant.id, principal.subject, rules, amount_fen, day)
+    count("WithdrawalsRequested")
+    count("WithdrawalsRequestedFen", amount_fen)
+    if q.auto_approved:
+        count("WithdrawalsAutoApproved")
+    logger.info("withdrawal requested", extra={"tenant": tenant.id, "withdrawal": wid, "amount_fen": amount_fen})
+    created = store.withdrawals.get(tenant.id, wid)
+    return view(created or withdrawal), True
+
+
+def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
+    from chalicelib.store.withdrawals import Reservation
+
+    return Reservation(
+        amount_fen=amount_fen, day=day, count_per_day=rules.count_per_day, max_per_day_fen=rules.max_per_day_fen
+    )
+
+
+def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int, day: str) -> Conflict:
+    """Why the reservation was refused (read after the fact: the write decided, this explains)."""
+    available, wd_day, day_count, day_fen = get_store().withdrawals.account_day(tenant, promoter)
+    if available < 0:
+        return Conflict(
+            f"your balance is {format_yuan(available)} yuan after a refund of commission already withdrawn; "
+            "withdrawals resume once new earnings cover it",
+            code="negative_balance",
+        )
+    if available < amount_fen:
+        return Conflict(f"only {format_yuan(available)} yuan is available", code="insufficient_balance")
+    if wd_day == day and day_count >= rules.count_per_day:
+        return Conflict(f"at most {rules.count_per_day} withdrawals a day", code="daily_count_exceeded")
+    if wd_day == day and day_fen + amount_fen > rules.max_per_day_fen:
+        left = max(0, rules.max_per_day_fen - day_fen)
+        return Conflict(f"only {format_yuan(left)} yuan more can be withdrawn today", code="daily_amount_exceeded")
+    return Conflict("the balance changed meanwhile; try again", code="busy")
+
+
+def mine(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
+    page = get_store().withdrawals.by_promoter(principal.tenant, principal.subject, cursor, limit)
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+def get_own(principal: Principal, withdrawal_id: str) -> Withdrawal:
+    w = get_store().withdrawals.get(principal.tenant, withdrawal_id)
+    if w is None or w.promoter != principal.subject:
+        raise NotFound("withdrawal not found", code="unknown_withdrawal")
+    return w
+
+
+def get_any(principal: Principal, withdrawal_id: str) -> Withdrawal:
+    require_role(principal, *READERS)
+    w = get_store().withdrawals.get(principal.tenant, withdrawal_id)
+    if w is None:
+        raise NotFound("withdrawal not found", code="unknown_withdrawal")
+    return w
+
+
+def cancel(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
+    """The promoter takes back a withdrawal not yet sent; the money returns to available."""
+    w = get_own(principal, withdrawal_id)
+    return view(_act(w, "cancel", principal.actor, {}))
+
+
+def approve(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
+    require_role(principal, *REVIEWERS)
+    w = _admin_get(principal, withdrawal_id)
+    moved = _act(w, "approve", principal.actor, {})
+    count("WithdrawalsApproved")
+    return admin_view(moved)
+
+
+def reject(principal: Principal, withdrawal_id: str, reason: str) -> dict[str, Any]:
+    require_role(principal, *REVIEWERS)
+    w = _admin_get(principal, withdrawal_id)
+    moved = _act(w, "reject", principal.actor, {"reason": reason}, extra={"reason": reason})
+    count("WithdrawalsRejected")
+    return admin_view(moved)
+
+
+def _admin_get(principal: Principal, withdrawal_id: str) -> Withdrawal:
+    w = get_store().withdrawals.get(principal.tenant, withdrawal_id)
+    if w is None:
+        raise NotFound("withdrawal not found", code="unknown_withdrawal")
+    return w
+
+
+def _act(
+    w: Withdrawal, action: str, actor: str, data: dict[str, Any], *, extra: dict[str, Any] | None = None
+) -> Withdrawal:
+    """A person's move of a withdrawal (approve, reject, cancel), retried if the item moved meanwhile."""
+    store = get_store()
+    for _ in range(5):
+        target = settlement.TRANSITIONS[action].get(w.state)
+        if target is None:
+            raise Conflict(f"the withdrawal is {w.state.value}", code="invalid_state", details={"state": w.state.value})
+        now = utcnow()
+        event = AuditEvent(
+            entity=f"withdrawal:{w.id}",
+            action=f"withdrawal.{target.value}",
+            actor=actor,
+            data={**data, "from": w.state.value},
+        )
+        moves = settlement.account_moves(target, w.amount_fen)
+        if store.withdrawals.move(w, target, event, now, account=moves, extra=extra):
+            logger.info("withdrawal moved", extra={"withdrawal": w.id, "to": target.value, "actor": actor})
+            return store.withdrawals.get(w.tenant, w.id) or w
+        fresh = store.withdrawals.get(w.tenant, w.id)
+        if fresh is None:
+            raise NotFound("withdrawal not found", code="unknown_withdrawal")
+        w = fresh
+    raise Conflict("the withdrawal keeps changing; try again", code="busy")
+
+
+def admin_list(principal: Principal, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+    require_role(principal, *READERS)
+    try:
+        wanted = WithdrawalState(state or WithdrawalState.REQUESTED.value)
+    except ValueError:
+        names = ", ".join(s.value for s in WithdrawalState)
+        raise BadRequest(f"state must be one of {names}", code="invalid_state") from None
+    page = get_store().withdrawals.by_state(principal.tenant, wanted, cursor, limit)
+    return {"state": wanted.value, "items": page.items, "next_cursor": page.next_cursor}
+
+
+def get_rules(principal: Principal) -> dict[str, Any]:
+    require_role(principal, *READERS)
+    return rules_of(principal.tenant).as_dict()
+
+
+def set_rules(principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
+    """Change some withdrawal rules (owner or finance); the change is audited."""
+    require_role(principal, *REVIEWERS)
+    before = rules_of(principal.tenant)
+    after = settlement.parse_rules(changes, before)
+    data = {"before": before.as_dict(), "after": after.as_dict()}
+    event = AuditEvent(entity="settings:withdrawals", action="settings.withdrawals", actor=principal.actor, data=data)
+    get_store().withdrawals.set_rules(principal.tenant, json.dumps(after.as_dict(), sort_keys=True), event, utcnow())
+    return after.as_dict()

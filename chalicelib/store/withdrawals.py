@@ -1,0 +1,355 @@
+"""Withdrawals, their account reservations and payout runs.
+
+Every change of a withdrawal is one transaction: the withdrawal (conditional on the version
+and state it was read in), the account buckets it moves, and its next audit record, hashed
+onto the previous one (the chain's head is kept on the withdrawal), so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.clock import iso, parse_iso
+from chalicelib.entities import AuditEvent, Page
+from chalicelib.settlement import Withdrawal, WithdrawalState
+from chalicelib.store import audit
+from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
+from chalicelib.store.models import AccountModel, AuditModel, PayoutRunModel, TenantModel, WithdrawalModel
+
+CONFLICT_RETRIES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What a request reserves: the amount, within the day's limits (tenant's calendar day)."""
+
+    amount_fen: int
+    day: str
+    count_per_day: int
+    max_per_day_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    created: bool
+    exists: bool = False  # a withdrawal with this id exists already (a retried request)
+    refused: bool = False  # the balance or the day's limits did not allow it
+
+
+def _to_withdrawal(item: WithdrawalModel) -> Withdrawal:
+    return Withdrawal(
+        tenant=item.tenant,
+        id=item.withdrawal_id,
+        promoter=item.promoter,
+        openid=item.openid,
+        amount_fen=int(item.amount_fen),
+        fee_fen=int(item.fee_fen),
+        state=WithdrawalState(item.state),
+        created_at=parse_iso(item.created_at),
+        updated_at=parse_iso(item.updated_at),
+        version=int(item.version or 0),
+        audit_hash=item.audit_hash,
+        real_name=item.real_name,
+        reason=item.reason,
+        run_id=item.run_id,
+        attempts=int(item.attempts or 0),
+        sent_at=parse_iso(item.sent_at) if item.sent_at else None,
+        bill_no=item.bill_no,
+        provider_state=item.provider_state,
+        package_info=item.package_info,
+        fail_reason=item.fail_reason,
+    )
+
+
+def _summary(item: Any, tenant: str) -> dict[str, Any]:
+    """A list row from an index projection."""
+    data = {
+        "id": item.withdrawal_id,
+        "amount_fen": int(item.amount_fen),
+        "fee_fen": int(item.fee_fen),
+        "net_fen": int(item.amount_fen) - int(item.fee_fen),
+        "created_at": item.created_at,
+    }
+    if getattr(item, "state", None):
+        data["state"] = item.state
+    if getattr(item, "promoter", None):
+        data["promoter"] = item.promoter
+    return data
+
+
+class WithdrawalStore:
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get(self, tenant: str, withdrawal_id: str) -> Withdrawal | None:
+        try:
+            return _to_withdrawal(WithdrawalModel.get(f"{tenant}#{withdrawal_id}", consistent_read=True))
+        except WithdrawalModel.DoesNotExist:
+            return None
+
+    def account_day(self, tenant: str, promoter: str) -> tuple[int, str | None, int, int]:
+        """(available, limits day, count that day, fen that day) of a promoter's account."""
+        try:
+            item = AccountModel.get(f"{tenant}#{promoter}", consistent_read=True)
+        except AccountModel.DoesNotExist:
+            return 0, None, 0, 0
+        return (
+            int(item.available_fen or 0),
+            item.wd_day,
+            int(item.wd_day_count or 0),
+            int(item.wd_day_fen or 0),
+        )
+
+    def by_promoter(self, tenant: str, promoter: str, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
+        key = f"{tenant}#{promoter}"
+        start = decode_cursor(cursor, hash_attr="promoter_key", hash_value=key)
+        result = WithdrawalModel.by_promoter.query(key, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+        return Page([_summary(i, tenant) for i in result], encode_cursor(result.last_evaluated_key))
+
+    def by_state(
+        self, tenant: str, state: WithdrawalState, cursor: str | None, limit: int, *, newest_first: bool = False
+    ) -> Page[dict[str, Any]]:
+        key = f"{tenant}#{state.value}"
+        start = decode_cursor(cursor, hash_attr="state_key", hash_value=key)
+        result = WithdrawalModel.by_state.query(
+            key, scan_index_forward=not newest_first, limit=limit, last_evaluated_key=start
+        )
+        rows = []
+        for item in result:
+            row = _summary(item, tenant)
+            row["state"] = state.value
+            row["updated_at"] = item.updated_at
+            rows.append(row)
+        return Page(rows, encode_cursor(result.last_evaluated_key))
+
+    def ids_in_state(self, tenant: str, state: WithdrawalState, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        """Every withdrawal in `state`, oldest first, one page at a time (flat memory)."""
+        start: dict[str, Any] | None = None
+        while True:
+            result = WithdrawalModel.by_state.query(
+                f"{tenant}#{state.value}",
+                limit=page_size,
+                last_evaluated_key=start,
+                attributes_to_get=["withdrawal_id", "amount_fen", "fee_fen", "updated_at", "pk", "created_at"],
+            )
+            page = [
+                {
+                    "id": i.withdrawal_id,
+                    "amount_fen": int(i.amount_fen),
+                    "fee_fen": int(i.fee_fen),
+                    "updated_at": i.updated_at,
+                }
+                for i in result
+            ]
+            if page:
+                yield page
+            start = result.last_evaluated_key
+            if not start:
+                return
+
+    def of_run(self, tenant: str, run_id: str) -> Iterator[dict[str, Any]]:
+        """Every withdrawal a payout run sent (its report)."""
+        for item in WithdrawalModel.by_run.query(f"{tenant}#{run_id}"):
+            yield {
+                "id": item.withdrawal_id,
+                "state": item.state,
+                "amount_fen": int(item.amount_fen),
+                "fee_fen": int(item.fee_fen),
+                "fail_reason": item.fail_reason,
+            }
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def create(self, withdrawal: Withdrawal, reservation: Reservation, event: AuditEvent) -> CreateOutcome:
+        """Reserve `available ≥ amount` within the day's limits, and create the withdrawal with its
+        first audit record, all in one transaction."""
+        record = audit.build(withdrawal.tenant, event, withdrawal.created_at, None, record_id=f"v{1:010d}")
+        item = _item(withdrawal, version=1, audit_hash=record.hash)
+        account = AccountModel(f"{withdrawal.tenant}#{withdrawal.promoter}")
+        amount, day = reservation.amount_fen, reservation.day
+        money = [AccountModel.available_fen.add(-amount), AccountModel.withdrawing_fen.add(amount)]
+        same_day = (
+            (AccountModel.available_fen >= amount)
+            & (AccountModel.wd_day == day)
+            & (AccountModel.wd_day_count < reservation.count_per_day)
+            & (AccountModel.wd_day_fen <= reservation.max_per_day_fen - amount)
+        )
+        new_day = (AccountModel.available_fen >= amount) & (
+            AccountModel.wd_day.does_not_exist() | (AccountModel.wd_day != day)
+        )
+        same_actions: list[Any] = [*money, AccountModel.wd_day_count.add(1), AccountModel.wd_day_fen.add(amount)]
+        new_actions: list[Any] = [
+            *money,
+            AccountModel.wd_day.set(day),
+            AccountModel.wd_day_count.set(1),
+            AccountModel.wd_day_fen.set(amount),
+        ]
+
+        def attempt_with(condition: Any, actions: list[Any]) -> Any:
+            def body(tx: TransactWrite) -> None:
+                tx.save(item, condition=WithdrawalModel.pk.does_not_exist())
+                tx.save(record, condition=AuditModel.pk.does_not_exist())
+                tx.update(account, actions=actions, condition=condition)
+
+            return self._tx.run(body)
+
+        for attempt in range(CONFLICT_RETRIES):
+            _, current_day, _, _ = self.account_day(withdrawal.tenant, withdrawal.promoter)
+            outcome = attempt_with(*((same_day, same_actions) if current_day == day else (new_day, new_actions)))
+            if outcome.committed:
+                return CreateOutcome(created=True)
+            if 0 in outcome.failed_items:  # puts come first: the withdrawal exists
+                return CreateOutcome(created=False, exists=True)
+            if 2 in outcome.failed_items:
+                _, now_day, _, _ = self.account_day(withdrawal.tenant, withdrawal.promoter)
+                if (now_day == day) == (current_day == day):  # not a day switch by a racing request
+                    return CreateOutcome(created=False, refused=True)
+                continue
+            _backoff(attempt)  # a conflicting transaction on the account: try again
+        raise RuntimeError("the account stayed busy; nothing was written")
+
+    def move(
+        self,
+        withdrawal: Withdrawal,
+        target: WithdrawalState,
+        event: AuditEvent,
+        when: datetime,
+        *,
+        account: Mapping[str, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Move a withdrawal read at `withdrawal.version` to `target`, with its account deltas and
+        its next audit record; False (nothing written) when it changed meanwhile."""
+        version = withdrawal.version + 1
+        record = audit.build(withdrawal.tenant, event, when, withdrawal.audit_hash, record_id=f"v{version:010d}")
+        key = f"{withdrawal.tenant}#{withdrawal.id}"
+        actions: list[Any] = [
+            WithdrawalModel.state.set(target.value),
+            WithdrawalModel.state_key.set(f"{withdrawal.tenant}#{target.value}"),
+            WithdrawalModel.updated_at.set(iso(when)),
+            WithdrawalModel.version.set(version),
+            WithdrawalModel.audit_hash.set(record.hash),
+        ]
+        for name, value in (extra or {}).items():
+            attribute = getattr(WithdrawalModel, name)
+            actions.append(attribute.remove() if value is None else attribute.set(value))
+        condition = (WithdrawalModel.version == withdrawal.version) & (WithdrawalModel.state == withdrawal.state.value)
+        deltas = {b: d for b, d in (account or {}).items() if d}
+
+        for attempt in range(CONFLICT_RETRIES):
+
+            def body(tx: TransactWrite) -> None:
+                tx.save(record, condition=AuditModel.pk.does_not_exist())
+                tx.update(WithdrawalModel(key), actions=actions, condition=condition)
+                if deltas:
+                    tx.update(
+                        AccountModel(f"{withdrawal.tenant}#{withdrawal.promoter}"),
+                        actions=[getattr(AccountModel, b).add(d) for b, d in sorted(deltas.items())],
+                    )
+
+            outcome = self._tx.run(body)
+            if outcome.committed:
+                return True
+            if outcome.failed_items:
+                return False
+            _backoff(attempt)
+        raise RuntimeError("the withdrawal stayed busy; nothing was written")
+
+    # --- payout runs --------------------------------------------------------------------------
+
+    def start_run(self, tenant: str, run_id: str, when: datetime, actor: str) -> None:
+        PayoutRunModel(tenant, run_id, started_at=iso(when), status="running", actor=actor).save(
+            condition=PayoutRunModel.run_id.does_not_exist()
+        )
+
+    def run_progress(self, tenant: str, run_id: str, enqueued: int, enqueued_fen: int) -> None:
+        PayoutRunModel(tenant, run_id).update(
+            actions=[PayoutRunModel.enqueued.add(enqueued), PayoutRunModel.enqueued_fen.add(enqueued_fen)]
+        )
+
+    def finish_run(self, tenant: str, run_id: str, when: datetime) -> None:
+        PayoutRunModel(tenant, run_id).update(
+            actions=[PayoutRunModel.status.set("done"), PayoutRunModel.finished_at.set(iso(when))]
+        )
+
+    def run(self, tenant: str, run_id: str) -> dict[str, Any] | None:
+        try:
+            return _run_view(PayoutRunModel.get(tenant, run_id, consistent_read=True))
+        except PayoutRunModel.DoesNotExist:
+            return None
+
+    def runs(self, tenant: str, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
+        start = decode_cursor(cursor, hash_attr="pk", hash_value=tenant)
+        result = PayoutRunModel.query(tenant, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+        return Page([_run_view(i) for i in result], encode_cursor(result.last_evaluated_key))
+
+    # --- tenant rules -------------------------------------------------------------------------
+
+    def rules(self, tenant: str) -> str | None:
+        try:
+            return TenantModel.get(tenant, consistent_read=True).withdrawal_rules
+        except TenantModel.DoesNotExist:
+            return None
+
+    def set_rules(self, tenant: str, rules_json: str, event: AuditEvent, when: datetime) -> None:
+        """Replace the tenant's rules and audit the change (the tenant entity's chain)."""
+        previous = audit.latest(tenant, event.entity)
+        record = audit.build(tenant, event, when, previous.hash if previous else None)
+
+        def body(tx: TransactWrite) -> None:
+            tx.save(record, condition=AuditModel.pk.does_not_exist())
+            tx.update(
+                TenantModel(tenant),
+                actions=[TenantModel.withdrawal_rules.set(rules_json)],
+                condition=TenantModel.tenant.exists(),
+            )
+
+        if not self._tx.run(body).committed:
+            raise RuntimeError("the rules changed meanwhile; nothing was written")
+
+
+def _run_view(item: PayoutRunModel) -> dict[str, Any]:
+    return {
+        "id": item.run_id,
+        "status": item.status,
+        "started_at": item.started_at,
+        "finished_at": item.finished_at,
+        "enqueued": int(item.enqueued or 0),
+        "enqueued_fen": int(item.enqueued_fen or 0),
+        "actor": item.actor,
+    }
+
+
+def _item(withdrawal: Withdrawal, *, version: int, audit_hash: str) -> WithdrawalModel:
+    return WithdrawalModel(
+        pk=f"{withdrawal.tenant}#{withdrawal.id}",
+        tenant=withdrawal.tenant,
+        withdrawal_id=withdrawal.id,
+        promoter=withdrawal.promoter,
+        promoter_key=f"{withdrawal.tenant}#{withdrawal.promoter}",
+        openid=withdrawal.openid,
+        amount_fen=withdrawal.amount_fen,
+        fee_fen=withdrawal.fee_fen,
+        state=withdrawal.state.value,
+        state_key=f"{withdrawal.tenant}#{withdrawal.state.value}",
+        created_at=iso(withdrawal.created_at),
+        updated_at=iso(withdrawal.updated_at),
+        real_name=withdrawal.real_name,
+        attempts=0,
+        version=version,
+        audit_hash=audit_hash,
+    )
+
+
+def _backoff(attempt: int) -> None:
+    import random
+
+    time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 (jitter, not a secret)
