@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import binding, coldstart, commission
+from bench import binding, coldstart, commission, payout
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -18,13 +18,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9, help="interpreter starts per side")
     parser.add_argument("--orders", type=int, default=300, help="paid orders per side (commission pipeline)")
     parser.add_argument("--hot-orders", type=int, default=2000, help="orders of one hot level-1 promoter")
-    parser.add_argument("--only", choices=["coldstart", "binding", "commission"], help="run one benchmark")
+    parser.add_argument("--withdrawals", type=int, default=100_000, help="approved withdrawals of the large payout run")
+    parser.add_argument("--only", choices=["coldstart", "binding", "commission", "payout"], help="run one benchmark")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     benchmarks = {
         "coldstart": lambda: coldstart.run(args.runs),
         "binding": lambda: binding.run(args.binds, args.threads),
         "commission": lambda: commission.run(args.orders, args.hot_orders),
+        "payout": lambda: payout.run(args.withdrawals // 10, args.withdrawals),
     }
     for name, bench in benchmarks.items():
         if args.only and name != args.only:

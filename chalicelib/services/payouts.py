@@ -53,34 +53,38 @@ def new_run_id(now: datetime) -> str:
 
 def payout_run(now: datetime, actor: str = "system:payout_run") -> dict[str, Any]:
     """Enqueue every approved withdrawal of every tenant, page by page (flat memory)."""
-    from chalicelib import queue
-    from chalicelib.store import audit
-
-    store = get_store()
-    runs: list[dict[str, Any]] = []
-    for tenant in store.tenants.all():
-        run_id = ""
-        enqueued = amount = 0
-        for page in store.withdrawals.ids_in_state(tenant.id, WithdrawalState.APPROVED, PAGE):
-            if not run_id:
-                run_id = new_run_id(now)
-                store.withdrawals.start_run(tenant.id, run_id, now, actor)
-            queue.send_batch(QUEUE, [{"tenant": tenant.id, "withdrawal": row["id"], "run": run_id} for row in page])
-            fen = sum(row["amount_fen"] for row in page)
-            store.withdrawals.run_progress(tenant.id, run_id, len(page), fen)
-            enqueued += len(page)
-            amount += fen
-        if not run_id:
-            continue
-        store.withdrawals.finish_run(tenant.id, run_id, utcnow())
-        data = {"enqueued": enqueued, "enqueued_fen": amount}
-        event = AuditEvent(entity=f"payout_run:{run_id}", action="payout.run", actor=actor, data=data)
-        audit.put_once(audit.build(tenant.id, event, now, None, record_id="run"))
-        runs.append({"tenant": tenant.id, "run": run_id, **data})
+    runs = [run for tenant in get_store().tenants.all() if (run := run_tenant(tenant.id, now, actor))]
     total = sum(r["enqueued"] for r in runs)
     count("PayoutsEnqueued", total)
     logger.info("payout run", extra={"enqueued": total, "runs": len(runs)})
     return {"runs": runs, "enqueued": total, "enqueued_fen": sum(r["enqueued_fen"] for r in runs)}
+
+
+def run_tenant(tenant: str, now: datetime, actor: str) -> dict[str, Any] | None:
+    """One tenant's payout run: a run record with its progress, one message per approved
+    withdrawal, an audit record at the end; None when nothing was approved."""
+    from chalicelib import queue
+    from chalicelib.store import audit
+
+    store = get_store()
+    run_id = ""
+    enqueued = amount = 0
+    for page in store.withdrawals.ids_in_state(tenant, WithdrawalState.APPROVED, PAGE):
+        if not run_id:
+            run_id = new_run_id(now)
+            store.withdrawals.start_run(tenant, run_id, now, actor)
+        queue.send_batch(QUEUE, [{"tenant": tenant, "withdrawal": row["id"], "run": run_id} for row in page])
+        fen = sum(row["amount_fen"] for row in page)
+        store.withdrawals.run_progress(tenant, run_id, len(page), fen)
+        enqueued += len(page)
+        amount += fen
+    if not run_id:
+        return None
+    store.withdrawals.finish_run(tenant, run_id, utcnow())
+    data = {"enqueued": enqueued, "enqueued_fen": amount}
+    event = AuditEvent(entity=f"payout_run:{run_id}", action="payout.run", actor=actor, data=data)
+    audit.put_once(audit.build(tenant, event, now, None, record_id="run"))
+    return {"tenant": tenant, "run": run_id, **data}
 
 
 # --- the worker ------------------------------------------------------------------------------
