@@ -296,11 +296,14 @@ class EventRunner:
         region: str = "us-east-1",
         only: Collection[str] | None = None,
         stage: str = "local",
+        spool_dir: Path | None = None,
     ) -> None:
         """Discover the app's handlers (optionally ``only`` those named) and open local clients.
 
         ``max_retries`` is the number of failed attempts after which a record is parked in
-        the dead-letter file; ``batch_size`` overrides the decorators' batch sizes.
+        the dead-letter file; ``batch_size`` overrides the decorators' batch sizes; messages
+        other processes spool under ``spool_dir/<queue>/`` (``chalicelib.queue``) join the
+        in-process queues on every poll.
         """
         self.app = app
         self.table_name_for = table_name_for
@@ -309,6 +312,7 @@ class EventRunner:
         self.max_retries = max(1, max_retries)
         self.region = region
         self.stage = stage
+        self.spool_dir = Path(spool_dir) if spool_dir else None
         jobs = discover_jobs(app, batch_size, schedule_interval)
         if only:
             unknown = set(only) - {job.name for job in jobs}
@@ -580,8 +584,35 @@ class EventRunner:
 
     # ----------------------------------------------------------------- queues
 
+    def take_spooled(self, queue: str) -> int:
+        """Move the batch files spooled for ``queue`` onto its in-process queue, oldest first.
+
+        Each file is claimed by renaming it first, so two runners never take the same file.
+        """
+        if self.spool_dir is None:
+            return 0
+        folder = self.spool_dir / queue
+        if not folder.is_dir():
+            return 0
+        taken = 0
+        for path in sorted(folder.glob("*.json")):
+            claimed = path.with_name(f".{path.stem}.{os.getpid()}.taken")
+            try:
+                os.rename(path, claimed)
+            except FileNotFoundError:
+                continue  # another runner took it
+            try:
+                bodies = json.loads(claimed.read_text(encoding="utf-8"))
+                for body in bodies if isinstance(bodies, list) else [bodies]:
+                    self.send_message(queue, json.dumps(body, separators=(",", ":")))
+                    taken += 1
+            finally:
+                claimed.unlink(missing_ok=True)
+        return taken
+
     def _poll_queue(self, job: Job) -> int:
         """Deliver everything waiting on the job's in-process queue; return how many messages."""
+        self.take_spooled(str(job.queue))
         queue = self._queues.setdefault(str(job.queue), deque())
         delivered = 0
         while True:
@@ -766,6 +797,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--endpoint", default=os.environ.get("DYNAMODB_ENDPOINT"))
     parser.add_argument("--max-retries", type=int, default=3)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument(
+        "--spool-dir", type=Path, default=os.environ.get("LOCAL_QUEUE_DIR"), help="queue spool (LOCAL_QUEUE_DIR)"
+    )
     return parser.parse_args(argv)
 
 
@@ -784,6 +818,7 @@ def _build_runner(args: argparse.Namespace) -> EventRunner:
         batch_size=args.batch_size,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         only=args.job,
+        spool_dir=args.spool_dir,
     )
 
 

@@ -115,6 +115,7 @@ def stack_env(config: StackConfig) -> dict[str, str]:
         "DEFAULT_TENANT": DEFAULT_TENANT,
         "PUBLIC_BASE_URL": config.api_url,
         "SANDBOX_KEYS_DIR": str(LOCAL / "wechatpay"),
+        "LOCAL_QUEUE_DIR": str(LOCAL / "queues"),
     }
 
 
@@ -180,6 +181,7 @@ def start_runner(config: StackConfig, stop_event: threading.Event) -> threading.
         endpoint_url=config.ddb_endpoint,
         state_dir=LOCAL / "runner",
         schedule_interval=float(interval) if interval else None,
+        spool_dir=LOCAL / "queues",
     )
     thread = threading.Thread(target=runner.run_forever, args=(stop_event,), name="event-runner", daemon=True)
     thread.start()

@@ -24,12 +24,13 @@ def reset_caches() -> None:
     from chalicelib.services import shares, tenants
     from chalicelib.settings import get_settings
     from chalicelib.store import get_store
-    from chalicelib.wechat import get_miniprogram, get_pay
+    from chalicelib.wechat import get_miniprogram, get_pay, get_transfer
 
     get_settings.cache_clear()
     get_store.cache_clear()
     get_miniprogram.cache_clear()
     get_pay.cache_clear()
+    get_transfer.cache_clear()
     tenants._cache.clear()
     shares._cache.clear()
 
@@ -47,6 +48,7 @@ def app_env(endpoint: str, prefix: str) -> dict[str, str]:
         "POWERTOOLS_SERVICE_NAME": "fenxiao",
         "PUBLIC_BASE_URL": "http://127.0.0.1:9",
         "SANDBOX_KEYS_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-wechatpay-{prefix}"),
+        "LOCAL_QUEUE_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-queues-{prefix}"),
     }
 
 
@@ -95,6 +97,7 @@ def _stack(ddb_endpoint: str, prefix: str, tmp_path_factory: pytest.TempPathFact
         endpoint_url=ddb_endpoint,
         state_dir=tmp_path_factory.mktemp("runner"),
         max_retries=3,
+        spool_dir=Path(tempfile.gettempdir()) / f"fenxiao-test-queues-{prefix}",
     )
     try:
         yield Stack(endpoint=ddb_endpoint, prefix=prefix, runner=runner)

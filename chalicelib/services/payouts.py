@@ -63,8 +63,7 @@ def payout_run(now: datetime, actor: str = "system:payout_run") -> dict[str, Any
 def run_tenant(tenant: str, now: datetime, actor: str) -> dict[str, Any] | None:
     """One tenant's payout run: a run record with its progress, one message per approved
     withdrawal, an audit record at the end; None when nothing was approved."""
-    from chalicelib import queue
-    from chalicelib.store import audit
+    from chalicelib.store import audit, queue
 
     store = get_store()
     run_id = ""

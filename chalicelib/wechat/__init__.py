@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from tempfile import gettempdir
 from typing import TYPE_CHECKING
 
 from chalicelib.settings import get_settings
 from chalicelib.wechat.miniprogram import LiveMiniProgram, MiniProgram, SandboxMiniProgram
 
 if TYPE_CHECKING:
-    from chalicelib.wechat.pay import WeChatPay
+    from chalicelib.wechat.pay import PayConfig, WeChatPay
+    from chalicelib.wechat.transfer import TransferProvider
 
 
 @lru_cache(maxsize=1)
@@ -22,22 +25,19 @@ def get_miniprogram() -> MiniProgram:
 
 
 PAYMENT_NOTIFY_PATH = "/v1/callbacks/wechatpay/payment"
+TRANSFER_NOTIFY_PATH = "/v1/callbacks/wechatpay/transfer"
 
 
-@lru_cache(maxsize=32)
-def get_pay(appid: str) -> WeChatPay:
-    """The WeChat Pay client for a tenant: the sandbox twin, or the real merchant account."""
-    from pathlib import Path
-    from tempfile import gettempdir
+def _sandbox_dir() -> Path:
+    settings = get_settings()
+    return Path(settings.sandbox_keys_dir or Path(gettempdir()) / "fenxiao-wechatpay-sandbox")
 
-    from chalicelib.wechat.pay import LiveWeChatPay, PayConfig, SandboxWeChatPay, sandbox_config
+
+def _live_config(appid: str, notify_url: str) -> PayConfig:
+    """The merchant account's configuration for a tenant, or UpstreamError naming what is missing."""
+    from chalicelib.wechat.pay import PayConfig
 
     settings = get_settings()
-    notify_url = settings.public_base_url.rstrip("/") + PAYMENT_NOTIFY_PATH
-    if settings.sandbox:
-        directory = Path(settings.sandbox_keys_dir or Path(gettempdir()) / "fenxiao-wechatpay-sandbox")
-        config, wechat_key = sandbox_config(notify_url, appid, directory)
-        return SandboxWeChatPay(config, wechat_key)
     missing = [
         name
         for name in ("wechatpay_mchid", "wechatpay_apiv3_key", "wechatpay_private_key", "wechatpay_cert_serial",
@@ -49,7 +49,7 @@ def get_pay(appid: str) -> WeChatPay:
 
         raise UpstreamError("WeChat Pay is not configured: " + ", ".join(missing), code="wechatpay_not_configured")
     apiv3_key, private_key = settings.wechatpay_apiv3_key, settings.wechatpay_private_key
-    config = PayConfig(
+    return PayConfig(
         mchid=str(settings.wechatpay_mchid),
         appid=appid,
         apiv3_key=apiv3_key.get_secret_value() if apiv3_key else "",
@@ -59,4 +59,37 @@ def get_pay(appid: str) -> WeChatPay:
         public_key_id=str(settings.wechatpay_public_key_id),
         notify_url=notify_url,
     )
-    return LiveWeChatPay(config)
+
+
+@lru_cache(maxsize=32)
+def get_pay(appid: str) -> WeChatPay:
+    """The WeChat Pay client for a tenant: the sandbox twin, or the real merchant account."""
+    from chalicelib.wechat.pay import LiveWeChatPay, SandboxWeChatPay, sandbox_config
+
+    settings = get_settings()
+    notify_url = settings.public_base_url.rstrip("/") + PAYMENT_NOTIFY_PATH
+    if settings.sandbox:
+        config, wechat_key = sandbox_config(notify_url, appid, _sandbox_dir())
+        return SandboxWeChatPay(config, wechat_key)
+    return LiveWeChatPay(_live_config(appid, notify_url))
+
+
+@lru_cache(maxsize=32)
+def get_transfer(appid: str) -> TransferProvider:
+    """The merchant-transfer client for a tenant: the sandbox twin, or the real merchant account.
+    WeChat calls back at `/v1/callbacks/wechatpay/transfer?appid=<appid>`."""
+    from chalicelib.wechat.pay import LiveWeChatPay, sandbox_config
+    from chalicelib.wechat.transfer import LiveTransfer, SandboxTransfer
+
+    settings = get_settings()
+    notify_url = f"{settings.public_base_url.rstrip('/')}{TRANSFER_NOTIFY_PATH}?appid={appid}"
+    if settings.sandbox:
+        config, wechat_key = sandbox_config(notify_url, appid, _sandbox_dir())
+        return SandboxTransfer(config, wechat_key, _sandbox_dir() / "transfers.sqlite3")
+    config = _live_config(appid, notify_url)
+    return LiveTransfer(
+        LiveWeChatPay(config),
+        config,
+        scene_id=settings.wechatpay_transfer_scene_id,
+        report_infos=settings.wechatpay_transfer_report_infos,
+    )

@@ -353,6 +353,23 @@ class LiveWeChatPay:
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> PaymentNotice:
         """Verify (public key, serial, freshness) and decrypt a notification; map it to a PaymentNotice."""
+        data = self.verified_callback(headers, body)
+        try:
+            notice = _notice(data)
+            resource = data["resource"]
+            # A refund's resource names no appid; a payment's must be this mini-program's.
+            ours = resource["mchid"] == self._config.mchid and resource.get("appid", self._config.appid) == (
+                self._config.appid
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadRequest("the notification lacks expected fields", code="bad_notification") from exc
+        if not ours:
+            raise BadRequest("the notification is for another merchant or mini-program", code="bad_notification")
+        return notice
+
+    def verified_callback(self, headers: Mapping[str, str], body: bytes | str) -> dict[str, Any]:
+        """A notification's body with its resource decrypted, once its signature type, key id,
+        freshness and signature are checked (any WeChat Pay notification: payments, transfers)."""
         found = _canonical_headers(headers)
         if found[_SIGNATURE_TYPE] != SIGNATURE_TYPE:
             raise Unauthorized("unsupported notification signature type", code="bad_signature")
@@ -371,18 +388,18 @@ class LiveWeChatPay:
             if not rsa_verify(found[_TIMESTAMP], found[_NONCE], text, found[_SIGNATURE], self._public_key):
                 raise Unauthorized("the notification's signature does not verify", code="bad_signature")
             raise BadRequest("the notification could not be decrypted", code="bad_notification")
-        try:
-            notice = _notice(data)
-            resource = data["resource"]
-            # A refund's resource names no appid; a payment's must be this mini-program's.
-            ours = resource["mchid"] == self._config.mchid and resource.get("appid", self._config.appid) == (
-                self._config.appid
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BadRequest("the notification lacks expected fields", code="bad_notification") from exc
-        if not ours:
-            raise BadRequest("the notification is for another merchant or mini-program", code="bad_notification")
-        return notice
+        if not isinstance(data, dict):
+            raise BadRequest("the notification is malformed", code="bad_notification")
+        return data
+
+    @property
+    def client(self) -> Any:
+        """The underlying `wechatpayv3.WeChatPay` (the transfer client shares it)."""
+        return self._client
+
+    def call(self, request: Callable[[], Any]) -> dict[str, Any]:
+        """Run one library call and map its answer like every WeChat Pay call here."""
+        return self._call(request)
 
     def _check_fresh(self, timestamp: str) -> None:
         if not (timestamp.isascii() and timestamp.isdigit()):
@@ -547,6 +564,17 @@ class SandboxWeChatPay:
             resource["success_time"] = _china_time(now)
         summary = {"SUCCESS": "退款成功", "ABNORMAL": "退款异常", "CLOSED": "退款关闭"}.get(refund_status, "退款")
         return self._notification(f"REFUND.{refund_status}", summary, "refund", resource, now)
+
+    def notification(
+        self, event_type: str, summary: str, original_type: str, resource: Mapping[str, Any], now: float | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and body of any notification WeChat Pay would send (signed, resource encrypted)."""
+        return self._notification(event_type, summary, original_type, resource, self._clock() if now is None else now)
+
+    @property
+    def live(self) -> LiveWeChatPay:
+        """The live client over the sandbox's keys (what verifies the twin's notifications)."""
+        return self._live
 
     def _notification(
         self, event_type: str, summary: str, original_type: str, resource: Mapping[str, Any], now: float

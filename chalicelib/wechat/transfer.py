@@ -1,0 +1,468 @@
+"""WeChat merchant transfers (商家转账): one bill per withdrawal; live client and sandbox twin.
+
+`LiveTransfer` wraps `wechatpayv3`'s `mch_transfer_bills`, `mch_transfer_bills_query` and
+`mch_transfer_bills_cancel` (`/v3/fund-app/mch-transfer/transfer-bills`), sharing the merchant
+client and the notification verification of `LiveWeChatPay` (public-key mode: no start-up call).
+`SandboxTransfer` plays WeChat's side locally: bills kept in SQLite (so the API process and the
+event runner share them), the user's confirmation, signed and encrypted MCHTRANSFER callbacks
+verified by the live code, and faults armed by tests and demos.
+
+Notes on wechatpayv3 2.0.4:
+- `mch_transfer_bills(out_bill_no, transfer_scene_id, openid, transfer_amount, transfer_remark,
+  user_name=None, user_recv_perception=None, transfer_scene_report_infos=[], appid=None,
+  notify_url=None)` encrypts `user_name` with the WeChat Pay public key itself (and sends the
+  key id as `Wechatpay-Serial`); it raises a bare Exception for an amount ≥ 2,000 yuan without
+  a name, so that is checked here first.
+- Every call returns `(status, text)` for any status and raises a bare Exception when a 2xx
+  answer's signature does not verify.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.wechat.pay import LiveWeChatPay, PayConfig, SandboxWeChatPay
+
+TRANSFER_STATES = (
+    "ACCEPTED",
+    "PROCESSING",
+    "WAIT_USER_CONFIRM",
+    "TRANSFERING",
+    "SUCCESS",
+    "FAIL",
+    "CANCELING",
+    "CANCELLED",
+)
+FINAL_STATES = frozenset({"SUCCESS", "FAIL", "CANCELLED"})
+REAL_NAME_FROM_FEN = 200_000  # WeChat requires the (encrypted) user_name from 2,000 yuan
+MIN_TRANSFER_FEN = 10  # 0.1 yuan
+NOTIFICATION_EVENT = "MCHTRANSFER.BILL.FINISHED"
+RESOURCE_TYPE = "mch_payment"
+UNCLEAR_CODES = frozenset({"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED"})
+_OUT_BILL_NO = re.compile(r"[0-9A-Za-z]{5,32}")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferBill:
+    out_bill_no: str
+    state: str
+    transfer_bill_no: str | None = None
+    package_info: str | None = None  # while WAIT_USER_CONFIRM: what wx.requestMerchantTransfer needs
+    fail_reason: str | None = None
+    amount_fen: int | None = None
+    openid: str | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class TransferUnclear(Exception):
+    """Timeout, connection error, HTTP 5xx or SYSTEM_ERROR/FREQUENCY_LIMITED: the bill may or may not
+    exist at WeChat. Callers must query the bill before any retry."""
+
+
+class TransferRejected(Exception):
+    """WeChat refused the request for good (PARAM_ERROR, INVALID_REQUEST, NOT_ENOUGH, NO_AUTH, ...):
+    no bill was created."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TransferProvider(Protocol):
+    mch_id: str
+    appid: str
+
+    def create_bill(
+        self, *, out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None = None
+    ) -> TransferBill: ...
+
+    def query_bill(self, out_bill_no: str) -> TransferBill | None: ...
+
+    def cancel_bill(self, out_bill_no: str) -> TransferBill: ...
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> TransferBill: ...
+
+
+def check_bill(out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None) -> None:
+    """WeChat's own limits on a transfer bill, checked before calling it."""
+    if not _OUT_BILL_NO.fullmatch(out_bill_no):
+        raise BadRequest("out_bill_no must be 5-32 letters or digits", code="invalid_transfer")
+    if not openid:
+        raise BadRequest("the payee has no openid", code="invalid_transfer")
+    if isinstance(amount_fen, bool) or not isinstance(amount_fen, int) or amount_fen < MIN_TRANSFER_FEN:
+        raise BadRequest("a transfer is at least 0.1 yuan", code="invalid_transfer")
+    if not 1 <= len(remark) <= 32:
+        raise BadRequest("the transfer remark must be 1-32 characters", code="invalid_transfer")
+    if amount_fen >= REAL_NAME_FROM_FEN and not user_name:
+        raise BadRequest("transfers of 2,000 yuan or more need the payee's real name", code="real_name_required")
+
+
+def bill_from(data: Mapping[str, Any], out_bill_no: str | None = None) -> TransferBill:
+    """A bill from WeChat's answer or callback resource (state checked, the rest optional)."""
+    state = data.get("state")
+    number = data.get("out_bill_no") or out_bill_no
+    if state not in TRANSFER_STATES or not isinstance(number, str) or (out_bill_no and number != out_bill_no):
+        raise TransferUnclear(f"WeChat answered the transfer with something unexpected: {dict(data)!r:.200}")
+    amount = data.get("transfer_amount")
+    return TransferBill(
+        out_bill_no=number,
+        state=str(state),
+        transfer_bill_no=_optional(data.get("transfer_bill_no")),
+        package_info=_optional(data.get("package_info")),
+        fail_reason=_optional(data.get("fail_reason")),
+        amount_fen=int(amount) if isinstance(amount, int) and not isinstance(amount, bool) else None,
+        openid=_optional(data.get("openid")),
+    )
+
+
+def _optional(value: Any) -> str | None:
+    return str(value) if value else None
+
+
+# --- the live client --------------------------------------------------------------------------
+
+
+class LiveTransfer:
+    """The real transfer API through `wechatpayv3`, sharing `LiveWeChatPay`'s client and checks."""
+
+    def __init__(self, pay: LiveWeChatPay, config: PayConfig, *, scene_id: str, report_infos: list[dict[str, str]]):
+        self._pay = pay
+        self._config = config
+        self._scene_id = scene_id
+        self._report_infos = [dict(info) for info in report_infos]
+        self.mch_id = config.mchid
+        self.appid = config.appid
+
+    def _call(self, request: Callable[[], Any], *, not_found_is_none: bool = False) -> dict[str, Any] | None:
+        import requests
+
+        try:
+            status, text = request()
+        except requests.RequestException as exc:
+            raise TransferUnclear(f"WeChat Pay is unreachable: {exc}") from exc
+        except Exception as exc:  # an answer whose signature does not verify: trust nothing, query later
+            raise TransferUnclear(f"WeChat Pay answer refused: {exc}") from exc
+        status = int(status)
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = None
+        if status >= 500 or status == 429 or not isinstance(data, dict):
+            raise TransferUnclear(f"WeChat Pay answered HTTP {status}")
+        if 200 <= status < 300:
+            return data
+        code, message = str(data.get("code", "")), str(data.get("message", ""))
+        if code in UNCLEAR_CODES:
+            raise TransferUnclear(f"WeChat Pay answered {code}: {message}")
+        if not_found_is_none and (status == 404 or code == "NOT_FOUND"):
+            return None
+        raise TransferRejected(code or f"HTTP_{status}", message)
+
+    def create_bill(
+        self, *, out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None = None
+    ) -> TransferBill:
+        check_bill(out_bill_no, openid, amount_fen, remark, user_name)
+        client = self._pay.client
+        data = self._call(
+            lambda: client.mch_transfer_bills(
+                out_bill_no=out_bill_no,
+                transfer_scene_id=self._scene_id,
+                openid=openid,
+                transfer_amount=amount_fen,
+                transfer_remark=remark,
+                user_name=user_name,
+                transfer_scene_report_infos=self._report_infos,
+                notify_url=self._config.notify_url,
+            )
+        )
+        return bill_from(data or {}, out_bill_no)
+
+    def query_bill(self, out_bill_no: str) -> TransferBill | None:
+        client = self._pay.client
+        data = self._call(lambda: client.mch_transfer_bills_query(out_bill_no=out_bill_no), not_found_is_none=True)
+        return None if data is None else bill_from(data, out_bill_no)
+
+    def cancel_bill(self, out_bill_no: str) -> TransferBill:
+        client = self._pay.client
+        data = self._call(lambda: client.mch_transfer_bills_cancel(out_bill_no))
+        return bill_from(data or {}, out_bill_no)
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> TransferBill:
+        data = self._pay.verified_callback(headers, body)
+        try:
+            resource = data["resource"]
+            if data.get("event_type") != NOTIFICATION_EVENT or not isinstance(resource, dict):
+                raise BadRequest("not a transfer notification", code="bad_notification")
+            if resource.get("mch_id") != self.mch_id:
+                raise BadRequest("the notification is for another merchant", code="bad_notification")
+            return bill_from(resource)
+        except (KeyError, TypeError, TransferUnclear) as exc:
+            raise BadRequest("the notification lacks expected fields", code="bad_notification") from exc
+
+
+# --- the sandbox twin -------------------------------------------------------------------------
+
+FAULTS = frozenset(
+    {
+        "timeout_before_accept",  # create: raises TransferUnclear, creates nothing
+        "timeout_after_accept",  # create: the bill is created, then TransferUnclear
+        "error_500",  # create or query: HTTP 500 SYSTEM_ERROR, no effect
+        "reject",  # create: NOT_ENOUGH, no bill
+        "succeed",  # create: straight to SUCCESS, no user confirmation
+        "fail",  # the bill ends FAIL (at creation, or when the user confirms)
+        "repeat_callbacks",  # user_confirm returns the notification `times` times
+        "query_delay",  # queries answer the state before the last change for `seconds`
+    }
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bills (
+    mchid TEXT NOT NULL, out_bill_no TEXT NOT NULL, state TEXT NOT NULL, prev_state TEXT,
+    changed_at REAL NOT NULL, transfer_bill_no TEXT NOT NULL, package_info TEXT,
+    fail_reason TEXT, amount INTEGER NOT NULL, openid TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (mchid, out_bill_no));
+CREATE TABLE IF NOT EXISTS faults (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, fault TEXT NOT NULL, remaining INTEGER NOT NULL,
+    out_bill_no TEXT, seconds REAL NOT NULL DEFAULT 0);
+"""
+
+
+class SandboxTransfer:
+    """WeChat's transfer side, played locally; see the module docstring."""
+
+    def __init__(
+        self, config: PayConfig, wechat_private_key_pem: str, db_path: Path, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._pay = SandboxWeChatPay(config, wechat_private_key_pem, clock=clock)
+        self._live = LiveTransfer(self._pay.live, config, scene_id="1005", report_infos=[])
+        self._config = config
+        self._db = Path(db_path)
+        self._clock = clock
+        self.mch_id = config.mchid
+        self.appid = config.appid
+        self._db.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._db, timeout=30)
+        try:
+            db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS); executescript manages its own transaction
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One connection and one immediate (write-locking) transaction: safe across processes."""
+        db = sqlite3.connect(self._db, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout = 30000")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def inject(self, fault: str, *, times: int = 1, out_bill_no: str | None = None, seconds: float = 0.0) -> None:
+        """Arm a fault for the next `times` calls it applies to (of one bill, or of any)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; faults: {', '.join(sorted(FAULTS))}")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO faults (fault, remaining, out_bill_no, seconds) VALUES (?, ?, ?, ?)",
+                (fault, times, out_bill_no, seconds),
+            )
+
+    def clear_faults(self) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM faults")
+
+    @staticmethod
+    def _take(db: sqlite3.Connection, fault: str, out_bill_no: str, *, all_left: bool = False) -> tuple[int, float]:
+        """Consume an armed fault applying to this bill: (times it fires, seconds), or (0, 0)."""
+        row = db.execute(
+            "SELECT id, remaining, seconds FROM faults WHERE fault = ? AND remaining > 0 "
+            "AND (out_bill_no IS NULL OR out_bill_no = ?) ORDER BY id LIMIT 1",
+            (fault, out_bill_no),
+        ).fetchone()
+        if row is None:
+            return 0, 0.0
+        used = row[1] if all_left else 1
+        db.execute("UPDATE faults SET remaining = remaining - ? WHERE id = ?", (used, row[0]))
+        return used, float(row[2])
+
+    # --- the API ------------------------------------------------------------------------------
+
+    def create_bill(
+        self, *, out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None = None
+    ) -> TransferBill:
+        check_bill(out_bill_no, openid, amount_fen, remark, user_name)
+        with self._tx() as db:  # faults are consumed in the transaction; errors are raised after it
+            outcome = self._create(db, out_bill_no, openid, amount_fen)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _create(
+        self, db: sqlite3.Connection, out_bill_no: str, openid: str, amount_fen: int
+    ) -> TransferBill | Exception:
+        if self._take(db, "error_500", out_bill_no)[0]:
+            return TransferUnclear("WeChat Pay answered HTTP 500 SYSTEM_ERROR (sandbox fault)")
+        if self._take(db, "timeout_before_accept", out_bill_no)[0]:
+            return TransferUnclear("timed out before WeChat accepted the bill (sandbox fault)")
+        existing = self._row(db, out_bill_no)
+        if existing is not None:
+            if existing.openid != openid or existing.amount_fen != amount_fen:
+                return TransferRejected("INVALID_REQUEST", "out_bill_no was used for another transfer")
+            return existing
+        if self._take(db, "reject", out_bill_no)[0]:
+            return TransferRejected("NOT_ENOUGH", "商户运营账户资金不足 (sandbox fault)")
+        state, reason = "WAIT_USER_CONFIRM", None
+        if self._take(db, "succeed", out_bill_no)[0]:
+            state = "SUCCESS"
+        elif self._take(db, "fail", out_bill_no)[0]:
+            state, reason = "FAIL", "ACCOUNT_FROZEN"
+        now = self._clock()
+        package = self._package(out_bill_no) if state == "WAIT_USER_CONFIRM" else None
+        db.execute(
+            "INSERT INTO bills VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.mch_id,
+                out_bill_no,
+                state,
+                now,
+                self._bill_no(out_bill_no),
+                package,
+                reason,
+                amount_fen,
+                openid,
+                now,
+            ),
+        )
+        if self._take(db, "timeout_after_accept", out_bill_no)[0]:
+            return TransferUnclear("timed out after WeChat accepted the bill (sandbox fault)")
+        return self._row(db, out_bill_no) or TransferUnclear("the sandbox lost a bill")
+
+    def query_bill(self, out_bill_no: str) -> TransferBill | None:
+        with self._tx() as db:
+            failed = self._take(db, "error_500", out_bill_no)[0]
+        if failed:
+            raise TransferUnclear("WeChat Pay answered HTTP 500 SYSTEM_ERROR (sandbox fault)")
+        with self._tx() as db:
+            bill = self._row(db, out_bill_no)
+            if bill is None:
+                return None
+            prev, changed = db.execute(
+                "SELECT prev_state, changed_at FROM bills WHERE mchid = ? AND out_bill_no = ?",
+                (self.mch_id, out_bill_no),
+            ).fetchone()
+            if prev:
+                row = db.execute(
+                    "SELECT id, seconds FROM faults WHERE fault = 'query_delay' AND remaining > 0 "
+                    "AND (out_bill_no IS NULL OR out_bill_no = ?) ORDER BY id LIMIT 1",
+                    (out_bill_no,),
+                ).fetchone()
+                if row is not None and self._clock() - changed < row[1]:
+                    db.execute("UPDATE faults SET remaining = remaining - 1 WHERE id = ?", (row[0],))
+                    package = self._package(out_bill_no) if prev == "WAIT_USER_CONFIRM" else None
+                    return TransferBill(
+                        out_bill_no, prev, bill.transfer_bill_no, package, None, bill.amount_fen, bill.openid
+                    )
+            return bill
+
+    def cancel_bill(self, out_bill_no: str) -> TransferBill:
+        with self._tx() as db:
+            bill = self._row(db, out_bill_no)
+            if bill is None:
+                raise TransferRejected("NOT_FOUND", "记录不存在")
+            if bill.state in ("ACCEPTED", "WAIT_USER_CONFIRM"):
+                self._set_state(db, bill, "CANCELLED", None)
+            return self._row(db, out_bill_no) or bill
+
+    def user_confirm(self, out_bill_no: str) -> list[tuple[dict[str, str], bytes]]:
+        """The user confirms in WeChat: the bill succeeds (or fails, if armed) and the callbacks
+        WeChat would POST to notify_url are returned (repeated, if armed)."""
+        with self._tx() as db:
+            bill = self._row(db, out_bill_no)
+            if bill is None:
+                raise NotFound("WeChat knows no such transfer", code="unknown_transfer")
+            if bill.state != "WAIT_USER_CONFIRM":
+                raise Conflict(f"the transfer is {bill.state}, not waiting for the user", code="not_waiting")
+            fail = self._take(db, "fail", out_bill_no)[0]
+            self._set_state(db, bill, "FAIL" if fail else "SUCCESS", "ACCOUNT_FROZEN" if fail else None)
+            repeats, _ = self._take(db, "repeat_callbacks", out_bill_no, all_left=True)
+            finished = self._row(db, out_bill_no)
+        assert finished is not None  # noqa: S101
+        notification = self._notification(finished)
+        return [notification] * max(1, repeats)
+
+    def notification_for(self, out_bill_no: str) -> tuple[dict[str, str], bytes]:
+        """Headers and body of the callback WeChat would send for the bill's current state."""
+        with self._tx() as db:
+            bill = self._row(db, out_bill_no)
+        if bill is None:
+            raise NotFound("WeChat knows no such transfer", code="unknown_transfer")
+        return self._notification(bill)
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> TransferBill:
+        return self._live.parse_notification(headers, body)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _notification(self, bill: TransferBill) -> tuple[dict[str, str], bytes]:
+        resource: dict[str, Any] = {
+            "out_bill_no": bill.out_bill_no,
+            "transfer_bill_no": bill.transfer_bill_no,
+            "state": bill.state,
+            "mch_id": self.mch_id,
+            "transfer_amount": bill.amount_fen,
+            "openid": bill.openid,
+            "create_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(self._clock() + 8 * 3600)),
+            "update_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(self._clock() + 8 * 3600)),
+        }
+        if bill.fail_reason:
+            resource["fail_reason"] = bill.fail_reason
+        return self._pay.notification(NOTIFICATION_EVENT, "商家转账单据终态通知", RESOURCE_TYPE, resource)
+
+    def _row(self, db: sqlite3.Connection, out_bill_no: str) -> TransferBill | None:
+        row = db.execute(
+            "SELECT state, transfer_bill_no, package_info, fail_reason, amount, openid FROM bills "
+            "WHERE mchid = ? AND out_bill_no = ?",
+            (self.mch_id, out_bill_no),
+        ).fetchone()
+        if row is None:
+            return None
+        return TransferBill(out_bill_no, row[0], row[1], row[2], row[3], int(row[4]), row[5])
+
+    def _set_state(self, db: sqlite3.Connection, bill: TransferBill, state: str, reason: str | None) -> None:
+        db.execute(
+            "UPDATE bills SET prev_state = state, state = ?, changed_at = ?, package_info = NULL, fail_reason = ? "
+            "WHERE mchid = ? AND out_bill_no = ?",
+            (state, self._clock(), reason, self.mch_id, bill.out_bill_no),
+        )
+
+    def _bill_no(self, out_bill_no: str) -> str:
+        return "1330" + hashlib.sha256(f"{self.mch_id}:{out_bill_no}".encode()).hexdigest()[:28]
+
+    def _package(self, out_bill_no: str) -> str:
+        digest = hashlib.sha256(f"package:{self.mch_id}:{out_bill_no}".encode()).hexdigest()
+        return "ABBQO+oYAAABAAAAAAB" + digest[:40] + uuid.UUID(digest[:32]).hex[:8]
