@@ -149,8 +149,56 @@ def test_stream_handler_has_an_iterator_age_alarm(source: DynamoDBEventConfig) -
 
 
 def test_queue_handlers_report_partial_failures() -> None:
+    assert SQS_SOURCES, "the payout worker is an SQS handler"
     for source in SQS_SOURCES:
         assert event_properties(source)["FunctionResponseTypes"] == ["ReportBatchItemFailures"], source.name
+
+
+@pytest.mark.parametrize("source", SQS_SOURCES, ids=lambda s: s.name)
+def test_queue_handler_reads_a_queue_that_dead_letters_and_outlives_its_timeout(source: SQSEventConfig) -> None:
+    # Given the placeholder ARN in app.py names the queue (".../payouts")
+    logical = str(source.queue_arn).rsplit(":", 1)[-1]
+    props = event_properties(source)
+    queue = RESOURCES[get_att(props["Queue"], "Arn")]["Properties"]
+    assert queue["QueueName"] == f"{PREFIX}-{logical}"
+    assert props["BatchSize"] == source.batch_size
+    assert props["ScalingConfig"]["MaximumConcurrency"] >= 2
+    # AWS asks for a visibility timeout of at least six times the function's timeout
+    timeout = CONFIG["stages"]["prod"]["lambda_functions"][source.name]["lambda_timeout"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout
+    redrive = queue["RedrivePolicy"]
+    assert 1 < redrive["maxReceiveCount"] <= MAX_RETRIES
+    dead = get_att(redrive["deadLetterTargetArn"], "Arn")
+    assert RESOURCES[dead]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert alarms_on("ApproximateNumberOfMessagesVisible", "QueueName", {"Fn::GetAtt": [dead, "QueueName"]})
+    assert alarms_on(
+        "ApproximateAgeOfOldestMessage", "QueueName", {"Fn::GetAtt": [get_att(props["Queue"], "Arn"), "QueueName"]}
+    )
+    for action in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes", "SendMessage"):
+        assert _allowed(f"sqs:{action}", f"arn:aws:sqs:ap-east-1:123456789012:{queue['QueueName']}"), action
+
+
+WECHATPAY = (
+    "WECHATPAY_MCHID",
+    "WECHATPAY_APIV3_KEY",
+    "WECHATPAY_PRIVATE_KEY",
+    "WECHATPAY_CERT_SERIAL",
+    "WECHATPAY_PUBLIC_KEY",
+    "WECHATPAY_PUBLIC_KEY_ID",
+)
+
+
+@pytest.mark.parametrize("function", ["APIHandler", "SendPayout", "ReconcilePayouts"])
+def test_functions_calling_wechat_pay_read_the_merchant_secrets(function: str) -> None:
+    variables = RESOURCES[function]["Properties"]["Environment"]["Variables"]
+    for name in WECHATPAY:
+        assert str(variables.get(name, "")).startswith("{{resolve:secretsmanager:fenxiao/prod:SecretString:"), name
+
+
+@pytest.mark.parametrize("function", ["APIHandler", "PayoutRun"])
+def test_functions_running_the_payout_run_know_the_queue(function: str) -> None:
+    # the schedule runs it, and an owner through POST /v1/admin/jobs/payout_run/run
+    assert RESOURCES[function]["Properties"]["Environment"]["Variables"]["PAYOUT_QUEUE_URL"] == {"Ref": "PayoutQueue"}
 
 
 def test_merge_patches_only_functions_and_events_chalice_generates() -> None:
