@@ -441,6 +441,28 @@ def test_sqs_messages_delivered_and_failures_parked(
     assert toy.processed["sqs"] == ["m1", "m2", "m3"]
 
 
+def test_spooled_messages_from_other_processes_are_delivered_once_in_order(
+    toy: Toy, make_runner: Callable[..., EventRunner], tmp_path: Path
+) -> None:
+    from chalicelib.store.queue import spool
+
+    spool_dir = tmp_path / "spool"
+    first, second = make_runner(spool_dir=spool_dir), make_runner(spool_dir=spool_dir)
+    for batch in range(5):
+        spool(spool_dir, "payouts", [{"n": batch * 10 + i} for i in range(10)])
+    (spool_dir / "payouts" / ".half-written.tmp").write_text("[{")  # a file being written is never read
+
+    threads = [threading.Thread(target=r.drain) for r in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    seen = sorted(json.loads(body)["n"] for body in toy.processed["sqs"])
+    assert seen == list(range(50))  # every message once, though two runners raced for the files
+    assert [p.name for p in (spool_dir / "payouts").iterdir()] == [".half-written.tmp"]
+
+
 CLI_APP = """
 import json, os
 from chalice import Chalice
