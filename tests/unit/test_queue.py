@@ -24,7 +24,7 @@ BASE = {"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789", "AWS_DEF
 def settings_env() -> Iterator[Any]:
     def use(**extra: str) -> None:
         get_settings.cache_clear()
-        stack.enter_context(environ({**BASE, **extra}))
+        stack.enter_context(environ({**BASE, "PAYOUT_QUEUE_URL": "", "LOCAL_QUEUE_DIR": "", **extra}))
 
     from contextlib import ExitStack
 
