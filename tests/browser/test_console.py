@@ -29,10 +29,13 @@ def chain(api: LiveApi, *names: str) -> list[str]:
     return [uid for _, uid in people]
 
 
-def log_in(page: Page, username: str, *, limit: int | None = None) -> None:
+def log_in(page: Page, username: str, *, limit: int | None = None, appid: str | None = None) -> None:
     page.goto("/admin" + (f"?limit={limit}" if limit else ""))
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(f"pw-{username}")
+    if appid:
+        page.locator("summary").click()
+        page.get_by_test_id("login-appid").fill(appid)
     page.get_by_test_id("login-submit").click()
     expect(page.get_by_test_id("session-role")).to_have_text(username)
     expect(page.get_by_test_id("login")).to_be_hidden()
@@ -208,3 +211,49 @@ def test_names_are_shown_as_text_never_as_markup(page: Page, live_api: LiveApi) 
 
     expect(page.get_by_test_id("child-name")).to_have_text(name)
     assert page.evaluate("window.pwned") is None
+
+
+def test_finance_approves_and_rejects_withdrawals_and_ops_only_reads(page: Page, live_api: LiveApi) -> None:
+    from chalicelib.entities import Principal, Role
+    from chalicelib.services import accounts, withdrawals
+    from chalicelib.settlement import WithdrawalState
+    from chalicelib.store import get_store
+    from tests.integration.test_withdrawals import credit
+    from tests.stack import OTHER_TENANT
+
+    stack = live_api.stack  # the other tenant: its review queue holds only this test's withdrawals
+    who = Principal(OTHER_TENANT, accounts.login(f"dev-{unique('w')}", OTHER_TENANT).user.id, Role.USER)
+    credit(stack, who, 3_000)
+    first, _ = withdrawals.request(who, 1_000)
+    second, _ = withdrawals.request(who, 1_500)
+
+    log_in(page, "finance", appid=OTHER_TENANT)
+    page.get_by_test_id("wd-load").click()  # the review queue: requested, oldest first
+    expect(page.get_by_test_id(f"wd-row-{first['id']}")).to_contain_text("10.00")
+    page.get_by_test_id(f"wd-approve-{first['id']}").click()
+    expect(page.get_by_test_id("message")).to_contain_text(first["id"])
+    expect(page.get_by_test_id(f"wd-row-{first['id']}")).to_have_count(0)
+
+    page.get_by_test_id(f"wd-reject-{second['id']}").click()  # no reason yet: refused in the page
+    expect(page.get_by_test_id("message")).to_contain_text("reason")
+    page.get_by_test_id(f"wd-reason-{second['id']}").fill("资料不全 <b>x</b>")
+    page.get_by_test_id(f"wd-reject-{second['id']}").click()
+    expect(page.get_by_test_id(f"wd-row-{second['id']}")).to_have_count(0)
+
+    store = get_store().withdrawals
+    assert store.get(OTHER_TENANT, first["id"]).state is WithdrawalState.APPROVED  # type: ignore[union-attr]
+    rejected = store.get(OTHER_TENANT, second["id"])
+    assert rejected is not None and rejected.state is WithdrawalState.REJECTED
+    assert rejected.reason == "资料不全 <b>x</b>"
+
+    page.get_by_test_id("wd-state").select_option("rejected")
+    page.get_by_test_id("wd-load").click()
+    expect(page.get_by_test_id(f"wd-row-{second['id']}")).to_be_visible()
+    page.get_by_test_id("logout").click()
+
+    log_in(page, "ops", appid=OTHER_TENANT)
+    page.get_by_test_id("wd-state").select_option("approved")
+    page.get_by_test_id("wd-load").click()
+    expect(page.get_by_test_id(f"wd-row-{first['id']}")).to_be_visible()
+    expect(page.get_by_test_id(f"wd-approve-{first['id']}")).to_have_count(0)
+    expect(page.get_by_test_id(f"wd-reject-{first['id']}")).to_have_count(0)

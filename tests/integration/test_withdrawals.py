@@ -69,7 +69,7 @@ def credit(stack: Stack, who: Principal, amount_fen: int, state: str = "availabl
     write = LedgerWrite(order_id=f"o{uuid.uuid4().hex[:12]}")
     write.new_lines.append(
         LedgerLine(
-            tenant=stack.tenant,
+            tenant=who.tenant,
             promoter=who.subject,
             order_id=write.order_id,
             level=1,
@@ -82,7 +82,7 @@ def credit(stack: Stack, who: Principal, amount_fen: int, state: str = "availabl
         )
     )
     write.add_account(who.subject, f"{state}_fen", amount_fen)
-    assert get_store().ledger.apply(stack.tenant, write)
+    assert get_store().ledger.apply(who.tenant, write)
 
 
 def account(stack: Stack, who: Principal) -> dict[str, int]:
