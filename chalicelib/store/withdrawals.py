@@ -131,27 +131,34 @@ class WithdrawalStore:
         return Page(rows, encode_cursor(result.last_evaluated_key))
 
     def ids_in_state(self, tenant: str, state: WithdrawalState, page_size: int) -> Iterator[list[dict[str, Any]]]:
-        """Every withdrawal in `state`, oldest first, one page at a time (flat memory)."""
+        """Every withdrawal in `state`, oldest first, one page at a time (flat memory).
+
+        Reads the index through PynamoDB's connection and takes the few attributes it needs from
+        the raw items: building a model object per item would cost more than the read.
+        """
+        connection = WithdrawalModel._get_connection()
         start: dict[str, Any] | None = None
         while True:
-            result = WithdrawalModel.by_state.query(
+            data = connection.query(
                 f"{tenant}#{state.value}",
+                index_name="by_state",
                 limit=page_size,
-                last_evaluated_key=start,
-                attributes_to_get=["withdrawal_id", "amount_fen", "fee_fen", "updated_at", "pk", "created_at"],
+                exclusive_start_key=start,
+                attributes_to_get=["withdrawal_id", "amount_fen", "fee_fen", "updated_at"],
             )
             page = [
                 {
-                    "id": i.withdrawal_id,
-                    "amount_fen": int(i.amount_fen),
-                    "fee_fen": int(i.fee_fen),
-                    "updated_at": i.updated_at,
+                    "id": item["withdrawal_id"]["S"],
+                    "amount_fen": int(item["amount_fen"]["N"]),
+                    "fee_fen": int(item["fee_fen"]["N"]),
+                    "updated_at": item["updated_at"]["S"],
                 }
-                for i in result
+                for item in data.get("Items", [])
             ]
+            start = data.get("LastEvaluatedKey")
+            del data
             if page:
                 yield page
-            start = result.last_evaluated_key
             if not start:
                 return
 
