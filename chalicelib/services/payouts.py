@@ -22,7 +22,7 @@ from chalicelib import settlement
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Conflict, DomainError, NotFound
 from chalicelib.observability import count, gauge, logger
 from chalicelib.services import tenants
 from chalicelib.services.withdrawals import READERS, get_own, view
@@ -134,6 +134,10 @@ def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
         count("PayoutsRejected")
         logger.warning("transfer refused", extra={"withdrawal": w.id, "code": exc.code})
         return _fail(w, f"{exc.code}: {exc.message}"[:200])
+    except DomainError as exc:  # a bill WeChat would refuse (checked before any call): never sendable
+        count("PayoutsRejected")
+        logger.error("withdrawal cannot be sent", extra={"withdrawal": w.id, "code": exc.code})
+        return _fail(w, f"{exc.code}: {exc.message}"[:200])
     count("PayoutsSent")
     count("PayoutsSentFen", w.net_fen)
     return record(w.tenant, bill, "transfer")
@@ -241,7 +245,7 @@ def reconcile(now: datetime) -> dict[str, Any]:
     again with the same out_bill_no; an unclear answer leaves it for the next run.
     """
     store = get_store()
-    tally = {"checked": 0, "corrected": 0, "resent": 0, "unclear": 0}
+    tally = {"checked": 0, "corrected": 0, "resent": 0, "unclear": 0, "errors": 0}
     oldest = 0.0
     for tenant in store.tenants.all():
         for state in (WithdrawalState.SENDING, WithdrawalState.PROCESSING, WithdrawalState.WAIT_USER_CONFIRM):
@@ -251,7 +255,13 @@ def reconcile(now: datetime) -> dict[str, Any]:
                     oldest = max(oldest, age.total_seconds())
                     if state is WithdrawalState.SENDING and age < STALE_SENDING:
                         continue  # a worker may still be waiting for WeChat's answer
-                    outcome = _reconcile_one(tenant.id, row["id"], state)
+                    try:
+                        outcome = _reconcile_one(tenant.id, row["id"], state)
+                    except Exception:  # one broken withdrawal must not stop the others
+                        logger.exception("reconciliation failed", extra={"withdrawal": row["id"]})
+                        count("ReconciliationErrors")
+                        tally["errors"] += 1
+                        continue
                     if outcome:
                         tally["checked"] += 1
                         if outcome != "checked":

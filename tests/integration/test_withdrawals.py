@@ -505,3 +505,45 @@ def test_a_second_payout_run_sends_nothing_twice(stack: Stack, rules: dict[str, 
     assert w_after is not None and w_after.state is WithdrawalState.WAIT_USER_CONFIRM and w_after.attempts == 1
     payouts.sandbox_user_confirm(who, w["id"])
     _one_paid(stack, who, w["id"], 1_000, sandbox)
+
+
+def test_one_broken_withdrawal_does_not_stop_reconciliation(
+    stack: Stack, rules: dict[str, Any], sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    who = promoter(stack)
+    credit(stack, who, 2_000)
+    broken, fine = request(who, 1_000), request(who, 1_000)
+    pay_out(stack, broken["id"], fine["id"])
+    sandbox.user_confirm(broken["id"])
+    sandbox.user_confirm(fine["id"])  # both callbacks lost
+    real_query = type(sandbox).query_bill
+
+    def query(self: Any, out_bill_no: str) -> Any:
+        if out_bill_no == broken["id"]:
+            raise RuntimeError("a bug on one withdrawal")
+        return real_query(self, out_bill_no)
+
+    monkeypatch.setattr(type(sandbox), "query_bill", query)
+    summary = _reconcile_later()
+    assert summary["errors"] >= 1
+    assert state_of(stack, fine["id"]) is WithdrawalState.PAID
+    assert state_of(stack, broken["id"]) is WithdrawalState.WAIT_USER_CONFIRM
+    monkeypatch.setattr(type(sandbox), "query_bill", real_query)
+    _reconcile_later()
+    assert state_of(stack, broken["id"]) is WithdrawalState.PAID
+    assert_money_conserved(stack, who)
+
+
+def test_a_bill_wechat_would_refuse_fails_the_withdrawal_and_returns_the_money(
+    stack: Stack, rules: dict[str, Any], sandbox: Any
+) -> None:
+    from chalicelib.store.models import WithdrawalModel
+
+    who = promoter(stack)
+    credit(stack, who, 1_000)
+    w = request(who, 1_000)
+    WithdrawalModel(f"{stack.tenant}#{w['id']}").update(actions=[WithdrawalModel.openid.set("")])  # corrupted
+    pay_out(stack, w["id"])
+    assert state_of(stack, w["id"]) is WithdrawalState.FAILED
+    assert account(stack, who)["available_fen"] == 1_000
+    assert sandbox.query_bill(w["id"]) is None
