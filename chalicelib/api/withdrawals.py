@@ -47,7 +47,7 @@ def get_withdrawal(withdrawal_id: str) -> dict[str, Any]:
 @bp.route("/v1/withdrawals/{withdrawal_id}/cancel", methods=["POST"])
 @handled
 def cancel_withdrawal(withdrawal_id: str) -> dict[str, Any]:
-    return withdrawals.cancel(principal_of(bp.current_request), withdrawal_id)
+    return payouts.cancel(principal_of(bp.current_request), withdrawal_id)
 
 
 @bp.route("/v1/withdrawals/{withdrawal_id}/confirmation", methods=["GET"])

@@ -22,7 +22,7 @@ from chalicelib import settlement
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
-from chalicelib.errors import Conflict, DomainError, NotFound
+from chalicelib.errors import Conflict, DomainError, NotFound, UpstreamError
 from chalicelib.observability import count, gauge, logger
 from chalicelib.services import tenants
 from chalicelib.services.withdrawals import READERS, get_own, view
@@ -156,7 +156,7 @@ def _fail(w: Withdrawal, reason: str) -> Withdrawal:
         event,
         utcnow(),
         account=settlement.account_moves(target, w.amount_fen),
-        extra={"fail_reason": reason},
+        extra={"fail_reason": reason, "real_name": None},
     ):
         count("PayoutsFailed")
         count("PayoutsFailedFen", w.net_fen)
@@ -166,7 +166,7 @@ def _fail(w: Withdrawal, reason: str) -> Withdrawal:
 # --- WeChat's answers: worker, callback, reconciliation ---------------------------------------
 
 
-def record(tenant: str, bill: TransferBill, source: str) -> Withdrawal:
+def record(tenant: str, bill: TransferBill, source: str, actor: str | None = None) -> Withdrawal:
     """Record a bill's state from WeChat on its withdrawal (repeats and stale answers are harmless:
     final states never move; a final answer contradicting ours is counted and logged, not applied)."""
     store = get_store()
@@ -179,7 +179,7 @@ def record(tenant: str, bill: TransferBill, source: str) -> Withdrawal:
         news = bill.state != w.provider_state or (bill.package_info or None) != w.package_info
         if w.state not in IN_FLIGHT or (target is w.state and not news):
             return w  # finished, not sent by us yet, or nothing new
-        event, moves, extra = _provider_change(w, bill, target, source)
+        event, moves, extra = _provider_change(w, bill, target, source, actor or f"system:{source}")
         if store.withdrawals.move(w, target, event, utcnow(), account=moves, extra=extra):
             _count_outcome(target, w.net_fen)
             logger.info("payout state", extra={"withdrawal": w.id, "to": target.value, "source": source})
@@ -202,7 +202,7 @@ def _check_agrees(w: Withdrawal, bill: TransferBill) -> None:
 
 
 def _provider_change(
-    w: Withdrawal, bill: TransferBill, target: WithdrawalState, source: str
+    w: Withdrawal, bill: TransferBill, target: WithdrawalState, source: str, actor: str
 ) -> tuple[AuditEvent, dict[str, int], dict[str, Any]]:
     """(audit event, account deltas, item changes) of recording a bill's state."""
     extra: dict[str, Any] = {
@@ -214,9 +214,9 @@ def _provider_change(
         extra["bill_no"] = bill.transfer_bill_no
     if bill.fail_reason:
         extra["fail_reason"] = data["fail_reason"] = bill.fail_reason
-    event = AuditEvent(
-        entity=f"withdrawal:{w.id}", action=f"withdrawal.{target.value}", actor=f"system:{source}", data=data
-    )
+    if target in FINAL:
+        extra["real_name"] = None  # needed only to send the bill
+    event = AuditEvent(entity=f"withdrawal:{w.id}", action=f"withdrawal.{target.value}", actor=actor, data=data)
     moves = settlement.account_moves(target, w.amount_fen) if target in FINAL else {}
     return event, moves, extra
 
@@ -298,6 +298,24 @@ def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState) -> s
 
 
 # --- the mini-program's and the operator's side ----------------------------------------------
+
+
+def cancel(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
+    """The promoter takes a withdrawal back: before it is sent the money simply returns; while the
+    transfer waits for their confirmation in WeChat, the bill is cancelled at WeChat first."""
+    from chalicelib.services import withdrawals
+    from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
+
+    w = get_own(principal, withdrawal_id)
+    if w.state is not WithdrawalState.WAIT_USER_CONFIRM:
+        return withdrawals.cancel(principal, withdrawal_id)
+    try:
+        bill = get_transfer(principal.tenant).cancel_bill(w.id)
+    except TransferUnclear as exc:
+        raise UpstreamError("WeChat did not answer; try again", code="wechatpay_unavailable") from exc
+    except TransferRejected as exc:
+        raise Conflict(f"WeChat refused to cancel the transfer ({exc.code})", code="not_cancellable") from exc
+    return view(record(principal.tenant, bill, "cancel", principal.actor))
 
 
 def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:

@@ -235,7 +235,8 @@ def _act(
             data={**data, "from": w.state.value},
         )
         moves = settlement.account_moves(target, w.amount_fen)
-        if store.withdrawals.move(w, target, event, now, account=moves, extra=extra):
+        changes = {**(extra or {}), **({"real_name": None} if target in settlement.FINAL else {})}
+        if store.withdrawals.move(w, target, event, now, account=moves, extra=changes):
             logger.info("withdrawal moved", extra={"withdrawal": w.id, "to": target.value, "actor": actor})
             return store.withdrawals.get(w.tenant, w.id) or w
         fresh = store.withdrawals.get(w.tenant, w.id)

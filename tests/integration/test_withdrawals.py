@@ -290,7 +290,7 @@ def test_payout_confirm_and_paid(stack: Stack, rules: dict[str, Any], sandbox: A
     confirmation = payouts.confirmation(who, w["id"])
     assert confirmation["package_info"] and confirmation["appid"] == stack.tenant and confirmation["mch_id"]
     with pytest.raises(Conflict):
-        withdrawals.cancel(who, w["id"])  # sent: the user declines in WeChat instead
+        withdrawals.cancel(who, w["id"])  # sent: only the payouts service may cancel it, at WeChat
     assert payouts.sandbox_user_confirm(who, w["id"])["state"] == "paid"
     assert account(stack, who) == {**dict.fromkeys(BUCKETS, 0), "paid_fen": 2_000}
     with pytest.raises(Conflict):
@@ -547,3 +547,25 @@ def test_a_bill_wechat_would_refuse_fails_the_withdrawal_and_returns_the_money(
     assert state_of(stack, w["id"]) is WithdrawalState.FAILED
     assert account(stack, who)["available_fen"] == 1_000
     assert sandbox.query_bill(w["id"]) is None
+
+
+def test_the_user_cancels_a_transfer_waiting_for_confirmation(
+    stack: Stack, finance: Principal, rules: dict[str, Any], sandbox: Any
+) -> None:
+    who = promoter(stack)
+    credit(stack, who, 250_000)
+    w = request(who, 250_000, real_name="李四")
+    pay_out(stack, w["id"])
+    assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
+    cancelled = payouts.cancel(who, w["id"])
+    assert cancelled["state"] == "failed" and cancelled["provider_state"] == "CANCELLED"
+    assert account(stack, who)["available_fen"] == 250_000
+    bill = sandbox.query_bill(w["id"])
+    assert bill is not None and bill.state == "CANCELLED"
+    stored = get_store().withdrawals.get(stack.tenant, w["id"])
+    assert stored is not None and stored.real_name is None  # dropped once final
+    last = list(for_entity(stack.tenant, f"withdrawal:{w['id']}"))[-1]
+    assert (last.action, last.actor) == ("withdrawal.failed", who.actor)
+    with pytest.raises(Conflict):
+        payouts.cancel(who, w["id"])
+    assert_money_conserved(stack, who)
