@@ -133,7 +133,7 @@ def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
     except TransferRejected as exc:
         count("PayoutsRejected")
         logger.warning("transfer refused", extra={"withdrawal": w.id, "code": exc.code})
-        return _fail(w, f"{exc.code}: {exc.message}"[:200])
+        return _refused(w, f"{exc.code}: {exc.message}"[:200])
     except DomainError as exc:  # a bill WeChat would refuse (checked before any call): never sendable
         count("PayoutsRejected")
         logger.error("withdrawal cannot be sent", extra={"withdrawal": w.id, "code": exc.code})
@@ -141,6 +141,20 @@ def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
     count("PayoutsSent")
     count("PayoutsSentFen", w.net_fen)
     return record(w.tenant, bill, "transfer")
+
+
+def _refused(w: Withdrawal, reason: str) -> Withdrawal:
+    """WeChat refused the bill. Before the money goes back, make sure WeChat holds no bill under
+    this out_bill_no (a refusal of a repeated request must never let the money be paid twice)."""
+    from chalicelib.wechat.transfer import TransferUnclear
+
+    try:
+        known = get_transfer(w.tenant).query_bill(w.id)
+    except TransferUnclear as exc:
+        raise PayoutUnclear(str(exc)) from exc
+    if known is not None:
+        return record(w.tenant, known, "query")
+    return _fail(w, reason)
 
 
 def _fail(w: Withdrawal, reason: str) -> Withdrawal:

@@ -569,3 +569,32 @@ def test_the_user_cancels_a_transfer_waiting_for_confirmation(
     with pytest.raises(Conflict):
         payouts.cancel(who, w["id"])
     assert_money_conserved(stack, who)
+
+
+def test_a_refusal_of_a_bill_wechat_already_holds_records_the_bill_not_a_failure(
+    stack: Stack, rules: dict[str, Any], sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.wechat.transfer import SandboxTransfer, TransferRejected
+
+    who = promoter(stack)
+    credit(stack, who, 1_000)
+    w = request(who, 1_000)
+    sandbox.inject("timeout_after_accept", out_bill_no=w["id"])  # WeChat holds the bill; the answer is lost
+    real_create, real_query = SandboxTransfer.create_bill, SandboxTransfer.query_bill
+    creates: list[str] = []
+
+    def create(self: Any, **kwargs: Any) -> Any:
+        creates.append(kwargs["out_bill_no"])
+        if len(creates) > 1:  # the retry: WeChat answers "duplicate" instead of returning the bill
+            raise TransferRejected("INVALID_REQUEST", "商户单号重复")
+        return real_create(self, **kwargs)
+
+    def query(self: Any, out_bill_no: str) -> Any:
+        return None if len(creates) < 2 else real_query(self, out_bill_no)  # a stale "not found" first
+
+    monkeypatch.setattr(SandboxTransfer, "create_bill", create)
+    monkeypatch.setattr(SandboxTransfer, "query_bill", query)
+    pay_out(stack, w["id"])
+    assert len(creates) == 2
+    assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM  # not failed: no money returned
+    assert account(stack, who)["withdrawing_fen"] == 1_000
