@@ -54,7 +54,7 @@ def _image(record: Mapping[str, Any], which: str) -> dict[str, Any]:
 
 
 def _order_from_image(image: Mapping[str, Any]) -> Order:
-    from chalicelib.store.commerce import order_from_image
+    from chalicelib.store.orders import order_from_image
 
     return order_from_image(image)
 

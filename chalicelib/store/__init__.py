@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from chalicelib.store.admins import AdminStore, TenantStore
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.catalog import CouponStore, ProductStore
-    from chalicelib.store.commerce import LedgerStore, OrderStore, PlanStore
+    from chalicelib.store.commerce import LedgerStore, PlanStore
     from chalicelib.store.nonces import NonceStore
+    from chalicelib.store.orders import OrderStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
     from chalicelib.store.withdrawals import WithdrawalStore
@@ -45,9 +46,10 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.base import Transactions
     from chalicelib.store.catalog import CouponStore, ProductStore
-    from chalicelib.store.commerce import LedgerStore, OrderStore, PlanStore
+    from chalicelib.store.commerce import LedgerStore, PlanStore
     from chalicelib.store.models import configure
     from chalicelib.store.nonces import NonceStore
+    from chalicelib.store.orders import OrderStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
     from chalicelib.store.withdrawals import WithdrawalStore

@@ -22,8 +22,8 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent
 from chalicelib.orders import Order
 from chalicelib.store.base import Transactions, unless_exists
-from chalicelib.store.commerce import order_key, refund_update
 from chalicelib.store.models import NonceModel, OrderModel
+from chalicelib.store.orders import order_key, refund_update
 
 
 class RefundOutcome(StrEnum):
