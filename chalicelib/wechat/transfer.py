@@ -134,6 +134,47 @@ def _optional(value: Any) -> str | None:
     return str(value) if value else None
 
 
+def _china_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(epoch + 8 * 3600))
+
+
+def create_answer(bill: TransferBill, created_at: float) -> dict[str, Any]:
+    """WeChat's answer to 发起转账 (documented fields: out_bill_no, transfer_bill_no, create_time,
+    state, fail_reason, package_info). It alone carries package_info, while the user must confirm."""
+    answer: dict[str, Any] = {
+        "out_bill_no": bill.out_bill_no,
+        "transfer_bill_no": bill.transfer_bill_no,
+        "create_time": _china_time(created_at),
+        "state": bill.state,
+    }
+    if bill.fail_reason:
+        answer["fail_reason"] = bill.fail_reason
+    if bill.state == "WAIT_USER_CONFIRM" and bill.package_info:
+        answer["package_info"] = bill.package_info
+    return answer
+
+
+def query_answer(bill: TransferBill, mch_id: str, appid: str, created_at: float, updated_at: float) -> dict[str, Any]:
+    """WeChat's answer to 商户单号查询转账单 (documented fields: mch_id, out_bill_no, transfer_bill_no,
+    appid, state, transfer_amount, transfer_remark, fail_reason, openid, user_name, create_time,
+    update_time): no package_info, whatever the state. The twin keeps no remark or name, so it
+    leaves those two out."""
+    answer: dict[str, Any] = {
+        "mch_id": mch_id,
+        "out_bill_no": bill.out_bill_no,
+        "transfer_bill_no": bill.transfer_bill_no,
+        "appid": appid,
+        "state": bill.state,
+        "transfer_amount": bill.amount_fen,
+        "openid": bill.openid,
+        "create_time": _china_time(created_at),
+        "update_time": _china_time(updated_at),
+    }
+    if bill.fail_reason:
+        answer["fail_reason"] = bill.fail_reason
+    return answer
+
+
 # --- the live client --------------------------------------------------------------------------
 
 
@@ -208,7 +249,8 @@ class LiveTransfer:
             resource = data["resource"]
             if data.get("event_type") != NOTIFICATION_EVENT or not isinstance(resource, dict):
                 raise BadRequest("not a transfer notification", code="bad_notification")
-            if resource.get("mch_id") != self.mch_id:
+            # WeChat names the merchant `mch_id` in this resource, `mchid` in others: accept either
+            if (resource.get("mch_id") or resource.get("mchid")) != self.mch_id:
                 raise BadRequest("the notification is for another merchant", code="bad_notification")
             return bill_from(resource)
         except (KeyError, TypeError, TransferUnclear) as exc:
@@ -333,7 +375,7 @@ class SandboxTransfer:
         if existing is not None:
             if existing.openid != openid or existing.amount_fen != amount_fen:
                 return TransferRejected("INVALID_REQUEST", "out_bill_no was used for another transfer")
-            return existing
+            return self._created(db, out_bill_no)
         if self._take(db, "reject", out_bill_no)[0]:
             return TransferRejected("NOT_ENOUGH", "商户运营账户资金不足 (sandbox fault)")
         state, reason = "WAIT_USER_CONFIRM", None
@@ -360,9 +402,22 @@ class SandboxTransfer:
         )
         if self._take(db, "timeout_after_accept", out_bill_no)[0]:
             return TransferUnclear("timed out after WeChat accepted the bill (sandbox fault)")
-        return self._row(db, out_bill_no) or TransferUnclear("the sandbox lost a bill")
+        return self._created(db, out_bill_no)
+
+    def _created(self, db: sqlite3.Connection, out_bill_no: str) -> TransferBill | Exception:
+        """The create answer, read the way the live client reads WeChat's JSON."""
+        bill = self._row(db, out_bill_no)
+        if bill is None:
+            return TransferUnclear("the sandbox lost a bill")
+        return bill_from(create_answer(bill, self._created_at(db, out_bill_no)), out_bill_no)
 
     def query_bill(self, out_bill_no: str) -> TransferBill | None:
+        """WeChat's query answer, read the way the live client reads it (no package_info)."""
+        answer = self.query_answer(out_bill_no)
+        return None if answer is None else bill_from(answer, out_bill_no)
+
+    def query_answer(self, out_bill_no: str) -> dict[str, Any] | None:
+        """The JSON WeChat answers to 商户单号查询转账单, or None for NOT_FOUND."""
         with self._tx() as db:
             failed = self._take(db, "error_500", out_bill_no)[0]
         if failed:
@@ -371,8 +426,8 @@ class SandboxTransfer:
             bill = self._row(db, out_bill_no)
             if bill is None:
                 return None
-            prev, changed = db.execute(
-                "SELECT prev_state, changed_at FROM bills WHERE mchid = ? AND out_bill_no = ?",
+            prev, changed, created = db.execute(
+                "SELECT prev_state, changed_at, created_at FROM bills WHERE mchid = ? AND out_bill_no = ?",
                 (self.mch_id, out_bill_no),
             ).fetchone()
             if prev:
@@ -383,11 +438,19 @@ class SandboxTransfer:
                 ).fetchone()
                 if row is not None and self._clock() - changed < row[1]:
                     db.execute("UPDATE faults SET remaining = remaining - 1 WHERE id = ?", (row[0],))
-                    package = self._package(out_bill_no) if prev == "WAIT_USER_CONFIRM" else None
-                    return TransferBill(
-                        out_bill_no, prev, bill.transfer_bill_no, package, None, bill.amount_fen, bill.openid
+                    bill = TransferBill(
+                        out_bill_no, prev, bill.transfer_bill_no, None, None, bill.amount_fen, bill.openid
                     )
-            return bill
+                    changed = created
+            return query_answer(bill, self.mch_id, self.appid, created, changed)
+
+    def create_answer(self, out_bill_no: str) -> dict[str, Any]:
+        """The JSON WeChat answers to 发起转账 for this bill (a repeat answers like the first)."""
+        with self._tx() as db:
+            bill = self._row(db, out_bill_no)
+            if bill is None:
+                raise NotFound("WeChat knows no such transfer", code="unknown_transfer")
+            return create_answer(bill, self._created_at(db, out_bill_no))
 
     def cancel_bill(self, out_bill_no: str) -> TransferBill:
         with self._tx() as db:
@@ -442,6 +505,12 @@ class SandboxTransfer:
         if bill.fail_reason:
             resource["fail_reason"] = bill.fail_reason
         return self._pay.notification(NOTIFICATION_EVENT, "商家转账单据终态通知", RESOURCE_TYPE, resource)
+
+    def _created_at(self, db: sqlite3.Connection, out_bill_no: str) -> float:
+        row = db.execute(
+            "SELECT created_at FROM bills WHERE mchid = ? AND out_bill_no = ?", (self.mch_id, out_bill_no)
+        ).fetchone()
+        return float(row[0]) if row else self._clock()
 
     def _row(self, db: sqlite3.Connection, out_bill_no: str) -> TransferBill | None:
         row = db.execute(

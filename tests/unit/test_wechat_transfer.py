@@ -205,7 +205,8 @@ def test_sandbox_bill_waits_for_the_user_and_is_idempotent(sandbox: SandboxTrans
     assert create(sandbox) == bill  # the same out_bill_no is the same bill
     with pytest.raises(TransferRejected):
         create(sandbox, amount=2_000)  # ... and cannot become another
-    assert sandbox.query_bill("W0001test") == bill
+    queried = sandbox.query_bill("W0001test")  # WeChat's query answer: the amount and payee, no package
+    assert queried == TransferBill("W0001test", bill.state, bill.transfer_bill_no, None, None, 1_000, OPENID)
     assert sandbox.query_bill("W0404test") is None
 
 
@@ -301,3 +302,102 @@ def test_two_processes_share_bills_and_faults(config: PayConfig, keys: SandboxKe
     assert worker.query_bill("W0001test").state == "SUCCESS"  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="unknown fault"):
         api.inject("explode")
+
+
+# --- contract: the twin answers like WeChat's documented samples -----------------------------
+
+# WeChat Pay's documented sample answers (商家转账: 发起转账, 商户单号查询转账单), field for field.
+DOCUMENTED_CREATE_ANSWER = {
+    "out_bill_no": "plfk2020042013",
+    "transfer_bill_no": "1330000071100999991182020050700019480001",
+    "create_time": "2015-05-20T13:29:35.120+08:00",
+    "state": "ACCEPTED",
+    "package_info": "affffddafdfafddffda==",
+}
+DOCUMENTED_QUERY_ANSWER = {
+    "mch_id": "1900001109",
+    "out_bill_no": "plfk2020042013",
+    "transfer_bill_no": "1330000071100999991182020050700019480001",
+    "appid": "wxf636efh567hg4356",
+    "state": "ACCEPTED",
+    "transfer_amount": 400000,
+    "transfer_remark": "2020年4月报销",
+    "fail_reason": "PAYEE_ACCOUNT_ABNORMAL",
+    "openid": "o-MYE42l80oelYMDE34nYD456Xoy",
+    "user_name": "757b340b45ebef5467rter35gf464344v3542sdf4t6re4tb4f54ty45t4yyry45",
+    "create_time": "2015-05-20T13:29:35.120+08:00",
+    "update_time": "2015-05-20T13:29:35.120+08:00",
+}
+
+
+def test_documented_answers_read_as_bills_and_only_the_create_answer_has_a_package() -> None:
+    from chalicelib.wechat.transfer import bill_from
+
+    created = bill_from(DOCUMENTED_CREATE_ANSWER, "plfk2020042013")
+    assert created.package_info == "affffddafdfafddffda==" and created.amount_fen is None
+    queried = bill_from(DOCUMENTED_QUERY_ANSWER, "plfk2020042013")
+    assert queried.package_info is None
+    assert (queried.amount_fen, queried.openid, queried.fail_reason) == (
+        400000,
+        "o-MYE42l80oelYMDE34nYD456Xoy",
+        "PAYEE_ACCOUNT_ABNORMAL",
+    )
+
+
+def test_the_twins_answers_have_wechats_documented_fields(sandbox: SandboxTransfer) -> None:
+    """The twin builds the JSON WeChat would send: a create answer (with package_info while the
+    user must confirm), a query answer (never package_info), each within the documented fields."""
+    created = create(sandbox)
+    assert created.package_info  # the create answer carries it
+    answer = sandbox.query_answer("W0001test")
+    assert answer is not None
+    assert "package_info" not in answer
+    assert set(answer) <= set(DOCUMENTED_QUERY_ANSWER)
+    assert {"mch_id", "out_bill_no", "transfer_bill_no", "appid", "state", "transfer_amount", "openid"} <= set(answer)
+    assert set(sandbox.create_answer("W0001test")) <= set(DOCUMENTED_CREATE_ANSWER) | {"fail_reason"}
+    queried = sandbox.query_bill("W0001test")
+    assert queried is not None and queried.state == "WAIT_USER_CONFIRM"
+    assert queried.package_info is None  # like WeChat: only the create answer has it
+    assert (queried.amount_fen, queried.openid) == (1_000, OPENID)
+
+
+def test_a_repeated_create_answers_like_the_first_with_its_package(sandbox: SandboxTransfer) -> None:
+    first = create(sandbox)
+    again = create(sandbox)
+    assert again.package_info == first.package_info and again.transfer_bill_no == first.transfer_bill_no
+
+
+# --- callbacks: mch_id or mchid ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["mch_id", "mchid"])
+def test_the_callbacks_merchant_id_may_be_mch_id_or_mchid(
+    sandbox: SandboxTransfer, live: LiveTransfer, config: PayConfig, key: str
+) -> None:
+    resource = {
+        "out_bill_no": "W0001test",
+        "transfer_bill_no": "1330000071100999991182020050700019480001",
+        "state": "SUCCESS",
+        key: config.mchid,
+        "transfer_amount": 1_000,
+        "openid": OPENID,
+        "create_time": "2026-11-25T10:34:56+08:00",
+        "update_time": "2026-11-25T10:40:00+08:00",
+    }
+    headers, body = sandbox._pay.notification(
+        "MCHTRANSFER.BILL.FINISHED", "商家转账单据终态通知", "mch_payment", resource
+    )
+    bill = live.parse_notification(headers, body)
+    assert (bill.out_bill_no, bill.state, bill.amount_fen) == ("W0001test", "SUCCESS", 1_000)
+
+
+@pytest.mark.parametrize("resource_ids", [{"mchid": "1900000000"}, {"mch_id": "1900000000"}, {}])
+def test_a_callback_for_another_or_no_merchant_is_refused(
+    sandbox: SandboxTransfer, live: LiveTransfer, resource_ids: dict[str, str]
+) -> None:
+    resource = {"out_bill_no": "W0001test", "state": "SUCCESS", **resource_ids}
+    headers, body = sandbox._pay.notification(
+        "MCHTRANSFER.BILL.FINISHED", "商家转账单据终态通知", "mch_payment", resource
+    )
+    with pytest.raises(BadRequest):
+        live.parse_notification(headers, body)
