@@ -29,6 +29,43 @@ TRANSITIONS: dict[str, tuple[OrderStatus, ...]] = {
 }
 
 
+class RefundState(StrEnum):
+    """A refund is recorded as requested before WeChat Pay is asked, then finishes one way."""
+
+    REQUESTED = "requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # its commission reversal is undone
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    number: str  # out_refund_no: deterministic, so a retry is the same refund at WeChat
+    amount_fen: int
+    state: RefundState
+    reason: str
+    requested_at: datetime
+    actor: str = ""
+    key: str | None = None  # the operator's Idempotency-Key
+    late_payment: bool = False  # the refund of a payment that arrived for a cancelled order
+
+
+MAX_REFUNDS = 50
+
+
+def refund_number(order_id: str, sequence: int) -> str:
+    """The out_refund_no of an order's `sequence`-th refund (1-based): `<order>R01`."""
+    return f"{order_id}R{sequence:02d}"
+
+
+def refund_outcome(wechat_status: str) -> RefundState | None:
+    """What WeChat's refund status means for our refund; None while it is still processing."""
+    if wechat_status == "SUCCESS":
+        return RefundState.SUCCEEDED
+    if wechat_status in ("ABNORMAL", "CLOSED"):
+        return RefundState.FAILED
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PricedLine:
     product_id: str
@@ -68,7 +105,18 @@ class Order:
     received_at: datetime | None = None
     transaction_id: str | None = None
     source: str = "miniprogram"
-    refunds: tuple[str, ...] = field(default=())
+    refunds: tuple[Refund, ...] = field(default=())
+    prepaid_at: datetime | None = None
+    pay_expires_at: datetime | None = None
+    pending_since: datetime | None = None  # waiting for WeChat Pay (payment or a refund) since
+
+    @property
+    def version_tag(self) -> tuple[int, int, OrderStatus]:
+        """What an exact refund checks is unchanged since it was read."""
+        return (self.amount_fen, self.refunded_fen, self.status)
+
+    def refund(self, number: str) -> Refund | None:
+        return next((r for r in self.refunds if r.number == number), None)
 
     @property
     def list_fen(self) -> int:

@@ -42,6 +42,12 @@ class Settings(BaseModel):
     wechatpay_public_key: str | None = None
     wechatpay_public_key_id: str | None = None
     sandbox_keys_dir: str | None = None
+    sandbox_refund_seconds: float = Field(
+        default=2.0, ge=0, description="Sandbox: how long a refund stays PROCESSING before WeChat's twin finishes it."
+    )
+    pay_window_minutes: int = Field(
+        default=120, gt=0, le=7 * 24 * 60, description="An unpaid order can be paid this long (time_expire)."
+    )
     wechatpay_transfer_scene_id: str = Field(
         default="1005", description="商家转账 scene: 1005 佣金报酬 (commission) unless the merchant has another."
     )

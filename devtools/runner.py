@@ -343,7 +343,24 @@ class EventRunner:
                     delivered += self._poll_stream(job)
                 elif job.kind == "sqs":
                     delivered += self._poll_queue(job)
+            delivered += self._deliver_notifications()
         return delivered
+
+    def _deliver_notifications(self) -> int:
+        """POST the WeChat twins' due notifications to their notify URLs (sandbox only)."""
+        from chalicelib.settings import get_settings
+
+        settings = get_settings()
+        if not settings.sandbox:
+            return 0
+        from chalicelib.wechat import sandbox_dir
+        from chalicelib.wechat.outbox import deliver_due
+
+        try:
+            return deliver_due(sandbox_dir())
+        except Exception:  # the runner keeps going; the outbox retries on the next poll
+            logger.exception("sandbox notification delivery failed")
+            return 0
 
     def drain(self, timeout: float = 10.0) -> int:
         """Poll until a full pass delivers nothing; return the total (TimeoutError if it never settles)."""

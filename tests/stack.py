@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,7 @@ def app_env(endpoint: str, prefix: str) -> dict[str, str]:
         "POWERTOOLS_METRICS_NAMESPACE": "FenxiaoTest",
         "POWERTOOLS_SERVICE_NAME": "fenxiao",
         "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        "SANDBOX_REFUND_SECONDS": "0",
         "SANDBOX_KEYS_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-wechatpay-{prefix}"),
         "LOCAL_QUEUE_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-queues-{prefix}"),
     }
@@ -90,7 +92,9 @@ def _stack(ddb_endpoint: str, prefix: str, tmp_path_factory: pytest.TempPathFact
         for role in (Role.OWNER, Role.OPS, Role.FINANCE, Role.AUDITOR):
             store.admins.put(Admin(tenant_id, role.value, hash_password("pw-" + role.value), role), utcnow())
     from app import app
+    from chalicelib.wechat import outbox
 
+    outbox.set_transport(chalice_transport(app))
     runner = EventRunner(
         app,
         table_name_for=lambda logical: f"{prefix}-{logical}",
@@ -102,7 +106,26 @@ def _stack(ddb_endpoint: str, prefix: str, tmp_path_factory: pytest.TempPathFact
     try:
         yield Stack(endpoint=ddb_endpoint, prefix=prefix, runner=runner)
     finally:
+        outbox.set_transport(None)
         reset_caches()
+
+
+def chalice_transport(app: Any) -> Callable[[str, Mapping[str, str], bytes], int]:
+    """Deliver the WeChat twins' notifications to the URL they were given, through the app's own
+    router (the Chalice test client), for tests that run no HTTP server: the path is the real one."""
+    from urllib.parse import urlsplit
+
+    from chalice.test import Client
+
+    client = Client(app)
+
+    def post(url: str, headers: Mapping[str, str], body: bytes) -> int:
+        parts = urlsplit(url)
+        assert not parts.query, f"WeChat refuses notify URLs with parameters: {url}"
+        response = client.http.post(parts.path, headers={**headers, "Content-Type": "application/json"}, body=body)
+        return int(response.status_code)
+
+    return post
 
 
 def unique(name: str) -> str:

@@ -6,9 +6,10 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
-from chalicelib.api.http import handled, int_param, page_limit, parse_body, parse_object, principal_of, query
+from chalicelib.api.http import handled, header, int_param, page_limit, parse_body, parse_object, principal_of, query
 from chalicelib.api.schemas import OrderBody, RefundBody
-from chalicelib.services import commissions, orders, plans
+from chalicelib.errors import BadRequest
+from chalicelib.services import commissions, orders, plans, refunds
 
 bp = Blueprint(__name__)
 
@@ -53,12 +54,13 @@ def cancel_order(order_id: str) -> dict[str, Any]:
     return orders.order_view(orders.cancel(principal_of(bp.current_request), order_id))
 
 
-@bp.route("/v1/callbacks/wechatpay/payment", methods=["POST"])
+@bp.route("/v1/callbacks/wechatpay/{appid}/payment", methods=["POST"])
 @handled
-def payment_callback() -> dict[str, str]:
+def payment_callback(appid: str) -> dict[str, str]:
+    """The notify_url handed to WeChat Pay at prepay and refund: the tenant is in the path."""
     request = bp.current_request
     headers = {str(k): str(v) for k, v in (request.headers or {}).items()}
-    return orders.payment_notification(query(request).get("appid"), headers, request.raw_body or b"")
+    return orders.payment_notification(appid, headers, request.raw_body or b"")
 
 
 @bp.route("/v1/sandbox/orders/{order_id}/pay-success", methods=["POST"])
@@ -72,7 +74,11 @@ def sandbox_pay_success(order_id: str) -> dict[str, Any]:
 def refund_order(order_id: str) -> Response:
     principal = principal_of(bp.current_request)
     body = parse_body(bp.current_request, RefundBody)
-    return Response(body=orders.refund(principal, order_id, body.amount_fen, body.reason), status_code=201)
+    key = header(bp.current_request, "idempotency-key")
+    if key is not None and not 1 <= len(key) <= 64:
+        raise BadRequest("Idempotency-Key must be 1-64 characters", code="invalid_idempotency_key")
+    refund, created = refunds.request(principal, order_id, body.amount_fen, body.reason, key)
+    return Response(body=refund, status_code=201 if created else 200)
 
 
 @bp.route("/v1/me/account", methods=["GET"])

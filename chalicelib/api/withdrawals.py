@@ -62,12 +62,13 @@ def sandbox_user_confirm(withdrawal_id: str) -> dict[str, Any]:
     return payouts.sandbox_user_confirm(principal_of(bp.current_request), withdrawal_id)
 
 
-@bp.route("/v1/callbacks/wechatpay/transfer", methods=["POST"])
+@bp.route("/v1/callbacks/wechatpay/{appid}/transfer", methods=["POST"])
 @handled
-def transfer_callback() -> dict[str, str]:
+def transfer_callback(appid: str) -> dict[str, str]:
+    """The notify_url handed to WeChat with each transfer bill: the tenant is in the path."""
     request = bp.current_request
     headers = {str(k): str(v) for k, v in (request.headers or {}).items()}
-    return payouts.transfer_notification(query(request).get("appid"), headers, request.raw_body or b"")
+    return payouts.transfer_notification(appid, headers, request.raw_body or b"")
 
 
 @bp.route("/v1/admin/withdrawals", methods=["GET"])

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib import orders as rules
-from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
-from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
+from chalicelib.entities import AuditEvent, Principal
+from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, Unauthorized
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order, OrderStatus, Snapshot
-from chalicelib.services import catalog, shares
+from chalicelib.services import catalog, refunds, shares
+from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 from chalicelib.wechat import get_pay
 
@@ -141,7 +141,8 @@ def get(principal: Principal, order_id: str) -> Order:
 
 
 def pay(principal: Principal, order_id: str) -> dict[str, str]:
-    """WeChat Pay JSAPI parameters for `wx.requestPayment`."""
+    """WeChat Pay JSAPI parameters for `wx.requestPayment`. The order is payable at WeChat until
+    `time_expire` (the pay window after it was placed) unless it is cancelled (closed) first."""
     order = _own_order(principal, order_id)
     if order.status is not OrderStatus.CREATED:
         raise Conflict(f"the order is {order.status.value}", code="not_payable")
@@ -151,57 +152,97 @@ def pay(principal: Principal, order_id: str) -> dict[str, str]:
     description = (order.lines[0].name if len(order.lines) == 1 else f"{order.lines[0].name} 等{len(order.lines)}件")[
         :127
     ]
+    expires = order.placed_at + timedelta(minutes=get_settings().pay_window_minutes)
+    if utcnow() >= expires:
+        raise Conflict("the time to pay this order has passed; place it again", code="payment_expired")
     prepay = get_pay(principal.tenant).jsapi_prepay(
-        out_trade_no=order.id, description=description, amount_fen=order.amount_fen, payer_openid=user.openid
+        out_trade_no=order.id,
+        description=description,
+        amount_fen=order.amount_fen,
+        payer_openid=user.openid,
+        time_expire=expires,
     )
+    if order.prepaid_at is None:
+        now = utcnow()
+        data = {"pay_expires_at": iso(expires)}
+        event = AuditEvent(entity=f"order:{order.id}", action="order.prepaid", actor=principal.actor, data=data)
+        get_store().orders.prepaid(order, when=now, expires_at=expires, event=event)
     return prepay.js_params()
 
 
-def payment_notification(tenant_hint: str | None, headers: Mapping[str, str], body: bytes | str) -> dict[str, str]:
-    """A WeChat Pay notification: verified, decrypted, applied once however often it repeats."""
+def payment_notification(appid: str, headers: Mapping[str, str], body: bytes | str) -> dict[str, str]:
+    """A WeChat Pay notification at `/v1/callbacks/wechatpay/<appid>/payment`: verified with that
+    tenant's merchant keys (the decrypted appid and mchid must be the tenant's), applied once
+    however often it repeats. Refund notifications arrive here too."""
     from chalicelib.services import tenants
 
-    tenant = tenants.resolve(tenant_hint)
+    tenant = tenants.get(appid)
     notice = get_pay(tenant.id).parse_notification(headers, body)
     if notice.is_refund:
-        logger.info("refund notification", extra={"order": notice.out_trade_no, "state": notice.trade_state})
+        refunds.notified(tenant.id, notice.out_trade_no, notice.out_refund_no or "", notice.trade_state)
         return {"code": "SUCCESS"}
     if notice.trade_state != "SUCCESS":
         return {"code": "SUCCESS"}  # nothing to do for other states
+    paid(tenant.id, notice.out_trade_no, notice.transaction_id, notice.amount_fen, notice.success_time, "callback")
+    return {"code": "SUCCESS"}
+
+
+def paid(
+    tenant: str, order_id: str, transaction_id: str, amount_fen: int, success_time: str | None, source: str
+) -> Order:
+    """WeChat says the order is paid (its notification, or a query): record it once. `paid_at` is
+    WeChat's success_time. A payment for an order cancelled meanwhile is refunded at once."""
     store = get_store()
-    order = store.orders.get(tenant.id, notice.out_trade_no)
+    order = store.orders.get(tenant, order_id)
     if order is None:
         raise NotFound("unknown order", code="unknown_order")
-    now = utcnow()
-    data = {"transaction_id": notice.transaction_id, "amount_fen": notice.amount_fen, "event_id": notice.event_id}
+    if order.transaction_id == transaction_id:
+        return order  # a repeated notification
+    if order.status is OrderStatus.CANCELLED:
+        return refunds.refund_late_payment(order, transaction_id, amount_fen)
+    when = _wechat_time(success_time)
+    data = {"transaction_id": transaction_id, "amount_fen": amount_fen, "source": source, "paid_at": iso(when)}
     event = AuditEvent(entity=f"order:{order.id}", action="order.paid", actor="system:wechatpay", data=data)
-    extra = {"paid_at": iso(now), "transaction_id": notice.transaction_id}
-    paid = store.orders.transition(
-        tenant.id, order.id, (OrderStatus.CREATED,), OrderStatus.PAID, when=now, event=event, extra=extra,
-        amount_fen=notice.amount_fen,
+    extra = {"paid_at": iso(when), "transaction_id": transaction_id}
+    moved = store.orders.transition(
+        tenant, order.id, (OrderStatus.CREATED,), OrderStatus.PAID, when=utcnow(), event=event, extra=extra,
+        amount_fen=amount_fen,
     )  # fmt: skip
-    if paid:
+    current = store.orders.get(tenant, order.id) or order
+    if moved:
         count("OrdersPaid")
-        return {"code": "SUCCESS"}
-    current = store.orders.get(tenant.id, order.id)
-    if current is not None and current.transaction_id == notice.transaction_id:
-        return {"code": "SUCCESS"}  # a repeated notification
-    logger.error("payment does not match the order", extra={"order": order.id, "amount": notice.amount_fen})
+        return current
+    if current.transaction_id == transaction_id:
+        return current  # a concurrent repeat won
+    if current.status is OrderStatus.CANCELLED:
+        return refunds.refund_late_payment(current, transaction_id, amount_fen)
+    count("PaymentMismatches")
+    logger.error("payment does not match the order", extra={"order": order.id, "amount": amount_fen})
     raise Conflict("the payment does not match the order", code="payment_mismatch")
 
 
+def _wechat_time(value: str | None) -> datetime:
+    """A WeChat time (RFC 3339, China time) in UTC; now when WeChat gave none."""
+    if not value:
+        return utcnow()
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:
+        return utcnow()
+
+
 def sandbox_pay_success(principal: Principal, order_id: str) -> dict[str, Any]:
-    """Sandbox only: WeChat Pay's twin sends its signed notification through the real handler."""
+    """Sandbox only: the buyer pays in WeChat. The WeChat Pay twin marks the order paid on its side
+    and POSTs its signed notification to the notify_url it was given (never calling a handler)."""
     from chalicelib.wechat.pay import SandboxWeChatPay
 
     order = _own_order(principal, order_id)
     client = get_pay(principal.tenant)
     if not isinstance(client, SandboxWeChatPay):
         raise NotFound("not available", code="not_found")
-    user = get_store().users.get(principal.tenant, principal.subject)
-    openid = user.openid if user else ""
-    headers, body = client.notification_for(order.id, order.amount_fen, openid)
-    payment_notification(principal.tenant, headers, body)
+    if order.prepaid_at is None and order.status is OrderStatus.CREATED:
+        pay(principal, order_id)  # the buyer opened the payment sheet first
+    client.user_pays(order.id)
     return order_view(_own_order(principal, order_id))
 
 
@@ -212,11 +253,34 @@ def confirm_receipt(principal: Principal, order_id: str) -> Order:
 
 
 def cancel(principal: Principal, order_id: str) -> Order:
+    """Cancel an unpaid order. It is closed at WeChat Pay first, so it can no longer be paid; if
+    WeChat says it was paid meanwhile, the payment is applied and the cancel refused. If WeChat
+    cannot be reached, the order is cancelled anyway: a payment that still arrives is refunded."""
     order = _own_order(principal, order_id)
+    if order.status is OrderStatus.CREATED and order.prepaid_at is not None:
+        _close_at_wechat(order)
     _move(order, "cancel", OrderStatus.CANCELLED, principal.actor, {})
     if order.coupon:
         catalog.release_coupon(order.tenant, order.buyer, order.coupon, order.id, actor=principal.actor)
     return _own_order(principal, order_id)
+
+
+def _close_at_wechat(order: Order) -> None:
+    from chalicelib.errors import UpstreamError
+
+    client = get_pay(order.tenant)
+    try:
+        client.close(order.id)
+    except Conflict as exc:
+        if exc.code != "order_paid":
+            raise
+        state = client.query(order.id)
+        if state is not None and state.transaction_id and state.amount_fen is not None:
+            paid(order.tenant, order.id, state.transaction_id, state.amount_fen, state.success_time, "query")
+        raise Conflict("the order was paid meanwhile", code="order_paid") from exc
+    except UpstreamError:
+        count("PaymentCloseFailures")
+        logger.warning("could not close the order at WeChat Pay; a late payment is refunded", extra={"order": order.id})
 
 
 def auto_receipt(now: datetime, days: int = 10, page: int = 100) -> dict[str, Any]:
@@ -267,35 +331,76 @@ def _move(order: Order, transition: str, status: OrderStatus, actor: str, extra:
         raise Conflict("the order changed meanwhile, try again", code="busy")
 
 
-def refund(principal: Principal, order_id: str, amount_fen: int, reason: str) -> dict[str, Any]:
-    """An operator refunds part or all of a paid order through WeChat Pay; commission follows."""
-    require_role(principal, Role.OWNER, Role.FINANCE)
-    store = get_store()
-    order = store.orders.get(principal.tenant, order_id)
-    if order is None:
-        raise NotFound("order not found", code="unknown_order")
-    if order.status not in rules.TRANSITIONS["refund"]:
-        raise Conflict(f"the order is {order.status.value}", code="not_refundable")
-    if not 0 < amount_fen <= order.refundable_fen:
-        raise BadRequest(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")
-    # Deterministic refund number: a retry of the same refund is the same refund at WeChat.
-    refund_id = f"{order.id}R{order.refunded_fen}"
-    result = get_pay(principal.tenant).refund(
-        out_trade_no=order.id, out_refund_no=refund_id, total_fen=order.amount_fen, refund_fen=amount_fen, reason=reason
-    )
-    data = {
-        "refund_id": refund_id,
-        "amount_fen": amount_fen,
-        "refunded_before_fen": order.refunded_fen,
-        "reason": reason,
-    }
-    event = AuditEvent(entity=f"order:{order.id}", action="order.refunded", actor=principal.actor, data=data)
-    if not store.orders.add_refund(order, amount_fen, when=utcnow(), event=event):
-        raise Conflict("the order changed meanwhile; nothing was recorded, retry", code="busy")
-    count("Refunds")
-    return {"refund_id": refund_id, "order_id": order.id, "amount_fen": amount_fen, "status": result.status}
-
-
 def my_orders(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
     page = get_store().orders.by_buyer(principal.tenant, principal.subject, cursor, limit)
     return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+# --- payment reconciliation ------------------------------------------------------------------
+
+RECONCILE_AFTER = timedelta(minutes=5)  # give WeChat's notification time to arrive first
+RECONCILE_MAX = 500  # orders asked about per tenant and run; the rest wait for the next run
+RECONCILE_ACTOR = "system:reconcile_payments"
+
+
+def reconcile_payments(now: datetime, tenant: str | None = None) -> dict[str, Any]:
+    """Ask WeChat Pay about orders still waiting for it (lost notifications, outages, a wrong
+    notify URL) and apply what it says, oldest first: paid → paid; closed or failed → cancelled;
+    unpaid past `time_expire` → closed at WeChat and cancelled; refunds in progress → finished."""
+    store = get_store()
+    tally = {"checked": 0, "paid": 0, "cancelled": 0, "refunds_finished": 0, "errors": 0}
+    tenant_ids = [tenant] if tenant else [t.id for t in store.tenants.all()]
+    for tenant_id in tenant_ids:
+        for order_id in store.orders.pending_at_wechat(tenant_id, now - RECONCILE_AFTER, RECONCILE_MAX):
+            order = store.orders.get(tenant_id, order_id)
+            if order is None:
+                continue
+            tally["checked"] += 1
+            try:
+                outcome = _reconcile_order(order, now)
+            except DomainError as exc:
+                count("PaymentReconciliationErrors")
+                logger.warning("payment reconciliation failed", extra={"order": order_id, "code": exc.code})
+                tally["errors"] += 1
+                continue
+            if outcome:
+                tally[outcome] += 1
+            tally["refunds_finished"] += refunds.reconcile(store.orders.get(tenant_id, order_id) or order, now)
+    if tally["paid"]:
+        count("PaymentsRecoveredByReconciliation", tally["paid"])
+    logger.info("payments reconciled", extra=tally)
+    return tally
+
+
+def _reconcile_order(order: Order, now: datetime) -> str | None:
+    """One order waiting for its payment: 'paid', 'cancelled', or None (still waiting / not unpaid)."""
+    if order.status is not OrderStatus.CREATED:
+        return None
+    client = get_pay(order.tenant)
+    state = client.query(order.id)
+    if state is not None and state.trade_state in ("SUCCESS", "REFUND") and state.transaction_id:
+        paid(order.tenant, order.id, state.transaction_id, state.amount_fen or 0, state.success_time, "reconcile")
+        return "paid"
+    finished_at_wechat = state is not None and state.trade_state in ("CLOSED", "REVOKED", "PAYERROR")
+    expired = order.pay_expires_at is not None and now >= order.pay_expires_at
+    if not (finished_at_wechat or expired):
+        return None
+    if not finished_at_wechat:
+        client.close(order.id)  # Conflict order_paid: a payment raced the expiry; next run applies it
+    reason = f"payment {state.trade_state.lower()} at WeChat Pay" if state and finished_at_wechat else "payment expired"
+    event = AuditEvent(
+        entity=f"order:{order.id}", action="order.cancelled", actor=RECONCILE_ACTOR, data={"reason": reason}
+    )
+    if get_store().orders.transition(
+        order.tenant, order.id, (OrderStatus.CREATED,), OrderStatus.CANCELLED, when=now, event=event
+    ):
+        if order.coupon:
+            catalog.release_coupon(order.tenant, order.buyer, order.coupon, order.id, actor=RECONCILE_ACTOR)
+        count("OrdersExpired")
+        return "cancelled"
+    return None
+
+
+def refund(principal: Principal, order_id: str, amount_fen: int, reason: str, key: str | None = None) -> dict[str, Any]:
+    """An operator refunds part or all of a paid order (see `services.refunds`)."""
+    return refunds.request(principal, order_id, amount_fen, reason, key)[0]

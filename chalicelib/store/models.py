@@ -258,6 +258,19 @@ class OpenOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
     paid_at = UnicodeAttribute(range_key=True)
 
 
+class PendingAtWeChatIndex(GlobalSecondaryIndex["OrderModel"]):
+    """Orders waiting for WeChat Pay: handed over and not paid yet, or with a refund requested and
+    not finished; oldest first (sparse: only they carry pending_key). Payment reconciliation asks
+    WeChat about them."""
+
+    class Meta:
+        index_name = "pending_at_wechat"
+        projection = IncludeProjection(["order_id", "tenant"])
+
+    pending_key = UnicodeAttribute(hash_key=True)  # tenant#pending
+    pending_since = UnicodeAttribute(range_key=True)
+
+
 class OrderModel(Model):
     """An order with its attribution snapshot; its stream drives the commission engine."""
 
@@ -285,7 +298,13 @@ class OrderModel(Model):
     received_at = UnicodeAttribute(null=True)
     transaction_id = UnicodeAttribute(null=True)
     open_key = UnicodeAttribute(null=True)
+    pending_key = UnicodeAttribute(null=True)
+    pending_since = UnicodeAttribute(null=True)
+    prepaid_at = UnicodeAttribute(null=True)
+    pay_expires_at = UnicodeAttribute(null=True)
+    refunds = UnicodeAttribute(null=True)  # canonical JSON: refund number -> amount, state, reason, ...
     version = NumberAttribute(default=0)
+    audit_hash = UnicodeAttribute(null=True)  # the head of the order's audit chain
     event_at = UnicodeAttribute(null=True)
     prev_event_at = UnicodeAttribute(null=True)
     event_action = UnicodeAttribute(null=True)
@@ -294,6 +313,7 @@ class OrderModel(Model):
 
     by_buyer = BuyerOrdersIndex()
     open_orders = OpenOrdersIndex()
+    pending_at_wechat = PendingAtWeChatIndex()
 
 
 class LedgerByOrderIndex(GlobalSecondaryIndex["LedgerModel"]):
@@ -424,6 +444,9 @@ class WithdrawalModel(Model):
     provider_state = UnicodeAttribute(null=True)
     package_info = UnicodeAttribute(null=True)
     fail_reason = UnicodeAttribute(null=True)
+    create_at = UnicodeAttribute(null=True)  # the last create call of the bill, recorded before it
+    not_found = NumberAttribute(null=True)  # NOT_FOUND answers to bill queries since that call
+    refusal = UnicodeAttribute(null=True)  # WeChat refused that call (code: message)
     version = NumberAttribute(default=0)
     audit_hash = UnicodeAttribute(null=True)  # hash of the newest audit record (the chain's head)
 
@@ -476,6 +499,70 @@ class NonceModel(Model):
     ref = UnicodeAttribute(null=True)  # events: the order the event was applied to
 
 
+class ParkedListIndex(GlobalSecondaryIndex["ParkedModel"]):
+    """A tenant's parked (or replayed) stream records, oldest parking first (sparse: records only)."""
+
+    class Meta:
+        index_name = "by_state"
+        projection = IncludeProjection(
+            [
+                "tenant",
+                "source",
+                "entity",
+                "sequence",
+                "action",
+                "reason",
+                "state",
+                "attempts",
+                "first_error",
+                "last_error",
+                "parked_at",
+                "replayed_at",
+            ]
+        )
+
+    list_key = UnicodeAttribute(hash_key=True)  # tenant#state
+    list_sk = UnicodeAttribute(range_key=True)  # parked_at#source#sequence
+
+
+class ParkedModel(Model):
+    """Stream records that kept failing, kept whole until a redrive applies them (never deleted).
+
+    One partition per tenant and source, four kinds of item told apart by the sort key:
+    `rec#<item key>#<sequence>` a parked record (full Lambda record as JSON), `ent#<item key>`
+    how many records of an item wait (while > 0 its later records park behind), `all` how many
+    wait for the tenant and source (the stream's cheap first check), `try#<sequence>` failed
+    deliveries of a record not parked yet (expires with the stream's 24 h retention).
+    """
+
+    class Meta:
+        table_name = _Unconfigured("parked")
+        billing_mode = "PAY_PER_REQUEST"
+
+    pk = UnicodeAttribute(hash_key=True)  # tenant#source
+    sk = UnicodeAttribute(range_key=True)
+    tenant = UnicodeAttribute(null=True)
+    source = UnicodeAttribute(null=True)
+    entity = UnicodeAttribute(null=True)
+    sequence = UnicodeAttribute(null=True)
+    record = UnicodeAttribute(null=True)  # the Lambda stream record, JSON
+    action = UnicodeAttribute(null=True)  # the item's event_action in the record, when it has one
+    reason = UnicodeAttribute(null=True)  # failed / behind
+    state = UnicodeAttribute(null=True)  # parked / replayed
+    attempts = NumberAttribute(null=True)
+    first_error = UnicodeAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    parked_at = UnicodeAttribute(null=True)
+    replayed_at = UnicodeAttribute(null=True)
+    replayed_by = UnicodeAttribute(null=True)
+    list_key = UnicodeAttribute(null=True)
+    list_sk = UnicodeAttribute(null=True)
+    waiting = NumberAttribute(null=True)  # ent# and all items
+    expires_at = TTLAttribute(null=True)  # try# items only
+
+    by_state = ParkedListIndex()
+
+
 LOGICAL_NAMES: dict[type[Model], str] = {
     UserModel: "users",
     ShareModel: "shares",
@@ -492,6 +579,7 @@ LOGICAL_NAMES: dict[type[Model], str] = {
     NonceModel: "nonces",
     WithdrawalModel: "withdrawals",
     PayoutRunModel: "payout_runs",
+    ParkedModel: "parked",
 }
 ALL_MODELS: tuple[type[Model], ...] = tuple(LOGICAL_NAMES)
 

@@ -22,8 +22,8 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent
 from chalicelib.orders import Order
 from chalicelib.store.base import Transactions, unless_exists
-from chalicelib.store.models import NonceModel, OrderModel
-from chalicelib.store.orders import order_key, refund_update
+from chalicelib.store.models import NonceModel
+from chalicelib.store.orders import refund_update
 
 
 class RefundOutcome(StrEnum):
@@ -83,20 +83,27 @@ class NonceStore:
         The order must still be as read (status, amount, refunded_fen), so the event data's
         `refunded_before_fen` is exact. The order update is `commerce.refund_update`, as in `OrderStore.add_refund`.
         """
+        from chalicelib.store.orders import Change, ExtraWriteRefused, OrderStore
+
         marker = NonceModel(
             pk=event_key(order.tenant, merchant, event_id),
             expires_at=when + timedelta(seconds=ttl_seconds),
             ref=order.id,
         )
-        actions, unchanged = refund_update(order, refund_fen, event=event, when=when, exact=True)
 
-        def body(tx: TransactWrite) -> None:
+        def change(current: Order) -> Change:
+            if current.version_tag != order.version_tag:
+                return None  # not as read: `refunded_before_fen` would be wrong
+            actions, unchanged = refund_update(current, refund_fen, event=event, when=when, exact=True)
+            return actions, unchanged, event
+
+        def remember(tx: TransactWrite) -> None:
             tx.save(marker, condition=_forgotten(when))  # item 0: puts go before updates
-            tx.update(OrderModel(order_key(order.tenant, order.id)), actions=actions, condition=unchanged)
 
-        outcome = self._tx.run(body)
-        if outcome.committed:
-            return RefundOutcome.APPLIED
-        if 0 in outcome.failed_items:
+        try:
+            after = OrderStore(self._tx).versioned(
+                order.tenant, order.id, change, when=when, extra_writes=remember, attempts=1
+            )
+        except ExtraWriteRefused:
             return RefundOutcome.DUPLICATE
-        return RefundOutcome.ORDER_CHANGED
+        return RefundOutcome.APPLIED if after is not None else RefundOutcome.ORDER_CHANGED

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from pynamodb.transactions import TransactWrite
+
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
-from chalicelib.orders import Order, OrderStatus, PricedLine, Snapshot
+from chalicelib.orders import Order, OrderStatus, PricedLine, Refund, RefundState, Snapshot
+from chalicelib.store import audit
 from chalicelib.store.audit import canonical, version_actions
-from chalicelib.store.base import Transactions, decode_cursor, encode_cursor, unless_exists
-from chalicelib.store.models import OrderModel
+from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
+from chalicelib.store.models import AuditModel, OrderModel
 
 
 def order_key(tenant: str, order_id: str) -> str:
@@ -45,6 +48,40 @@ def _snapshot_json(snapshot: Snapshot) -> str:
     )
 
 
+def _refunds_json(refunds: Iterable[Refund]) -> str:
+    return canonical(
+        {
+            r.number: {
+                "amount_fen": r.amount_fen,
+                "state": r.state.value,
+                "reason": r.reason,
+                "requested_at": iso(r.requested_at),
+                "actor": r.actor,
+                "key": r.key,
+                "late_payment": r.late_payment,
+            }
+            for r in refunds
+        }
+    )
+
+
+def _refunds(raw: str | None) -> tuple[Refund, ...]:
+    data = json.loads(raw) if raw else {}
+    return tuple(
+        Refund(
+            number=number,
+            amount_fen=int(r["amount_fen"]),
+            state=RefundState(r["state"]),
+            reason=str(r.get("reason") or ""),
+            requested_at=parse_iso(r["requested_at"]),
+            actor=str(r.get("actor") or ""),
+            key=r.get("key"),
+            late_payment=bool(r.get("late_payment")),
+        )
+        for number, r in sorted(data.items())
+    )
+
+
 def to_order(item: OrderModel) -> Order:
     snap = json.loads(item.attribution)
     return Order(
@@ -67,6 +104,10 @@ def to_order(item: OrderModel) -> Order:
         received_at=parse_iso(item.received_at) if item.received_at else None,
         transaction_id=item.transaction_id,
         source=item.source,
+        refunds=_refunds(item.refunds),
+        prepaid_at=parse_iso(item.prepaid_at) if item.prepaid_at else None,
+        pay_expires_at=parse_iso(item.pay_expires_at) if item.pay_expires_at else None,
+        pending_since=parse_iso(item.pending_since) if item.pending_since else None,
     )
 
 
@@ -88,8 +129,9 @@ def refund_update(
     order: Order, refund_fen: int, *, event: AuditEvent, when: datetime, exact: bool
 ) -> tuple[list[Any], Any]:
     """The update that adds a refund to an order, never beyond what was paid; with `exact`, only
-    if the order is still as read (so `refunded_before_fen` in the event is exact)."""
-    actions = [OrderModel.refunded_fen.add(refund_fen), *version_actions(OrderModel, event, when)]
+    if the order is still as read (so `refunded_before_fen` in the event is exact). The caller
+    adds the version move (`OrderStore.versioned`)."""
+    actions = [OrderModel.refunded_fen.add(refund_fen)]
     condition = OrderModel.status.is_in(OrderStatus.PAID.value, OrderStatus.RECEIVED.value) & (
         OrderModel.refunded_fen <= order.amount_fen - refund_fen
     )
@@ -98,12 +140,26 @@ def refund_update(
     return actions, condition
 
 
+class ExtraWriteRefused(Exception):
+    """The write added to an order's change (e.g. an event marker) found its condition false."""
+
+
+# What a change of an order is: the update's actions and condition and its audit event, or None
+# when the order, as just read, is not one this change applies to.
+Change = tuple[list[Any], Any, AuditEvent] | None
+
+
 class OrderStore:
+    """Orders. Every change is a new version written in one transaction with its audit record,
+    hash-chained onto the previous one (the chain's head is kept on the order): nothing about an
+    order's history depends on a stream having run."""
+
     def __init__(self, tx: Transactions) -> None:
         self._tx = tx
 
     def create(self, order: Order, event: AuditEvent) -> bool:
-        """Store a new order as version 1 (audited by the stream)."""
+        """Store a new order as version 1 with its first audit record; False if the id is taken."""
+        record = audit.build(order.tenant, event, order.placed_at, None, record_id=f"v{1:010d}")
         item = OrderModel(
             pk=order_key(order.tenant, order.id),
             tenant=order.tenant,
@@ -121,18 +177,69 @@ class OrderStore:
             attribution=_snapshot_json(order.snapshot),
             placed_at=iso(order.placed_at),
             version=1,
+            audit_hash=record.hash,
             event_at=iso(order.placed_at),
             event_action=event.action,
             event_actor=event.actor,
             event_data=canonical(event.data),
         )
-        return unless_exists(lambda: item.save(condition=OrderModel.pk.does_not_exist()))
+
+        def body(tx: TransactWrite) -> None:
+            tx.save(item, condition=OrderModel.pk.does_not_exist())
+            tx.save(record, condition=AuditModel.pk.does_not_exist())
+
+        return self._tx.run(body).committed
 
     def get(self, tenant: str, order_id: str) -> Order | None:
+        item = self._item(tenant, order_id)
+        return to_order(item) if item is not None else None
+
+    @staticmethod
+    def _item(tenant: str, order_id: str) -> OrderModel | None:
         try:
-            return to_order(OrderModel.get(order_key(tenant, order_id), consistent_read=True))
+            return OrderModel.get(order_key(tenant, order_id), consistent_read=True)
         except OrderModel.DoesNotExist:
             return None
+
+    def versioned(
+        self,
+        tenant: str,
+        order_id: str,
+        change: Callable[[Order], Change],
+        *,
+        when: datetime,
+        extra_writes: Callable[[TransactWrite], None] | None = None,
+        attempts: int = 5,
+    ) -> Order | None:
+        """Apply `change` to the order as it is now, as its next version with its audit record, in
+        one transaction conditional on the version read (re-read and retried when another writer
+        got there first). Returns the order after, or None when `change` did not apply."""
+        for _ in range(attempts):
+            item = self._item(tenant, order_id)
+            if item is None:
+                return None
+            decided = change(to_order(item))
+            if decided is None:
+                return None
+            actions, condition, event = decided
+            version = int(item.version or 0) + 1
+            record = audit.build(tenant, event, when, item.audit_hash, record_id=f"v{version:010d}")
+            actions = [*actions, *version_actions(OrderModel, event, when), OrderModel.audit_hash.set(record.hash)]
+            guard = OrderModel.version == int(item.version or 0)
+            guard = guard & condition if condition is not None else guard
+
+            def body(tx: TransactWrite, actions: list[Any] = actions, guard: Any = guard, record: Any = record) -> None:
+                if extra_writes is not None:
+                    extra_writes(tx)
+                tx.update(OrderModel(order_key(tenant, order_id)), actions=actions, condition=guard)
+                tx.save(record, condition=AuditModel.pk.does_not_exist())
+
+            outcome = self._tx.run(body)
+            if outcome.committed:
+                return self.get(tenant, order_id)
+            if extra_writes is not None and 0 in outcome.failed_items:
+                raise ExtraWriteRefused(order_id)  # e.g. the event was applied before
+        return None
 
     def transition(
         self,
@@ -148,27 +255,106 @@ class OrderStore:
     ) -> bool:
         """Move an order from one of `expected` to `status`; False when it is not in `expected`
         (or, with `amount_fen`, when that is not the order's amount: a payment of another sum)."""
-        actions = [OrderModel.status.set(status.value), *version_actions(OrderModel, event, when)]
-        for name, value in (extra or {}).items():
-            actions.append(getattr(OrderModel, name).set(value))
-        # Only paid orders wait for receipt: they alone are in the sparse open_orders index.
-        if status is OrderStatus.PAID:
-            actions.append(OrderModel.open_key.set(f"{tenant}#paid"))
-        else:
-            actions.append(OrderModel.open_key.remove())
-        condition = OrderModel.status.is_in(*[s.value for s in expected])
-        if amount_fen is not None:
-            condition &= OrderModel.amount_fen == amount_fen
-        return unless_exists(
-            lambda: OrderModel(order_key(tenant, order_id)).update(actions=actions, condition=condition)
-        )
+
+        def change(order: Order) -> Change:
+            if order.status not in expected or (amount_fen is not None and order.amount_fen != amount_fen):
+                return None
+            actions = [OrderModel.status.set(status.value)]
+            for name, value in (extra or {}).items():
+                actions.append(getattr(OrderModel, name).set(value))
+            # Only paid orders wait for receipt: they alone are in the sparse open_orders index.
+            if status is OrderStatus.PAID:
+                actions.append(OrderModel.open_key.set(f"{tenant}#paid"))
+            else:
+                actions.append(OrderModel.open_key.remove())
+            if status is not OrderStatus.CREATED and not any(r.state is RefundState.REQUESTED for r in order.refunds):
+                actions += [OrderModel.pending_key.remove(), OrderModel.pending_since.remove()]
+            return actions, OrderModel.status.is_in(*[s.value for s in expected]), event
+
+        return self.versioned(tenant, order_id, change, when=when) is not None
+
+    def prepaid(self, order: Order, *, when: datetime, expires_at: datetime, event: AuditEvent) -> bool:
+        """Record that the order was handed to WeChat Pay (once): it joins the unpaid index that
+        the payment reconciliation job reads, until it is paid or cancelled."""
+
+        def change(current: Order) -> Change:
+            if current.status is not OrderStatus.CREATED or current.prepaid_at is not None:
+                return None
+            actions = [
+                OrderModel.prepaid_at.set(iso(when)),
+                OrderModel.pay_expires_at.set(iso(expires_at)),
+                OrderModel.pending_key.set(f"{order.tenant}#pending"),
+                OrderModel.pending_since.set(iso(when)),
+            ]
+            return actions, OrderModel.status == OrderStatus.CREATED.value, event
+
+        return self.versioned(order.tenant, order.id, change, when=when) is not None
+
+    def set_refunds(
+        self,
+        order: Order,
+        decide: Callable[[Order], tuple[tuple[Refund, ...], int, AuditEvent] | None],
+        *,
+        when: datetime,
+    ) -> Order | None:
+        """Change an order's refunds: `decide` returns (refunds after, refunded_fen delta, event)
+        from the order as it is now, or None when nothing is to change."""
+
+        def change(current: Order) -> Change:
+            decided = decide(current)
+            if decided is None:
+                return None
+            refunds, delta, event = decided
+            actions: list[Any] = [OrderModel.refunds.set(_refunds_json(refunds))]
+            open_refunds = any(r.state is RefundState.REQUESTED for r in refunds)
+            if open_refunds and not current.pending_since:
+                actions += [
+                    OrderModel.pending_key.set(f"{order.tenant}#pending"),
+                    OrderModel.pending_since.set(iso(when)),
+                ]
+            elif not open_refunds and current.status is not OrderStatus.CREATED:
+                actions += [OrderModel.pending_key.remove(), OrderModel.pending_since.remove()]
+            condition: Any = None
+            if delta:
+                actions.append(OrderModel.refunded_fen.add(delta))
+                condition = (OrderModel.refunded_fen == current.refunded_fen) & (
+                    OrderModel.refunded_fen <= current.amount_fen - delta
+                )
+            return actions, condition, event
+
+        return self.versioned(order.tenant, order.id, change, when=when)
 
     def add_refund(self, order: Order, refund_fen: int, *, when: datetime, event: AuditEvent) -> bool:
         """Raise refunded_fen by `refund_fen` unless that would exceed the paid amount."""
-        actions, condition = refund_update(order, refund_fen, event=event, when=when, exact=False)
-        return unless_exists(
-            lambda: OrderModel(order_key(order.tenant, order.id)).update(actions=actions, condition=condition)
+
+        def change(current: Order) -> Change:
+            if current.status not in (OrderStatus.PAID, OrderStatus.RECEIVED) or refund_fen > current.refundable_fen:
+                return None
+            actions, condition = refund_update(current, refund_fen, event=event, when=when, exact=False)
+            return actions, condition, event
+
+        return self.versioned(order.tenant, order.id, change, when=when) is not None
+
+    def pending_at_wechat(self, tenant: str, before: datetime, limit: int, after: str | None = None) -> list[str]:
+        """Ids of orders waiting for WeChat Pay since before `before` (unpaid after a prepay, or with
+        a refund in progress), oldest first; `after` continues from an order id of the last page."""
+        start = None
+        if after is not None:
+            item = self._item(tenant, after)
+            if item is not None and item.pending_since:
+                start = {
+                    "pk": {"S": item.pk},
+                    "pending_key": {"S": f"{tenant}#pending"},
+                    "pending_since": {"S": item.pending_since},
+                }
+        query = OrderModel.pending_at_wechat.query(
+            f"{tenant}#pending",
+            OrderModel.pending_since < iso(before),
+            limit=limit,
+            attributes_to_get=["order_id"],
+            last_evaluated_key=start,
         )
+        return [item.order_id for item in query]
 
     def paid_before(self, tenant: str, before: datetime, limit: int) -> list[str]:
         """Ids of paid, not yet received orders paid before `before`, oldest first (one page)."""

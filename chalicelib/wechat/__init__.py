@@ -24,20 +24,43 @@ def get_miniprogram() -> MiniProgram:
     return LiveMiniProgram(secrets, env_version=settings.wxacode_env_version)
 
 
-PAYMENT_NOTIFY_PATH = "/v1/callbacks/wechatpay/payment"
-TRANSFER_NOTIFY_PATH = "/v1/callbacks/wechatpay/transfer"
+def payment_notify_url(appid: str) -> str:
+    """Where WeChat Pay sends a tenant's payment and refund notifications. WeChat forbids query
+    strings in notify URLs (通知URL不能携带参数), so the tenant is in the path."""
+    return f"{get_settings().public_base_url.rstrip('/')}/v1/callbacks/wechatpay/{appid}/payment"
 
 
-def _sandbox_dir() -> Path:
+def transfer_notify_url(appid: str) -> str:
+    """Where WeChat Pay sends a tenant's MCHTRANSFER.BILL.FINISHED callbacks (tenant in the path)."""
+    return f"{get_settings().public_base_url.rstrip('/')}/v1/callbacks/wechatpay/{appid}/transfer"
+
+
+def sandbox_dir() -> Path:
+    """The sandbox twins' state: keys per tenant, WeChat's side of payments and bills, the outbox."""
     settings = get_settings()
     return Path(settings.sandbox_keys_dir or Path(gettempdir()) / "fenxiao-wechatpay-sandbox")
 
 
+def sandbox_mchid(appid: str) -> str:
+    """Each sandbox tenant has a merchant account of its own (10 digits, like a real 商户号)."""
+    import hashlib
+
+    return "19" + str(int(hashlib.sha256(appid.encode()).hexdigest(), 16))[:8]
+
+
+def _sandbox_config(appid: str, notify_url: str) -> tuple[PayConfig, str]:
+    """A tenant's sandbox merchant: its own keys (under `<sandbox dir>/keys/<appid>`) and merchant id."""
+    from chalicelib.wechat.pay import sandbox_config
+
+    return sandbox_config(notify_url, appid, sandbox_dir() / "keys" / appid, mchid=sandbox_mchid(appid))
+
+
 def _live_config(appid: str, notify_url: str) -> PayConfig:
     """The merchant account's configuration for a tenant, or UpstreamError naming what is missing."""
-    from chalicelib.wechat.pay import PayConfig
+    from chalicelib.wechat.pay import PayConfig, check_notify_url
 
     settings = get_settings()
+    check_notify_url(notify_url)
     missing = [
         name
         for name in ("wechatpay_mchid", "wechatpay_apiv3_key", "wechatpay_private_key", "wechatpay_cert_serial",
@@ -64,28 +87,33 @@ def _live_config(appid: str, notify_url: str) -> PayConfig:
 @lru_cache(maxsize=32)
 def get_pay(appid: str) -> WeChatPay:
     """The WeChat Pay client for a tenant: the sandbox twin, or the real merchant account."""
-    from chalicelib.wechat.pay import LiveWeChatPay, SandboxWeChatPay, sandbox_config
+    from chalicelib.wechat.pay import LiveWeChatPay, SandboxWeChatPay
 
     settings = get_settings()
-    notify_url = settings.public_base_url.rstrip("/") + PAYMENT_NOTIFY_PATH
+    notify_url = payment_notify_url(appid)
     if settings.sandbox:
-        config, wechat_key = sandbox_config(notify_url, appid, _sandbox_dir())
-        return SandboxWeChatPay(config, wechat_key)
+        config, wechat_key = _sandbox_config(appid, notify_url)
+        return SandboxWeChatPay(
+            config,
+            wechat_key,
+            db_path=sandbox_dir() / "payments.sqlite3",
+            refund_seconds=settings.sandbox_refund_seconds,
+        )
     return LiveWeChatPay(_live_config(appid, notify_url))
 
 
 @lru_cache(maxsize=32)
 def get_transfer(appid: str) -> TransferProvider:
     """The merchant-transfer client for a tenant: the sandbox twin, or the real merchant account.
-    WeChat calls back at `/v1/callbacks/wechatpay/transfer?appid=<appid>`."""
-    from chalicelib.wechat.pay import LiveWeChatPay, sandbox_config
+    WeChat calls back at `/v1/callbacks/wechatpay/<appid>/transfer`."""
+    from chalicelib.wechat.pay import LiveWeChatPay
     from chalicelib.wechat.transfer import LiveTransfer, SandboxTransfer
 
     settings = get_settings()
-    notify_url = f"{settings.public_base_url.rstrip('/')}{TRANSFER_NOTIFY_PATH}?appid={appid}"
+    notify_url = transfer_notify_url(appid)
     if settings.sandbox:
-        config, wechat_key = sandbox_config(notify_url, appid, _sandbox_dir())
-        return SandboxTransfer(config, wechat_key, _sandbox_dir() / "transfers.sqlite3")
+        config, wechat_key = _sandbox_config(appid, notify_url)
+        return SandboxTransfer(config, wechat_key, sandbox_dir() / "transfers.sqlite3")
     config = _live_config(appid, notify_url)
     return LiveTransfer(
         LiveWeChatPay(config),
