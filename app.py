@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice.app import Chalice, DynamoDBEvent, SQSEvent
 
-from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders, withdrawals
+from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders, parked, withdrawals
 from chalicelib.observability import logger
 from chalicelib.services import jobs
 
@@ -20,6 +20,7 @@ app.register_blueprint(orders.bp)
 app.register_blueprint(catalog.bp)
 app.register_blueprint(merchant.bp)
 app.register_blueprint(withdrawals.bp)
+app.register_blueprint(parked.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.
@@ -97,3 +98,15 @@ def send_payout(event: SQSEvent) -> dict[str, Any]:
 def reconcile_payouts(event: Any) -> dict[str, Any]:
     """Queries WeChat for transfers still in flight and finishes them."""
     return jobs.run("reconcile_payouts")
+
+
+@app.schedule("rate(10 minutes)")
+def reconcile_payments(event: Any) -> dict[str, Any]:
+    """Queries WeChat Pay for orders left unpaid after a prepay and refunds still processing."""
+    return jobs.run("reconcile_payments")
+
+
+@app.schedule("rate(15 minutes)")
+def redrive_parked(event: Any) -> dict[str, Any]:
+    """Replays stream records parked after repeated failures, each item's in stream order."""
+    return jobs.run("redrive_parked")

@@ -1,11 +1,21 @@
-"""Orders table stream: the commission engine (filled in by the commission service)."""
+"""Orders table stream: the commission engine, under the parking rules (chalicelib/parking.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+SOURCE = "orders"
+
+
+def process_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The commission engine over some order records (a stream batch, or a parked record replayed)."""
+    from chalicelib.services import commissions
+
+    return commissions.process_stream_batch(records)
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib.services import commissions
+    from chalicelib.events import parking
 
-    return commissions.process_stream_batch(event.get("Records") or [])
+    return parking.process(SOURCE, event.get("Records") or [], process_records)

@@ -1,17 +1,30 @@
 """Users table stream: audit every version of a user, validate new parent edges (cycles,
-stale uplines), and move the downline of a moved user."""
+stale uplines), and move the downline of a moved user.
+
+The batch runs under the parking rules (chalicelib/parking.py). A user's versions apply in
+order: once one fails, the user's later records in the batch fail behind it unprocessed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
 from chalicelib.observability import count, logger
+from chalicelib.parking import ref_of
 from chalicelib.services import referrals
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+SOURCE = "users"
+
+# A batch whose every record failed is reported like any other (the parking rules count it).
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+
+
+class EarlierVersionFailed(Exception):
+    """An earlier record of the same user failed in this batch: this one waits behind it."""
 
 
 def _images(record: DynamoDBRecord) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -52,8 +65,30 @@ def record_handler(record: DynamoDBRecord) -> None:
             logger.info("downline moved", extra={"tenant": tenant, "user": uid, "children": moved})
 
 
+def process_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Apply some user records (a stream batch, or a parked record replayed); Lambda's partial
+    response, each failure with the error that caused it as its `reason`."""
+    failed_users: set[tuple[str, str]] = set()
+    reasons: dict[str, str] = {}
+
+    def in_order(record: DynamoDBRecord) -> None:
+        ref = ref_of(record.raw_event)
+        try:
+            if ref.item in failed_users:
+                raise EarlierVersionFailed(f"an earlier record of {ref.entity} failed")
+            record_handler(record)
+        except Exception as exc:
+            failed_users.add(ref.item)
+            reasons[ref.sequence] = f"{type(exc).__name__}: {exc}"
+            raise
+
+    response = process_partial_response(event={"Records": list(records)}, record_handler=in_order, processor=processor)
+    failed = [str(f["itemIdentifier"]) for f in response.get("batchItemFailures") or []]
+    failures = [{"itemIdentifier": sequence, "reason": reasons.get(sequence, "")} for sequence in failed]
+    return {"batchItemFailures": failures}
+
+
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
-    return dict(response)
+    from chalicelib.events import parking
+
+    return parking.process(SOURCE, event.get("Records") or [], process_records)

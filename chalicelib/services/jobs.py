@@ -81,12 +81,28 @@ def reconcile_payouts(now: datetime) -> dict[str, Any]:
     return payouts.reconcile(now)
 
 
+def redrive_parked(now: datetime) -> dict[str, Any]:
+    """Stream records parked after repeated failures are replayed, each item's in stream order."""
+    from chalicelib.services import parking
+
+    return parking.redrive_all(now)
+
+
+def reconcile_payments(now: datetime) -> dict[str, Any]:
+    """Orders still waiting for WeChat Pay (unpaid after a prepay, refunds in progress) are queried."""
+    from chalicelib.services import orders
+
+    return orders.reconcile_payments(now)
+
+
 JOBS: dict[str, Job] = {
     "seal_audit": seal_audit,
     "auto_receipt": auto_receipt,
     "settle": settle,
     "payout_run": payout_run,
     "reconcile_payouts": reconcile_payouts,
+    "reconcile_payments": reconcile_payments,
+    "redrive_parked": redrive_parked,
 }
 
 

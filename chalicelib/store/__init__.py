@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from chalicelib.store.commerce import LedgerStore, PlanStore
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
+    from chalicelib.store.parked import ParkedStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
     from chalicelib.store.withdrawals import WithdrawalStore
@@ -38,6 +39,7 @@ class Store:
     coupons: CouponStore
     nonces: NonceStore
     withdrawals: WithdrawalStore
+    parked: ParkedStore
 
 
 def build_store(settings: Settings) -> Store:
@@ -50,6 +52,7 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.models import configure
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
+    from chalicelib.store.parked import ParkedStore
     from chalicelib.store.shares import ShareStore
     from chalicelib.store.users import UserStore
     from chalicelib.store.withdrawals import WithdrawalStore
@@ -69,6 +72,7 @@ def build_store(settings: Settings) -> Store:
         coupons=CouponStore(tx),
         nonces=NonceStore(tx),
         withdrawals=WithdrawalStore(tx),
+        parked=ParkedStore(tx),
     )
 
 

@@ -362,3 +362,65 @@ def test_policy_lets_the_stream_handler_read_and_dead_letter(source: DynamoDBEve
         assert _allowed(f"dynamodb:{action}", stream), action
     queue = RESOURCES[get_att(props["DestinationConfig"]["OnFailure"]["Destination"], "Arn")]
     assert _allowed("sqs:SendMessage", f"arn:aws:sqs:ap-east-1:123456789012:{queue['Properties']['QueueName']}")
+
+
+# --- parked stream records -------------------------------------------------------------------
+
+
+def _metric_alarms(metric: str) -> list[dict[str, Any]]:
+    return [
+        res["Properties"]
+        for res in resources_of("AWS::CloudWatch::Alarm").values()
+        if res["Properties"]["MetricName"] == metric
+    ]
+
+
+@pytest.mark.parametrize("metric", ["EventsParked", "ParkedEventsWaiting"])
+def test_parked_events_are_alarmed_on_the_metric_the_app_emits(metric: str) -> None:
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    # Given the metric as the app emits it in prod (observability.py: namespace and service dimension)
+    env = CONFIG["stages"]["prod"]["environment_variables"]
+    emitted = Metrics(namespace=env["POWERTOOLS_METRICS_NAMESPACE"], service=env["POWERTOOLS_SERVICE_NAME"])
+    emitted.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    blob = emitted.serialize_metric_set()
+    emitted.clear_metrics()
+    directive = blob["_aws"]["CloudWatchMetrics"][0]
+    dimensions = [{"Name": name, "Value": blob[name]} for name in directive["Dimensions"][0]]
+
+    # Then an alarm watches exactly that metric and notifies someone
+    alarms = _metric_alarms(metric)
+    assert alarms, f"no alarm on {metric}"
+    for alarm in alarms:
+        assert alarm["Namespace"] == directive["Namespace"]
+        assert alarm["Dimensions"] == dimensions
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        assert alarm["Threshold"] == 0
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_parked_table_keeps_records_with_point_in_time_recovery() -> None:
+    tables = check_tables.template_tables(MERGE)
+    _, resource, spec = tables[f"{PREFIX}-parked"]
+    assert resource["Properties"]["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert spec["ttl"] == "expires_at"  # failed-delivery counters expire; parked records carry no expiry
+    assert "by_state" in spec["gsis"]
+    assert not _allowed("dynamodb:DeleteItem", _table_arn(f"{PREFIX}-parked"))
+
+
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda s: s.name)
+def test_records_are_parked_before_lambda_gives_up_on_them(source: DynamoDBEventConfig) -> None:
+    from chalicelib.parking import PARK_AFTER
+
+    # Lambda delivers a failing record 1 + MaximumRetryAttempts times, then dead-letters a shard range
+    deliveries = 1 + event_properties(source)["MaximumRetryAttempts"]
+    assert deliveries > PARK_AFTER
+
+
+def test_parked_records_are_redriven_on_a_schedule() -> None:
+    from chalicelib.services import jobs
+
+    schedules = {s.name: s for s in app.event_sources if isinstance(s, ScheduledEventConfig)}
+    assert "redrive_parked" in schedules
+    assert "redrive_parked" in jobs.JOBS
