@@ -708,9 +708,11 @@ class SandboxWeChatPay:
         return self._live.request_payment(_sandbox_id("sbx_", mchid, out_trade_no))
 
     def close(self, out_trade_no: str) -> None:
+        with self._tx() as db:  # a fault is consumed in the transaction, raised after it
+            unavailable = self._take(db, "close_unavailable", out_trade_no)
+        if unavailable:
+            raise wechatpay_error(500, "SYSTEM_ERROR", "系统错误 (sandbox fault)")
         with self._tx() as db:
-            if self._take(db, "close_unavailable", out_trade_no):
-                raise wechatpay_error(500, "SYSTEM_ERROR", "系统错误 (sandbox fault)")
             row = self._payment_row(db, out_trade_no)
             if row is not None and row["state"] in ("SUCCESS", "REFUND"):
                 raise wechatpay_error(400, "ORDERPAID", "订单已支付")
@@ -773,9 +775,11 @@ class SandboxWeChatPay:
         now = self._clock()
         mchid = self._config.mchid
         refund_id = _sandbox_id("sbx_refund_", mchid, out_refund_no)
+        with self._tx() as db:  # a fault is consumed in the transaction, raised after it
+            unavailable = self._take(db, "refund_unavailable", out_refund_no)
+        if unavailable:
+            raise wechatpay_error(500, "SYSTEM_ERROR", "系统错误 (sandbox fault)")
         with self._tx() as db:
-            if self._take(db, "refund_unavailable", out_refund_no):
-                raise wechatpay_error(500, "SYSTEM_ERROR", "系统错误 (sandbox fault)")
             existing = db.execute(
                 "SELECT amount FROM refunds WHERE mchid = ? AND out_refund_no = ?", (mchid, out_refund_no)
             ).fetchone()

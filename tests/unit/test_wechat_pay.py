@@ -8,6 +8,8 @@ import json
 import re
 import stat
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from chalicelib.wechat.pay import (
 )
 
 APPID = "wx0123456789abcdef"
-NOTIFY_URL = "https://api.example.com/callbacks/wechatpay/wx0123456789abcdef"
+NOTIFY_URL = "https://api.example.com/v1/callbacks/wechatpay/wx0123456789abcdef/payment"
+EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 GATEWAY = "https://api.mch.weixin.qq.com"
 JSAPI_URL = f"{GATEWAY}/v3/pay/transactions/jsapi"
 REFUND_URL = f"{GATEWAY}/v3/refund/domestic/refunds"
@@ -71,8 +74,16 @@ def live(config: PayConfig) -> LiveWeChatPay:
 
 
 @pytest.fixture(scope="module")
-def sandbox(config: PayConfig, keys: SandboxKeys) -> SandboxWeChatPay:
-    return SandboxWeChatPay(config, keys.wechat_private_key_pem)
+def sandbox(config: PayConfig, keys: SandboxKeys, tmp_path_factory: Any) -> Iterator[SandboxWeChatPay]:
+    from chalicelib.wechat import outbox
+
+    outbox.set_transport(lambda url, headers, body: 200)  # WeChat's POSTs land nowhere in unit tests
+    try:
+        yield SandboxWeChatPay(
+            config, keys.wechat_private_key_pem, db_path=tmp_path_factory.mktemp("twin") / "payments.sqlite3"
+        )
+    finally:
+        outbox.set_transport(None)
 
 
 def verify_rsa(public_pem: str, message: str, signature: str) -> None:
@@ -122,6 +133,7 @@ def test_live_prepay_sends_the_order_and_signs_the_payment_parameters(
         "notify_url": NOTIFY_URL,
         "amount": {"total": 1234, "currency": "CNY"},
         "payer": {"openid": OPENID},
+        "time_expire": "2030-01-01T08:00:00+08:00",  # RFC 3339, China time: unpayable after it
     }
     responses.post(
         JSAPI_URL,
@@ -130,7 +142,11 @@ def test_live_prepay_sends_the_order_and_signs_the_payment_parameters(
     )
     # When the buyer pays
     prepay = live.jsapi_prepay(
-        out_trade_no="T20250101000001", description="测试商品", amount_fen=1234, payer_openid=OPENID
+        out_trade_no="T20250101000001",
+        description="测试商品",
+        amount_fen=1234,
+        payer_openid=OPENID,
+        time_expire=EXPIRES,
     )
     # Then the mini-program gets parameters signed by the merchant key
     assert prepay.package == "prepay_id=wx201410272009395522657a690389285100"
@@ -142,7 +158,9 @@ def test_live_requests_carry_a_valid_merchant_authorization(
     live: LiveWeChatPay, config: PayConfig, keys: SandboxKeys
 ) -> None:
     responses.post(JSAPI_URL, **wechat_answer(keys, {"prepay_id": "wx1"}))
-    live.jsapi_prepay(out_trade_no="T20250101000002", description="x", amount_fen=1, payer_openid=OPENID)
+    live.jsapi_prepay(
+        out_trade_no="T20250101000002", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+    )
 
     request = responses.calls[0].request
     scheme, _, params = request.headers["Authorization"].partition(" ")
@@ -159,10 +177,14 @@ def test_live_requests_carry_a_valid_merchant_authorization(
 def test_sandbox_prepay_is_signed_exactly_like_live(
     sandbox: SandboxWeChatPay, config: PayConfig, keys: SandboxKeys
 ) -> None:
-    prepay = sandbox.jsapi_prepay(out_trade_no="T20250101000003", description="x", amount_fen=1, payer_openid=OPENID)
+    prepay = sandbox.jsapi_prepay(
+        out_trade_no="T20250101000003", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+    )
     assert re.fullmatch(r"prepay_id=sbx_[0-9a-f]{28}", prepay.package)
     check_prepay_params(prepay, config, keys.merchant_public_key_pem)
-    again = sandbox.jsapi_prepay(out_trade_no="T20250101000003", description="x", amount_fen=1, payer_openid=OPENID)
+    again = sandbox.jsapi_prepay(
+        out_trade_no="T20250101000003", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+    )
     assert again.package == prepay.package  # like WeChat: the same order gets the same prepay id
 
 
@@ -185,7 +207,7 @@ def test_orders_wechat_would_refuse_are_bad_requests(
     args = {"out_trade_no": "T20250101000004", "description": "x", "amount_fen": 100, "payer_openid": OPENID, **order}
     for client in (live, sandbox):
         with pytest.raises(BadRequest) as raised:
-            client.jsapi_prepay(**args)
+            client.jsapi_prepay(**args, time_expire=EXPIRES)
         assert raised.value.code == "invalid_payment"
     assert len(responses.calls) == 0
 
@@ -204,7 +226,9 @@ def test_orders_wechat_would_refuse_are_bad_requests(
 def test_prepay_outages_are_upstream_unavailable(live: LiveWeChatPay, reply: dict[str, Any]) -> None:
     responses.post(JSAPI_URL, **reply)
     with pytest.raises(UpstreamError) as raised:
-        live.jsapi_prepay(out_trade_no="T20250101000005", description="x", amount_fen=1, payer_openid=OPENID)
+        live.jsapi_prepay(
+            out_trade_no="T20250101000005", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+        )
     assert raised.value.code == "wechatpay_unavailable"
     assert raised.value.status == 502
 
@@ -225,7 +249,9 @@ def test_prepay_business_errors_name_wechats_code(
 ) -> None:
     responses.post(JSAPI_URL, status=status, json={"code": code, "message": "说明"})
     with pytest.raises(error) as raised:
-        live.jsapi_prepay(out_trade_no="T20250101000006", description="x", amount_fen=1, payer_openid=OPENID)
+        live.jsapi_prepay(
+            out_trade_no="T20250101000006", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+        )
     assert raised.value.code == domain_code  # type: ignore[attr-defined]
     assert code in str(raised.value)
     assert raised.value.details == {"wechatpay_code": code}  # type: ignore[attr-defined]
@@ -253,7 +279,9 @@ def test_prepay_answers_that_cannot_be_trusted_or_used_are_upstream_errors(
     else:
         responses.post(JSAPI_URL, status=400, body="nope", content_type="text/plain")
     with pytest.raises(UpstreamError) as raised:
-        live.jsapi_prepay(out_trade_no="T20250101000007", description="x", amount_fen=1, payer_openid=OPENID)
+        live.jsapi_prepay(
+            out_trade_no="T20250101000007", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+        )
     assert raised.value.code == "wechatpay_error"
 
 
@@ -533,12 +561,19 @@ def test_live_refund_business_error_names_wechats_code(live: LiveWeChatPay) -> N
     assert "NOT_ENOUGH" in raised.value.message
 
 
-def test_sandbox_refund_succeeds_at_once_and_is_idempotent(sandbox: SandboxWeChatPay) -> None:
-    args: dict[str, Any] = {"out_trade_no": "T20250101000026", "total_fen": 1000, "refund_fen": 1000, "reason": ""}
+def test_sandbox_refund_answers_processing_is_idempotent_and_refuses_more_than_paid(sandbox: SandboxWeChatPay) -> None:
+    # Given a paid order at the twin (a refund needs one, as at WeChat)
+    sandbox.jsapi_prepay(
+        out_trade_no="T20250101000026", description="x", amount_fen=1000, payer_openid=OPENID, time_expire=EXPIRES
+    )
+    sandbox.user_pays("T20250101000026")
+    args: dict[str, Any] = {"out_trade_no": "T20250101000026", "total_fen": 1000, "refund_fen": 600, "reason": ""}
+    # When refunds are asked: WeChat answers PROCESSING and finishes later
     first = sandbox.refund(out_refund_no="R20250101000026", **args)
-    assert first.status == "SUCCESS" and first.refund_id and first.refund_id.startswith("sbx_refund_")
-    assert sandbox.refund(out_refund_no="R20250101000026", **args) == first
-    assert sandbox.refund(out_refund_no="R20250101000027", **args).refund_id != first.refund_id
+    assert first.status == "PROCESSING" and first.refund_id and first.refund_id.startswith("sbx_refund_")
+    assert sandbox.refund(out_refund_no="R20250101000026", **args).refund_id == first.refund_id
+    with pytest.raises(UpstreamError):  # 600 + 600 > 1000
+        sandbox.refund(out_refund_no="R20250101000027", **args)
 
 
 @pytest.mark.parametrize(
@@ -656,7 +691,7 @@ def test_a_prebuilt_wechatpayv3_client_can_be_injected(config: PayConfig) -> Non
             return "signed:" + "|".join(data)
 
     prepay = LiveWeChatPay(config, FakeClient()).jsapi_prepay(
-        out_trade_no="T20250101000031", description="x", amount_fen=5, payer_openid=OPENID
+        out_trade_no="T20250101000031", description="x", amount_fen=5, payer_openid=OPENID, time_expire=EXPIRES
     )
     assert prepay.package == "prepay_id=wx9"
     assert prepay.pay_sign == f"signed:{APPID}|{prepay.time_stamp}|{prepay.nonce_str}|prepay_id=wx9"
