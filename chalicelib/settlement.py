@@ -91,9 +91,25 @@ def provider_target(provider_state: str) -> WithdrawalState:
     return _PROVIDER_STATES.get(provider_state, WithdrawalState.PROCESSING)
 
 
-def provider_may_move(current: WithdrawalState, target: WithdrawalState) -> bool:
-    """A provider answer moves a withdrawal in flight; nothing moves a final one."""
-    return current in IN_FLIGHT and target != current
+def provider_may_move(current: WithdrawalState, target: WithdrawalState, *, news: bool = False) -> bool:
+    """A provider answer moves a withdrawal in flight to another state, or records news in the
+    same state (a new provider state, a new package_info); nothing moves a final one, and an
+    answer about a withdrawal not sent yet is not ours to apply."""
+    return current in IN_FLIGHT and (target != current or news)
+
+
+def bill_disagreements(w: Withdrawal, target: WithdrawalState, amount_fen: int | None, openid: str | None) -> list[str]:
+    """What a WeChat answer about `w`'s bill says that contradicts our records: another amount
+    than the net we sent, another payee, or another final state than the one we recorded. Such an
+    answer is never applied (the operator looks at it); an empty list means it may be."""
+    problems = []
+    if amount_fen is not None and amount_fen != w.net_fen:
+        problems.append("amount")
+    if openid and openid != w.openid:
+        problems.append("openid")
+    if w.final and target in FINAL and target is not w.state:
+        problems.append("state")
+    return problems
 
 
 def account_moves(target: WithdrawalState, amount_fen: int) -> dict[str, int]:
@@ -108,6 +124,54 @@ def account_moves(target: WithdrawalState, amount_fen: int) -> dict[str, int]:
 
 
 RESERVE = {"available_fen": -1, "withdrawing_fen": 1}  # per fen requested
+
+
+def reserve_moves(amount_fen: int) -> dict[str, int]:
+    """Account deltas of requesting a withdrawal: the amount moves from available to withdrawing
+    (the write that applies them also checks that available covers it)."""
+    return {bucket: per_fen * amount_fen for bucket, per_fen in RESERVE.items()}
+
+
+def gives_back_day(target: WithdrawalState, requested_day: str, today: str) -> bool:
+    """A withdrawal that ends without paying (failed, rejected, cancelled) on the tenant's
+    calendar day it was requested on stops counting towards that day's limits (count and amount);
+    once the day changed its limits are spent and there is nothing to give back."""
+    return target in RETURNS_MONEY and requested_day == today
+
+
+# --- a bill WeChat does not know (NOT_FOUND) ---------------------------------------------------
+#
+# WeChat dedupes transfer bills by out_bill_no (= the withdrawal id, never another one for the
+# same withdrawal), so any number of create calls make at most one bill. A create call that was
+# refused or never answered may still be taking effect for a while, concurrently with our query;
+# but a bill that is still not found on a second query more than NOT_FOUND_WINDOW after the last
+# create attempt (every attempt is recorded before the call, and a call cannot outlive its Lambda
+# by 30 minutes) can no longer appear. Only then does the money go back.
+
+NOT_FOUND_WINDOW = timedelta(minutes=30)
+NOT_FOUND_QUERIES = 2  # NOT_FOUND answers needed (since the last create attempt) before giving up
+MAX_CREATE_ATTEMPTS = 6  # create calls for one withdrawal (unclear answers, crashes, redeliveries)
+
+
+class BillNotFound(StrEnum):
+    """What to do when WeChat answers NOT_FOUND for a withdrawal's bill."""
+
+    RESEND = "resend"  # never refused, attempts left: create it again (same out_bill_no)
+    WAIT = "wait"  # note the answer; the reconciliation job asks again later
+    ABANDON = "abandon"  # the bill can no longer appear: the withdrawal fails, the money returns
+    MISMATCH = "mismatch"  # WeChat showed us this bill before: an operator must look at it
+
+
+def after_not_found(w: Withdrawal, now: datetime) -> BillNotFound:
+    """The decision for a NOT_FOUND answer to a query of `w`'s bill, asked at `now`."""
+    if w.state is not WithdrawalState.SENDING or w.provider_state:
+        return BillNotFound.MISMATCH
+    if w.refusal is None and w.attempts < MAX_CREATE_ATTEMPTS:
+        return BillNotFound.RESEND
+    last_create = w.create_at or w.sent_at or w.updated_at
+    if w.not_found + 1 >= NOT_FOUND_QUERIES and now - last_create > NOT_FOUND_WINDOW:
+        return BillNotFound.ABANDON
+    return BillNotFound.WAIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +287,9 @@ class Withdrawal:
     provider_state: str | None = None
     package_info: str | None = None
     fail_reason: str | None = None
+    create_at: datetime | None = None  # the last create call of its bill (recorded before the call)
+    not_found: int = 0  # NOT_FOUND answers to bill queries since that call
+    refusal: str | None = None  # WeChat refused that call (code: message)
 
     @property
     def net_fen(self) -> int:

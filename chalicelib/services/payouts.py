@@ -6,15 +6,43 @@
   duplicate message) and creates the bill with `out_bill_no` = the withdrawal id, so a retry
   is the same bill at WeChat and one withdrawal can never be paid twice. When a withdrawal is
   already `sending` (a crash or an unclear answer before), the bill is queried first and only
-  created if WeChat has none.
+  created again if WeChat has none. Every create call is recorded on the withdrawal (time,
+  attempt) before it is made.
 * Callbacks and the reconciliation schedule record WeChat's state: success → paid; fail or
-  cancelled → failed, with the money back in available, in the same transaction.
+  cancelled → failed, with the money back in available, in the same transaction. An answer
+  with another amount, payee or final state than ours is never applied: it is counted
+  (`ReconciliationMismatches`), logged as an error and refused (a callback gets 409, so WeChat
+  notifies again and the operator sees it).
+
+When the money goes back without WeChat's final word (NOT_FOUND: `settlement.after_not_found`)
+------------------------------------------------------------------------------------------------
+A refused create (even "duplicate out_bill_no") or an unclear one proves nothing: another create
+of the same bill may still be on its way, and a query may not see it yet. So a NOT_FOUND answer
+is only noted (audited, counted on the withdrawal) and the withdrawal stays `sending`; the
+reconciliation job asks again. The money returns only on WeChat's final FAIL/CANCELLED, or when
+NOT_FOUND was answered to at least NOT_FOUND_QUERIES queries, the last one more than
+NOT_FOUND_WINDOW (30 min) after the last create attempt. That is safe because:
+
+* WeChat dedupes bills by out_bill_no, and we never issue another out_bill_no for a withdrawal:
+  all create calls of one withdrawal make at most one bill;
+* every create call is recorded before it is made, in a write conditional on the withdrawal's
+  version, and no call outlives its Lambda (minutes): a bill WeChat does not show 30 minutes
+  after the last recorded call cannot appear any more;
+* giving up is itself a conditional move: a create recorded meanwhile makes it fail, and a
+  failed withdrawal is never sent again.
+
+A withdrawal whose bill WeChat showed before (processing, waiting for the user) and then does
+not find is a contradiction, not an absence: it is counted and left for an operator.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +53,8 @@ from chalicelib.entities import AuditEvent, Principal
 from chalicelib.errors import Conflict, DomainError, NotFound, UpstreamError
 from chalicelib.observability import count, gauge, logger
 from chalicelib.services import tenants
-from chalicelib.services.withdrawals import READERS, get_own, view
-from chalicelib.settlement import FINAL, IN_FLIGHT, Withdrawal, WithdrawalState
+from chalicelib.services.withdrawals import READERS, get_own, release_day, view
+from chalicelib.settlement import FINAL, BillNotFound, Withdrawal, WithdrawalState
 from chalicelib.store import get_store
 from chalicelib.wechat import get_transfer
 
@@ -38,6 +66,10 @@ PAGE = 500
 STALE_SENDING = timedelta(minutes=10)  # a worker may still be waiting for WeChat before this
 REMARK = "佣金提现"
 MAX_FAILURES_SHOWN = 100
+MISMATCH = "transfer_mismatch"  # the code of a WeChat answer that contradicts the withdrawal
+RECONCILE_MAX_PER_RUN = 1000  # bill queries per reconciliation run (the oldest first; the rest next run)
+RECONCILE_WORKERS = 8  # queries in parallel (WeChat allows 100 QPS per merchant)
+RECONCILE_PAGE = 100
 
 
 class PayoutUnclear(Exception):
@@ -104,26 +136,70 @@ def send(tenant: str, withdrawal_id: str, run_id: str) -> str:
         now = utcnow()
         data = {"run": run_id, "attempt": w.attempts + 1}
         event = AuditEvent(entity=f"withdrawal:{w.id}", action="withdrawal.sending", actor="system:payout", data=data)
-        extra = {"run_id": run_id, "run_key": f"{tenant}#{run_id}", "attempts": w.attempts + 1, "sent_at": iso(now)}
+        extra = {
+            "run_id": run_id,
+            "run_key": f"{tenant}#{run_id}",
+            "attempts": w.attempts + 1,
+            "sent_at": iso(now),
+            "create_at": iso(now),
+        }
         fresh = store.withdrawals.move(w, WithdrawalState.SENDING, event, now, extra=extra)
         w = store.withdrawals.get(tenant, withdrawal_id) or w
     if w.state is not WithdrawalState.SENDING:
         return w.state.value  # a duplicate message, or cancelled/rejected meanwhile
-    return transfer(w, fresh=fresh).state.value
+    try:
+        return transfer(w, fresh=fresh).state.value
+    except Conflict as exc:
+        if exc.code != MISMATCH:
+            raise
+        return "mismatch"  # counted and logged; reconciliation keeps asking
 
 
 def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
-    """Create the bill of a withdrawal in `sending`; unless this call just moved it there, ask
-    WeChat first whether the bill exists (never a new bill for a withdrawal WeChat knows)."""
+    """Create the bill of a withdrawal in `sending`; unless this call just moved it there (and
+    recorded the create attempt), ask WeChat first whether the bill exists (never a new bill for
+    a withdrawal WeChat knows) and decide by `settlement.after_not_found` whether to create it."""
+    from chalicelib.wechat.transfer import TransferUnclear
+
+    if not fresh:
+        try:
+            known = get_transfer(w.tenant).query_bill(w.id)
+        except TransferUnclear as exc:
+            count("PayoutsUnclear")
+            raise PayoutUnclear(str(exc)) from exc
+        if known is not None:
+            return _recorded(w.tenant, known, "query")
+        now = utcnow()
+        decision = settlement.after_not_found(w, now)
+        if decision is not BillNotFound.RESEND:
+            return _not_found(w, decision, now)
+        again = _create_attempt(w, now)
+        if again is None:  # moved meanwhile (another worker, a callback): theirs to finish
+            return get_store().withdrawals.get(w.tenant, w.id) or w
+        w = again
+    return _create(w, first=fresh)
+
+
+def _create_attempt(w: Withdrawal, now: datetime) -> Withdrawal | None:
+    """Record a create call about to be made (before it is made: the NOT_FOUND window counts from
+    it); None when the withdrawal moved meanwhile, so no call is made."""
+    store = get_store()
+    attempt = w.attempts + 1
+    event = AuditEvent(
+        entity=f"withdrawal:{w.id}", action="withdrawal.resending", actor="system:payout", data={"attempt": attempt}
+    )
+    extra = {"attempts": attempt, "create_at": iso(now), "not_found": None, "refusal": None}
+    if not store.withdrawals.move(w, WithdrawalState.SENDING, event, now, extra=extra):
+        return None
+    return store.withdrawals.get(w.tenant, w.id)
+
+
+def _create(w: Withdrawal, *, first: bool) -> Withdrawal:
+    """The create call itself, its attempt already recorded."""
     from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
 
-    provider = get_transfer(w.tenant)
     try:
-        if not fresh:
-            known = provider.query_bill(w.id)
-            if known is not None:
-                return record(w.tenant, known, "query")
-        bill = provider.create_bill(
+        bill = get_transfer(w.tenant).create_bill(
             out_bill_no=w.id, openid=w.openid, amount_fen=w.net_fen, remark=REMARK, user_name=w.real_name
         )
     except TransferUnclear as exc:
@@ -134,18 +210,22 @@ def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
         count("PayoutsRejected")
         logger.warning("transfer refused", extra={"withdrawal": w.id, "code": exc.code})
         return _refused(w, f"{exc.code}: {exc.message}"[:200])
-    except DomainError as exc:  # a bill WeChat would refuse (checked before any call): never sendable
+    except DomainError as exc:  # a bill WeChat would refuse (checked before any call)
         count("PayoutsRejected")
         logger.error("withdrawal cannot be sent", extra={"withdrawal": w.id, "code": exc.code})
-        return _fail(w, f"{exc.code}: {exc.message}"[:200])
+        reason = f"{exc.code}: {exc.message}"[:200]
+        # never sendable: on the first attempt no call ever reached WeChat, so the money returns at
+        # once; after earlier attempts it waits for NOT_FOUND to persist like any refusal
+        return _fail(w, reason) if first else _refused(w, reason)
     count("PayoutsSent")
     count("PayoutsSentFen", w.net_fen)
     return record(w.tenant, bill, "transfer")
 
 
 def _refused(w: Withdrawal, reason: str) -> Withdrawal:
-    """WeChat refused the bill. Before the money goes back, make sure WeChat holds no bill under
-    this out_bill_no (a refusal of a repeated request must never let the money be paid twice)."""
+    """WeChat refused the bill. That proves nothing about a create of the same bill still under
+    way, so the bill is queried: if WeChat holds it, it is recorded; if not, the NOT_FOUND is only
+    noted and the reconciliation job asks again (see the module docstring)."""
     from chalicelib.wechat.transfer import TransferUnclear
 
     try:
@@ -153,27 +233,67 @@ def _refused(w: Withdrawal, reason: str) -> Withdrawal:
     except TransferUnclear as exc:
         raise PayoutUnclear(str(exc)) from exc
     if known is not None:
-        return record(w.tenant, known, "query")
-    return _fail(w, reason)
+        return _recorded(w.tenant, known, "query")
+    refused = replace(w, refusal=reason)
+    now = utcnow()
+    return _not_found(refused, settlement.after_not_found(refused, now), now)
 
 
-def _fail(w: Withdrawal, reason: str) -> Withdrawal:
-    """WeChat refused to create the bill: the withdrawal fails and the money returns."""
+def _not_found(w: Withdrawal, decision: BillNotFound, now: datetime) -> Withdrawal:
+    """Act on WeChat's NOT_FOUND for `w`'s bill (`decision` is never RESEND here)."""
+    if decision is BillNotFound.ABANDON:
+        return _abandon(w)
+    if decision is BillNotFound.MISMATCH:
+        count("ReconciliationMismatches")
+        logger.error("WeChat does not know a bill it showed before", extra={"withdrawal": w.id})
+        return w
+    store = get_store()
+    seen = w.not_found + 1
+    data: dict[str, Any] = {"not_found": seen, "refusal": w.refusal}
+    event = AuditEvent(
+        entity=f"withdrawal:{w.id}", action="withdrawal.bill_not_found", actor="system:payout", data=data
+    )
+    extra = {"not_found": seen, "refusal": w.refusal}
+    store.withdrawals.move(w, WithdrawalState.SENDING, event, utcnow(), extra=extra)
+    logger.warning("WeChat does not know the bill (yet)", extra={"withdrawal": w.id, "not_found": seen})
+    return store.withdrawals.get(w.tenant, w.id) or w
+
+
+def _abandon(w: Withdrawal) -> Withdrawal:
+    """NOT_FOUND persisted past the window after the last create attempt: the bill can no longer
+    appear, so the withdrawal fails and the money returns (counted: an operator should know why)."""
+    reason = (w.refusal or "WeChat never received the transfer")[:200]
+    data = {"not_found": w.not_found + 1, "last_create_at": iso(w.create_at or w.sent_at or w.updated_at)}
+    return _fail(w, reason, data, abandoned=True)
+
+
+def _fail(w: Withdrawal, reason: str, data: Mapping[str, Any] | None = None, *, abandoned: bool = False) -> Withdrawal:
+    """The withdrawal fails without a bill at WeChat: the money returns (and the day's limits, the
+    same day)."""
     store = get_store()
     target = WithdrawalState.FAILED
+    now = utcnow()
     event = AuditEvent(
-        entity=f"withdrawal:{w.id}", action="withdrawal.failed", actor="system:payout", data={"reason": reason}
+        entity=f"withdrawal:{w.id}",
+        action="withdrawal.failed",
+        actor="system:payout",
+        data={"reason": reason, **(data or {})},
     )
     if store.withdrawals.move(
         w,
         target,
         event,
-        utcnow(),
+        now,
         account=settlement.account_moves(target, w.amount_fen),
-        extra={"fail_reason": reason, "real_name": None},
+        extra={"fail_reason": reason, "real_name": None, "not_found": None},
+        release_day=release_day(w, target, now),
     ):
         count("PayoutsFailed")
         count("PayoutsFailedFen", w.net_fen)
+        if abandoned:
+            count("PayoutsAbandoned")
+            count("PayoutsAbandonedFen", w.net_fen)
+            logger.error("payout abandoned: WeChat never had the bill", extra={"withdrawal": w.id, "reason": reason})
     return store.withdrawals.get(w.tenant, w.id) or w
 
 
@@ -182,47 +302,91 @@ def _fail(w: Withdrawal, reason: str) -> Withdrawal:
 
 def record(tenant: str, bill: TransferBill, source: str, actor: str | None = None) -> Withdrawal:
     """Record a bill's state from WeChat on its withdrawal (repeats and stale answers are harmless:
-    final states never move; a final answer contradicting ours is counted and logged, not applied)."""
+    final states never move). An answer contradicting ours (another amount, payee or final state)
+    is counted and logged, never applied: Conflict `transfer_mismatch`."""
     store = get_store()
     for _ in range(8):
         w = store.withdrawals.get(tenant, bill.out_bill_no)
         if w is None:
             raise NotFound("unknown withdrawal", code="unknown_withdrawal")
-        _check_agrees(w, bill)
         target = settlement.provider_target(bill.state)
-        news = bill.state != w.provider_state or (bill.package_info or None) != w.package_info
-        if w.state not in IN_FLIGHT or (target is w.state and not news):
+        _refuse_disagreement(w, bill, target, source)
+        package = _package(w, bill, target)
+        news = bill.state != w.provider_state or package != w.package_info
+        if not settlement.provider_may_move(w.state, target, news=news):
             return w  # finished, not sent by us yet, or nothing new
-        event, moves, extra = _provider_change(w, bill, target, source, actor or f"system:{source}")
-        if store.withdrawals.move(w, target, event, utcnow(), account=moves, extra=extra):
+        event, moves, extra = _provider_change(w, bill, target, package, source, actor or f"system:{source}")
+        now = utcnow()
+        if store.withdrawals.move(
+            w, target, event, now, account=moves, extra=extra, release_day=release_day(w, target, now)
+        ):
             _count_outcome(target, w.net_fen)
             logger.info("payout state", extra={"withdrawal": w.id, "to": target.value, "source": source})
             return store.withdrawals.get(tenant, w.id) or w
     raise Conflict("the withdrawal keeps changing; try again", code="busy")
 
 
-def _check_agrees(w: Withdrawal, bill: TransferBill) -> None:
-    """Count and log what WeChat says that contradicts our records (never applied silently)."""
-    target = settlement.provider_target(bill.state)
-    if bill.amount_fen is not None and bill.amount_fen != w.net_fen:
-        count("ReconciliationMismatches")
-        logger.error("transfer amount differs", extra={"withdrawal": w.id, "bill_fen": bill.amount_fen})
-    if w.final and target in FINAL and target is not w.state:
-        count("ReconciliationMismatches")
-        logger.error(
-            "WeChat disagrees with a finished withdrawal",
-            extra={"withdrawal": w.id, "ours": w.state.value, "wechat": bill.state},
+def _recorded(tenant: str, bill: TransferBill, source: str) -> Withdrawal:
+    """Record a query answer. Only WeChat's create answer carries package_info: for a bill waiting
+    for the user whose create answer was lost, the same create call is made again (WeChat answers
+    a repeated out_bill_no with the same bill, package included; no second bill can exist)."""
+    from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
+
+    after = record(tenant, bill, source)
+    if after.state is not WithdrawalState.WAIT_USER_CONFIRM or after.package_info:
+        return after
+    try:
+        again = get_transfer(tenant).create_bill(
+            out_bill_no=after.id,
+            openid=after.openid,
+            amount_fen=after.net_fen,
+            remark=REMARK,
+            user_name=after.real_name,
         )
+    except (TransferUnclear, TransferRejected, DomainError) as exc:
+        count("PayoutsWithoutPackage")
+        logger.warning(
+            "no package_info for a transfer waiting for the user", extra={"withdrawal": after.id, "error": str(exc)}
+        )
+        return after
+    return record(tenant, again, "transfer")
+
+
+def _refuse_disagreement(w: Withdrawal, bill: TransferBill, target: WithdrawalState, source: str) -> None:
+    """Count, log and refuse what WeChat says that contradicts our records."""
+    problems = settlement.bill_disagreements(w, target, bill.amount_fen, bill.openid)
+    if not problems:
+        return
+    count("ReconciliationMismatches")
+    details = {
+        "withdrawal": w.id,
+        "problems": problems,
+        "source": source,
+        "ours": {"state": w.state.value, "net_fen": w.net_fen},
+        "wechat": {"state": bill.state, "amount_fen": bill.amount_fen, "openid_matches": bill.openid == w.openid},
+    }
+    logger.error("WeChat's transfer contradicts the withdrawal; not applied", extra=details)
+    raise Conflict(
+        f"WeChat's transfer bill contradicts the withdrawal ({', '.join(problems)}); nothing was changed",
+        code=MISMATCH,
+        details={"problems": problems},
+    )
+
+
+def _package(w: Withdrawal, bill: TransferBill, target: WithdrawalState) -> str | None:
+    """What `wx.requestMerchantTransfer` needs while the user must confirm: only WeChat's create
+    answer carries it (a query answer never does), so the stored one is kept until the state leaves
+    WAIT_USER_CONFIRM."""
+    if target is not WithdrawalState.WAIT_USER_CONFIRM:
+        return None
+    return bill.package_info or w.package_info
 
 
 def _provider_change(
-    w: Withdrawal, bill: TransferBill, target: WithdrawalState, source: str, actor: str
+    w: Withdrawal, bill: TransferBill, target: WithdrawalState, package: str | None, source: str, actor: str
 ) -> tuple[AuditEvent, dict[str, int], dict[str, Any]]:
     """(audit event, account deltas, item changes) of recording a bill's state."""
-    extra: dict[str, Any] = {
-        "provider_state": bill.state,
-        "package_info": bill.package_info if target is WithdrawalState.WAIT_USER_CONFIRM else None,
-    }
+    extra: dict[str, Any] = {"provider_state": bill.state, "package_info": package, "not_found": None}
     data: dict[str, Any] = {"provider_state": bill.state, "bill_no": bill.transfer_bill_no, "source": source}
     if bill.transfer_bill_no:
         extra["bill_no"] = bill.transfer_bill_no
@@ -253,43 +417,83 @@ def transfer_notification(appid: str | None, headers: Mapping[str, str], body: b
 
 
 def reconcile(now: datetime) -> dict[str, Any]:
-    """Query WeChat for every withdrawal in flight and record what it says.
+    """Query WeChat for the withdrawals in flight, oldest first, at most RECONCILE_MAX_PER_RUN per
+    run and RECONCILE_WORKERS at a time, and record what it says.
 
-    A withdrawal still `sending` after STALE_SENDING whose bill WeChat does not know is sent
-    again with the same out_bill_no; an unclear answer leaves it for the next run.
+    A withdrawal still `sending` after STALE_SENDING is due too: WeChat's NOT_FOUND then sends it
+    again (same out_bill_no), or is noted, or gives the money back (`settlement.after_not_found`).
+    An unclear answer leaves it for the next run; so do the withdrawals beyond the bound (`deferred`).
     """
+    due, seen, oldest = _due(now)
+    chosen = list(itertools.islice(heapq.merge(*due, key=lambda row: row[0]), RECONCILE_MAX_PER_RUN))
+    tally = dict.fromkeys(
+        ("checked", "corrected", "resent", "unclear", "errors", "mismatches", "waiting", "abandoned"), 0
+    )
+    with ThreadPoolExecutor(max_workers=RECONCILE_WORKERS) as pool:
+        outcomes = list(pool.map(lambda row: _reconcile_safely(row[1], row[2], row[3], now), chosen))
+    for outcome in outcomes:
+        if outcome:
+            tally["checked"] += outcome != "errors"
+            if outcome != "checked":
+                tally[outcome] += 1
+    if tally["corrected"]:
+        count("ReconciliationCorrections", tally["corrected"])
+    deferred = seen - len(chosen)
+    if deferred:
+        count("ReconciliationDeferred", deferred)
+    gauge("PayoutInFlightOldestSeconds", oldest)
+    summary: dict[str, Any] = {
+        **tally,
+        "due": seen,
+        "deferred": deferred,
+        "oldest_in_flight_seconds": int(oldest),
+    }
+    logger.info("payouts reconciled", extra=summary)
+    return summary
+
+
+def _due(now: datetime) -> tuple[list[list[tuple[str, str, str, WithdrawalState]]], int, float]:
+    """The withdrawals due for a query: per tenant and state the oldest RECONCILE_MAX_PER_RUN
+    (created_at, tenant, id, state), oldest first; how many are due in all; the oldest age."""
     store = get_store()
-    tally = {"checked": 0, "corrected": 0, "resent": 0, "unclear": 0, "errors": 0}
+    due: list[list[tuple[str, str, str, WithdrawalState]]] = []
+    seen = 0
     oldest = 0.0
     for tenant in store.tenants.all():
         for state in (WithdrawalState.SENDING, WithdrawalState.PROCESSING, WithdrawalState.WAIT_USER_CONFIRM):
-            for page in store.withdrawals.ids_in_state(tenant.id, state, 100):
+            rows: list[tuple[str, str, str, WithdrawalState]] = []
+            for page in store.withdrawals.ids_in_state(tenant.id, state, RECONCILE_PAGE):
                 for row in page:
                     age = now - parse_iso(row["updated_at"])
                     oldest = max(oldest, age.total_seconds())
                     if state is WithdrawalState.SENDING and age < STALE_SENDING:
                         continue  # a worker may still be waiting for WeChat's answer
-                    try:
-                        outcome = _reconcile_one(tenant.id, row["id"], state)
-                    except Exception:  # one broken withdrawal must not stop the others
-                        logger.exception("reconciliation failed", extra={"withdrawal": row["id"]})
-                        count("ReconciliationErrors")
-                        tally["errors"] += 1
-                        continue
-                    if outcome:
-                        tally["checked"] += 1
-                        if outcome != "checked":
-                            tally[outcome] += 1
-    if tally["corrected"]:
-        count("ReconciliationMismatches", tally["corrected"])
-    gauge("PayoutInFlightOldestSeconds", oldest)
-    summary: dict[str, Any] = {**tally, "oldest_in_flight_seconds": int(oldest)}
-    logger.info("payouts reconciled", extra=summary)
-    return summary
+                    seen += 1
+                    if len(rows) < RECONCILE_MAX_PER_RUN:
+                        rows.append((row["created_at"], tenant.id, row["id"], state))
+            due.append(rows)
+    return due, seen, oldest
 
 
-def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState) -> str | None:
-    """Query one bill and record it: 'checked', 'corrected', 'resent', 'unclear', or None (moved on)."""
+def _reconcile_safely(tenant: str, withdrawal_id: str, state: WithdrawalState, now: datetime) -> str | None:
+    try:
+        return _reconcile_one(tenant, withdrawal_id, state, now)
+    except Exception:  # one broken withdrawal must not stop the others
+        logger.exception("reconciliation failed", extra={"withdrawal": withdrawal_id})
+        count("ReconciliationErrors")
+        return "errors"
+
+
+_NOT_FOUND_OUTCOMES = {
+    BillNotFound.WAIT: "waiting",
+    BillNotFound.ABANDON: "abandoned",
+    BillNotFound.MISMATCH: "mismatches",
+}
+
+
+def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState, now: datetime) -> str | None:
+    """Query one bill and record it: 'checked', 'corrected', 'resent', 'unclear', 'waiting',
+    'abandoned', 'mismatches', or None (moved on meanwhile)."""
     from chalicelib.wechat.transfer import TransferUnclear
 
     w = get_store().withdrawals.get(tenant, withdrawal_id)
@@ -298,15 +502,21 @@ def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState) -> s
     try:
         bill = get_transfer(tenant).query_bill(w.id)
         if bill is None:
-            if w.state is WithdrawalState.SENDING:
-                transfer(w, fresh=True)  # WeChat never got it: the same out_bill_no again
+            decision = settlement.after_not_found(w, now)
+            if decision is BillNotFound.RESEND:
+                again = _create_attempt(w, utcnow())
+                if again is not None:
+                    _create(again, first=False)  # WeChat never got it: the same out_bill_no again
                 return "resent"
-            count("ReconciliationMismatches")
-            logger.error("WeChat does not know a bill in flight", extra={"withdrawal": w.id})
-            return "checked"
+            _not_found(w, decision, now)
+            return _NOT_FOUND_OUTCOMES[decision]
+        after = _recorded(tenant, bill, "reconcile")
     except (TransferUnclear, PayoutUnclear):
         return "unclear"
-    after = record(tenant, bill, "reconcile")
+    except Conflict as exc:
+        if exc.code != MISMATCH:
+            raise
+        return "mismatches"
     changed = after.state is not w.state or after.provider_state != w.provider_state
     return "corrected" if changed else "checked"
 

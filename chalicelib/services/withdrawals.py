@@ -3,7 +3,8 @@
 The request reserves the money (available → withdrawing) with one conditional update of the
 account that also checks the day's count and amount limits, so concurrent requests can never
 overdraw or exceed a limit. Rejections and cancellations put the money back in the same
-transaction that records them.
+transaction that records them; one that ends on the day it was requested also gives that day's
+count and amount back (`settlement.gives_back_day`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from datetime import datetime
 from typing import Any
 
 from chalicelib import settlement
@@ -146,8 +148,20 @@ def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
     from chalicelib.store.withdrawals import Reservation
 
     return Reservation(
-        amount_fen=amount_fen, day=day, count_per_day=rules.count_per_day, max_per_day_fen=rules.max_per_day_fen
+        amount_fen=amount_fen,
+        moves=settlement.reserve_moves(amount_fen),
+        day=day,
+        count_per_day=rules.count_per_day,
+        max_per_day_fen=rules.max_per_day_fen,
     )
+
+
+def release_day(w: Withdrawal, target: WithdrawalState, now: datetime) -> str | None:
+    """The tenant's day whose limits `w` stops counting towards when it reaches `target` at `now`
+    (the day it was requested on, if it ends unpaid that same day), or None."""
+    timezone = tenants.get(w.tenant).timezone
+    requested = settlement.local_day(w.created_at, timezone)
+    return requested if settlement.gives_back_day(target, requested, settlement.local_day(now, timezone)) else None
 
 
 def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int, day: str) -> Conflict:
@@ -236,7 +250,8 @@ def _act(
         )
         moves = settlement.account_moves(target, w.amount_fen)
         changes = {**(extra or {}), **({"real_name": None} if target in settlement.FINAL else {})}
-        if store.withdrawals.move(w, target, event, now, account=moves, extra=changes):
+        released = release_day(w, target, now)
+        if store.withdrawals.move(w, target, event, now, account=moves, extra=changes, release_day=released):
             logger.info("withdrawal moved", extra={"withdrawal": w.id, "to": target.value, "actor": actor})
             return store.withdrawals.get(w.tenant, w.id) or w
         fresh = store.withdrawals.get(w.tenant, w.id)

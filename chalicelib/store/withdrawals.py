@@ -27,9 +27,11 @@ CONFLICT_RETRIES = 12
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What a request reserves: the amount, within the day's limits (tenant's calendar day)."""
+    """What a request reserves: the amount (its account deltas, `settlement.reserve_moves`, applied
+    only if available covers it), within the day's limits (tenant's calendar day)."""
 
     amount_fen: int
+    moves: Mapping[str, int]
     day: str
     count_per_day: int
     max_per_day_fen: int
@@ -64,6 +66,9 @@ def _to_withdrawal(item: WithdrawalModel) -> Withdrawal:
         provider_state=item.provider_state,
         package_info=item.package_info,
         fail_reason=item.fail_reason,
+        create_at=parse_iso(item.create_at) if item.create_at else None,
+        not_found=int(item.not_found or 0),
+        refusal=item.refusal,
     )
 
 
@@ -144,13 +149,14 @@ class WithdrawalStore:
                 index_name="by_state",
                 limit=page_size,
                 exclusive_start_key=start,
-                attributes_to_get=["withdrawal_id", "amount_fen", "fee_fen", "updated_at"],
+                attributes_to_get=["withdrawal_id", "amount_fen", "fee_fen", "created_at", "updated_at"],
             )
             page = [
                 {
                     "id": item["withdrawal_id"]["S"],
                     "amount_fen": int(item["amount_fen"]["N"]),
                     "fee_fen": int(item["fee_fen"]["N"]),
+                    "created_at": item["created_at"]["S"],
                     "updated_at": item["updated_at"]["S"],
                 }
                 for item in data.get("Items", [])
@@ -182,7 +188,7 @@ class WithdrawalStore:
         item = _item(withdrawal, version=1, audit_hash=record.hash)
         account = AccountModel(f"{withdrawal.tenant}#{withdrawal.promoter}")
         amount, day = reservation.amount_fen, reservation.day
-        money = [AccountModel.available_fen.add(-amount), AccountModel.withdrawing_fen.add(amount)]
+        money = [getattr(AccountModel, bucket).add(delta) for bucket, delta in sorted(reservation.moves.items())]
         same_day = (
             (AccountModel.available_fen >= amount)
             & (AccountModel.wd_day == day)
@@ -232,9 +238,14 @@ class WithdrawalStore:
         *,
         account: Mapping[str, int] | None = None,
         extra: Mapping[str, Any] | None = None,
+        release_day: str | None = None,
     ) -> bool:
         """Move a withdrawal read at `withdrawal.version` to `target`, with its account deltas and
-        its next audit record; False (nothing written) when it changed meanwhile."""
+        its next audit record; False (nothing written) when it changed meanwhile.
+
+        With `release_day` (the tenant's day the withdrawal was requested on) the withdrawal stops
+        counting towards that day's limits, if the account still counts that day; once a later
+        request started another day there is nothing to give back and the move goes without it."""
         version = withdrawal.version + 1
         record = audit.build(withdrawal.tenant, event, when, withdrawal.audit_hash, record_id=f"v{version:010d}")
         key = f"{withdrawal.tenant}#{withdrawal.id}"
@@ -250,21 +261,26 @@ class WithdrawalStore:
             actions.append(attribute.remove() if value is None else attribute.set(value))
         condition = (WithdrawalModel.version == withdrawal.version) & (WithdrawalModel.state == withdrawal.state.value)
         deltas = {b: d for b, d in (account or {}).items() if d}
+        money = [getattr(AccountModel, b).add(d) for b, d in sorted(deltas.items())]
+        day_back = [AccountModel.wd_day_count.add(-1), AccountModel.wd_day_fen.add(-withdrawal.amount_fen)]
 
         for attempt in range(CONFLICT_RETRIES):
 
-            def body(tx: TransactWrite) -> None:
+            def body(tx: TransactWrite, release: str | None = release_day) -> None:
                 tx.save(record, condition=AuditModel.pk.does_not_exist())
                 tx.update(WithdrawalModel(key), actions=actions, condition=condition)
-                if deltas:
-                    tx.update(
-                        AccountModel(f"{withdrawal.tenant}#{withdrawal.promoter}"),
-                        actions=[getattr(AccountModel, b).add(d) for b, d in sorted(deltas.items())],
-                    )
+                account_item = AccountModel(f"{withdrawal.tenant}#{withdrawal.promoter}")
+                if release:
+                    tx.update(account_item, actions=money + day_back, condition=AccountModel.wd_day == release)
+                elif money:
+                    tx.update(account_item, actions=money)
 
             outcome = self._tx.run(body)
             if outcome.committed:
                 return True
+            if 2 in outcome.failed_items and not ({0, 1} & set(outcome.failed_items)):
+                release_day = None  # another day is counted now: nothing to give back
+                continue
             if outcome.failed_items:
                 return False
             _backoff(attempt)

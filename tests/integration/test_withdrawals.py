@@ -340,12 +340,25 @@ def test_unclear_answers_are_queried_before_any_retry_and_pay_once(
     _one_paid(stack, who, w["id"], 1_500, sandbox)
 
 
-def test_a_refused_transfer_fails_and_returns_the_money(stack: Stack, rules: dict[str, Any], sandbox: Any) -> None:
+def _past_the_not_found_window() -> None:
+    """Two reconciliation runs: a second NOT_FOUND, then one past the window after the last create."""
+    from chalicelib.settlement import NOT_FOUND_WINDOW
+
+    _reconcile_later()
+    payouts.reconcile(utcnow() + NOT_FOUND_WINDOW + timedelta(minutes=1))
+
+
+def test_a_refused_transfer_fails_and_returns_the_money_once_not_found_persists(
+    stack: Stack, rules: dict[str, Any], sandbox: Any
+) -> None:
     who = promoter(stack)
     credit(stack, who, 1_200)
     w = request(who, 1_200)
     sandbox.inject("reject", out_bill_no=w["id"])
     pay_out(stack, w["id"])
+    assert state_of(stack, w["id"]) is WithdrawalState.SENDING  # a refusal alone proves nothing
+    assert account(stack, who)["withdrawing_fen"] == 1_200
+    _past_the_not_found_window()
     assert state_of(stack, w["id"]) is WithdrawalState.FAILED
     assert account(stack, who)["available_fen"] == 1_200
     assert "NOT_ENOUGH" in (get_store().withdrawals.get(stack.tenant, w["id"]).fail_reason or "")  # type: ignore[union-attr]
@@ -482,6 +495,7 @@ def test_the_payout_run_report(stack: Stack, rules: dict[str, Any], sandbox: Any
     sandbox.inject("reject", out_bill_no=ids[2])
     sandbox.inject("succeed", out_bill_no=ids[1])
     pay_out(stack, *ids)
+    _past_the_not_found_window()  # the refused one fails once WeChat surely has no bill
     run_id = get_store().withdrawals.get(stack.tenant, ids[0]).run_id  # type: ignore[union-attr]
     assert run_id
     report = payouts.run_report(owner, run_id)
@@ -595,6 +609,7 @@ def test_a_refusal_of_a_bill_wechat_already_holds_records_the_bill_not_a_failure
     monkeypatch.setattr(SandboxTransfer, "create_bill", create)
     monkeypatch.setattr(SandboxTransfer, "query_bill", query)
     pay_out(stack, w["id"])
-    assert len(creates) == 2
+    assert len(creates) == 3  # the third only asks again for the package_info the lost answer carried
+    assert set(creates) == {w["id"]}
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM  # not failed: no money returned
     assert account(stack, who)["withdrawing_fen"] == 1_000
