@@ -245,3 +245,27 @@ def test_the_parked_listing_refuses_other_roles_and_bad_filters(client: Client) 
     assert (status, error["error"]["code"]) == (400, "invalid_source")
     status, error = call(client, "post", "/v1/admin/parked/redrive", {"source": 3}, token=admin_token(client))
     assert (status, error["error"]["code"]) == (400, "invalid_source")
+
+
+def test_the_command_line_lists_parked_records_with_their_content_and_redrives_one_tenant(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devtools import redrive
+
+    ours, theirs = park_removal(stack.tenant), park_removal(OTHER_TENANT)
+
+    assert redrive.main(["--list", "--tenant", stack.tenant, "--source", "users", "--content"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    row = next(r for r in rows if r["sequence"] == ours.sequence)
+    assert row["tenant"] == stack.tenant
+    assert row["record"]["dynamodb"]["SequenceNumber"] == ours.sequence
+    assert theirs.sequence not in {r["sequence"] for r in rows}
+
+    assert redrive.main(["--tenant", stack.tenant, "--source", "users"]) == 0
+    assert json.loads(capsys.readouterr().out)["replayed"] >= 1
+    assert get_store().parked.waiting_records(stack.tenant, "users", ours.entity) == []
+    assert [p.sequence for p in get_store().parked.waiting_records(OTHER_TENANT, "users", theirs.entity)] == [
+        theirs.sequence
+    ]
+    audit = [r for r in for_entity(stack.tenant, "parked:users") if r.actor.startswith("cli:")]
+    assert audit
