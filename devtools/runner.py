@@ -291,7 +291,7 @@ class EventRunner:
         endpoint_url: str,
         state_dir: Path,
         schedule_interval: float | None = None,
-        max_retries: int = 3,
+        max_retries: int = 6,
         batch_size: int | None = None,
         region: str = "us-east-1",
         only: Collection[str] | None = None,

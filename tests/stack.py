@@ -100,7 +100,7 @@ def _stack(ddb_endpoint: str, prefix: str, tmp_path_factory: pytest.TempPathFact
         table_name_for=lambda logical: f"{prefix}-{logical}",
         endpoint_url=ddb_endpoint,
         state_dir=tmp_path_factory.mktemp("runner"),
-        max_retries=3,
+        max_retries=6,  # Lambda delivers a record 1 + MaximumRetryAttempts (5) times; the app parks at 5
         spool_dir=Path(tempfile.gettempdir()) / f"fenxiao-test-queues-{prefix}",
     )
     try:

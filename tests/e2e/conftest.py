@@ -14,28 +14,35 @@ import requests
 
 from devtools.ddb_local import free_port
 from devtools.stack import StackConfig, start_chalice, stop_group, wait_for_api
-from tests.stack import Stack
+from tests.envutil import environ
+from tests.stack import TEST_TENANT, Stack
 
 
 @dataclass(frozen=True)
 class LiveApi:
     url: str
     stack: Stack
+    tenant: str = TEST_TENANT
 
     def call(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
+        headers.setdefault("X-Appid", self.tenant)  # production has no default tenant
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
     def login(self, name: str) -> tuple[str, str]:
-        response = self.call("POST", "/v1/auth/login", json={"code": f"dev-{name}"})
+        response = self.call("POST", "/v1/auth/login", json={"code": f"dev-{name}", "appid": self.tenant})
         assert response.status_code == 200, response.text
         body = response.json()
         return body["token"], body["user"]["id"]
 
     def admin(self, username: str = "owner") -> str:
-        response = self.call("POST", "/v1/admin/auth/login", json={"username": username, "password": f"pw-{username}"})
+        response = self.call(
+            "POST",
+            "/v1/admin/auth/login",
+            json={"username": username, "password": f"pw-{username}", "appid": self.tenant},
+        )
         assert response.status_code == 200, response.text
         return str(response.json()["token"])
 
@@ -51,8 +58,14 @@ def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 @pytest.fixture(scope="session")
 def live_api(stack: Stack) -> Iterator[LiveApi]:
+    """`chalice local` with production's shape of settings: no default tenant, and the public URL
+    WeChat's twins POST their notifications to is the server's own."""
+    from chalicelib.wechat import outbox
+
     config = StackConfig(api_port=free_port(), ddb_port=int(stack.endpoint.rsplit(":", 1)[1]))
-    proc = start_chalice(config)
+    with environ({"PUBLIC_BASE_URL": config.api_url, "DEFAULT_TENANT": ""}):
+        proc = start_chalice(config)
+    outbox.set_transport(None)  # the runner thread delivers over real HTTP too
     stop = threading.Event()
     runner = threading.Thread(target=stack.runner.run_forever, args=(stop, 0.2), daemon=True)
     try:
@@ -64,3 +77,7 @@ def live_api(stack: Stack) -> Iterator[LiveApi]:
         if runner.is_alive():
             runner.join(timeout=10)
         stop_group(proc)
+        from app import app
+        from tests.stack import chalice_transport
+
+        outbox.set_transport(chalice_transport(app))

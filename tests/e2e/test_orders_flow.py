@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
+from chalicelib.store import get_store
 from tests.e2e.conftest import LiveApi, eventually
-from tests.stack import unique
+from tests.stack import OTHER_TENANT, unique
 
 
 def account(api: LiveApi, token: str) -> dict[str, int]:
@@ -62,3 +64,37 @@ def test_order_pay_commission_refund(live_api: LiveApi) -> None:
         "POST", f"/v1/admin/orders/{order_id}/refunds", owner, json={"amount_fen": 1, "reason": "x"}
     )
     assert too_much.status_code == 400
+
+
+def test_the_second_tenant_is_paid_and_refunded_through_its_own_notify_url(live_api: LiveApi) -> None:
+    """Production's shape: no default tenant; WeChat's twin POSTs to `/v1/callbacks/wechatpay/<appid>/...`
+    of the live server, signed with the second tenant's own merchant keys."""
+    other = dataclasses.replace(live_api, tenant=OTHER_TENANT)
+    owner = other.admin("owner")
+    pid = unique("tea").replace("-", "_")
+    created = other.call("POST", "/v1/admin/products", owner, json={"id": pid, "name": "茶", "price_fen": 5_000})
+    assert created.status_code == 201, created.text
+    buyer, _ = other.login(unique("buyer"))
+    order_id = other.call("POST", "/v1/orders", buyer, json={"lines": [{"product_id": pid, "qty": 1}]}).json()["id"]
+    assert other.call("POST", f"/v1/orders/{order_id}/pay", buyer).status_code == 200
+    paid = other.call("POST", f"/v1/sandbox/orders/{order_id}/pay-success", buyer)
+    assert paid.status_code == 200, paid.text
+    eventually(lambda: other.call("GET", f"/v1/orders/{order_id}", buyer).json()["status"] == "paid")
+
+    refund = other.call(
+        "POST", f"/v1/admin/orders/{order_id}/refunds", owner, json={"amount_fen": 5_000, "reason": "退"}
+    )
+    assert refund.status_code == 201, refund.text
+    assert refund.json()["state"] == "requested"
+    # WeChat finishes the refund later and POSTs REFUND.SUCCESS to the same tenant's URL
+    eventually(
+        lambda: get_store().orders.get(OTHER_TENANT, order_id).refunds[0].state.value == "succeeded"  # type: ignore[union-attr]
+    )
+    # the first tenant's operator sees nothing of it
+    first_owner = live_api.admin("owner")
+    assert (
+        live_api.call(
+            "POST", f"/v1/admin/orders/{order_id}/refunds", first_owner, json={"amount_fen": 1, "reason": "x"}
+        ).status_code
+        == 404
+    )
