@@ -505,8 +505,9 @@ def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState, now:
             decision = settlement.after_not_found(w, now)
             if decision is BillNotFound.RESEND:
                 again = _create_attempt(w, utcnow())
-                if again is not None:
-                    _create(again, first=False)  # WeChat never got it: the same out_bill_no again
+                if again is None:
+                    return None  # moved meanwhile
+                _create(again, first=False)  # WeChat never got it: the same out_bill_no again
                 return "resent"
             _not_found(w, decision, now)
             return _NOT_FOUND_OUTCOMES[decision]

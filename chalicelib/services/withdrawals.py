@@ -67,7 +67,10 @@ def view(w: Withdrawal) -> dict[str, Any]:
 
 
 def admin_view(w: Withdrawal) -> dict[str, Any]:
-    return {**view(w), "promoter": w.promoter, "attempts": w.attempts, "bill_no": w.bill_no}
+    data = {**view(w), "promoter": w.promoter, "attempts": w.attempts, "bill_no": w.bill_no}
+    if w.state is WithdrawalState.SENDING and (w.refusal or w.not_found):
+        data["refusal"], data["not_found"] = w.refusal, w.not_found  # why it waits before the money returns
+    return data
 
 
 def quote(principal: Principal, amount_fen: int) -> dict[str, Any]:
