@@ -130,12 +130,22 @@ def apply(caller: Caller, event: MerchantEvent) -> dict[str, Any]:
 
 
 def _occurred(event: MerchantEvent, now: datetime) -> datetime:
-    """When it happened at the merchant: not after now (a little clock skew is forgiven)."""
+    """When it happened at the merchant: not after now (a little clock skew is forgiven), and not
+    older than the return window, so a backdated receipt can never skip the freeze."""
     if event.occurred_at is None:
         return now
     if event.occurred_at > now + timedelta(seconds=signing.MAX_SKEW_SECONDS):
         raise BadRequest("occurred_at is in the future", code="invalid_occurred_at")
+    if event.occurred_at < now - MAX_BACKDATE:
+        raise BadRequest(
+            f"occurred_at is more than {MAX_BACKDATE.days} days ago; send events as they happen",
+            code="invalid_occurred_at",
+        )
     return min(event.occurred_at, now)
+
+
+# The return window (七天无理由退货): an event may arrive late, but never older than this.
+MAX_BACKDATE = timedelta(days=7)
 
 
 def _data(event: MerchantEvent, **extra: object) -> dict[str, object]:
