@@ -40,18 +40,19 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import settlement
+from chalicelib import observability, settlement
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
 from chalicelib.errors import Conflict, DomainError, NotFound, UpstreamError
-from chalicelib.observability import count, gauge, logger
+from chalicelib.observability import gauge, logger
 from chalicelib.services import tenants
 from chalicelib.services.withdrawals import READERS, get_own, release_day, view
 from chalicelib.settlement import FINAL, BillNotFound, Withdrawal, WithdrawalState
@@ -70,6 +71,16 @@ MISMATCH = "transfer_mismatch"  # the code of a WeChat answer that contradicts t
 RECONCILE_MAX_PER_RUN = 1000  # bill queries per reconciliation run (the oldest first; the rest next run)
 RECONCILE_WORKERS = 8  # queries in parallel (WeChat allows 100 QPS per merchant)
 RECONCILE_PAGE = 100
+
+
+_METRICS = threading.Lock()
+
+
+def count(name: str, value: int = 1) -> None:
+    """Powertools' metric set is not thread-safe (two first counts of a name race and one is
+    lost), and reconciliation records from a thread pool: count one at a time."""
+    with _METRICS:
+        observability.count(name, value)
 
 
 class PayoutUnclear(Exception):
