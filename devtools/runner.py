@@ -291,12 +291,13 @@ class EventRunner:
         endpoint_url: str,
         state_dir: Path,
         schedule_interval: float | None = None,
-        max_retries: int = 6,
+        max_retries: int = 3,
         batch_size: int | None = None,
         region: str = "us-east-1",
         only: Collection[str] | None = None,
         stage: str = "local",
         spool_dir: Path | None = None,
+        notifications: Callable[[], int] | None = None,
     ) -> None:
         """Discover the app's handlers (optionally ``only`` those named) and open local clients.
 
@@ -313,6 +314,7 @@ class EventRunner:
         self.region = region
         self.stage = stage
         self.spool_dir = Path(spool_dir) if spool_dir else None
+        self.notifications = notifications
         jobs = discover_jobs(app, batch_size, schedule_interval)
         if only:
             unknown = set(only) - {job.name for job in jobs}
@@ -336,6 +338,10 @@ class EventRunner:
 
     def poll_once(self) -> int:
         """Deliver what is available on every stream and queue once; return the records delivered."""
+        return self._poll()[0]
+
+    def _poll(self) -> tuple[int, int]:
+        """(stream and queue records, sandbox notifications) delivered in one pass."""
         delivered = 0
         with self._poll_lock:
             for job in self.jobs:
@@ -343,21 +349,15 @@ class EventRunner:
                     delivered += self._poll_stream(job)
                 elif job.kind == "sqs":
                     delivered += self._poll_queue(job)
-            delivered += self._deliver_notifications()
-        return delivered
+            notified = self._deliver_notifications()
+        return delivered, notified
 
     def _deliver_notifications(self) -> int:
-        """POST the WeChat twins' due notifications to their notify URLs (sandbox only)."""
-        from chalicelib.settings import get_settings
-
-        settings = get_settings()
-        if not settings.sandbox:
+        """POST the WeChat twins' due notifications to their notify URLs (when given a deliverer)."""
+        if self.notifications is None:
             return 0
-        from chalicelib.wechat import sandbox_dir
-        from chalicelib.wechat.outbox import deliver_due
-
         try:
-            return deliver_due(sandbox_dir())
+            return self.notifications()
         except Exception:  # the runner keeps going; the outbox retries on the next poll
             logger.exception("sandbox notification delivery failed")
             return 0
@@ -367,9 +367,9 @@ class EventRunner:
         deadline = time.monotonic() + timeout
         total = 0
         while True:
-            delivered = self.poll_once()
+            delivered, notified = self._poll()
             total += delivered
-            if delivered == 0:
+            if delivered == 0 and notified == 0:
                 return total
             if time.monotonic() > deadline:
                 raise TimeoutError(f"streams still busy after {timeout}s ({total} records delivered)")
@@ -836,7 +836,17 @@ def _build_runner(args: argparse.Namespace) -> EventRunner:
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         only=args.job,
         spool_dir=args.spool_dir,
+        notifications=_sandbox_notifications(),
     )
+
+
+def _sandbox_notifications() -> Callable[[], int] | None:
+    """In the sandbox, the runner also POSTs the WeChat twins' notifications that are due."""
+    if os.environ.get("WECHAT_MODE") != "sandbox":
+        return None
+    from chalicelib.wechat.outbox import deliver_due
+
+    return deliver_due
 
 
 def _run_once(runner: EventRunner, drain: bool, jobs: list[str] | None) -> None:

@@ -172,6 +172,7 @@ def wait_for_api(config: StackConfig, proc: subprocess.Popen[bytes], timeout: fl
 
 def start_runner(config: StackConfig, stop_event: threading.Event) -> threading.Thread:
     """Import the app (after the env is set) and run the event runner in a daemon thread."""
+    from chalicelib.wechat.outbox import deliver_due
     from devtools.runner import EventRunner, load_app, prefixed_table_name
 
     interval = os.environ.get("SCHEDULE_INTERVAL")
@@ -182,6 +183,8 @@ def start_runner(config: StackConfig, stop_event: threading.Event) -> threading.
         state_dir=LOCAL / "runner",
         schedule_interval=float(interval) if interval else None,
         spool_dir=LOCAL / "queues",
+        notifications=deliver_due,
+        max_retries=6,  # Lambda's 1 + MaximumRetryAttempts (5): the app parks a record at its 5th failure
     )
     thread = threading.Thread(target=runner.run_forever, args=(stop_event,), name="event-runner", daemon=True)
     thread.start()

@@ -102,6 +102,7 @@ def _stack(ddb_endpoint: str, prefix: str, tmp_path_factory: pytest.TempPathFact
         state_dir=tmp_path_factory.mktemp("runner"),
         max_retries=6,  # Lambda delivers a record 1 + MaximumRetryAttempts (5) times; the app parks at 5
         spool_dir=Path(tempfile.gettempdir()) / f"fenxiao-test-queues-{prefix}",
+        notifications=outbox.deliver_due,
     )
     try:
         yield Stack(endpoint=ddb_endpoint, prefix=prefix, runner=runner)

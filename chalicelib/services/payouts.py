@@ -568,15 +568,15 @@ def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:
 
 
 def sandbox_user_confirm(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
-    """Sandbox only: the user confirms in WeChat; the twin's callbacks go through the real handler."""
+    """Sandbox only: the user confirms in WeChat; the transfer twin POSTs its callbacks to the
+    notify_url the bill was created with (never calling the handler)."""
     from chalicelib.wechat.transfer import SandboxTransfer
 
     w = get_own(principal, withdrawal_id)
     provider = get_transfer(principal.tenant)
     if not isinstance(provider, SandboxTransfer):
         raise NotFound("not available", code="not_found")
-    for headers, body in provider.user_confirm(w.id):
-        transfer_notification(principal.tenant, headers, body)
+    provider.user_confirm(w.id)
     return view(get_own(principal, withdrawal_id))
 
 

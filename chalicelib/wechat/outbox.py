@@ -14,12 +14,15 @@ Chalice test client) install a transport that routes the URL's path through the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 # (url, headers, body) -> HTTP status; raises OSError (or returns >= 500) when nobody answered.
 Transport = Callable[[str, Mapping[str, str], bytes], int]
@@ -118,7 +121,8 @@ class Outbox:
             headers = wechat_signature_headers(pem, signer_id, text)
             try:
                 status: int | None = current_transport()(url, headers, bytes(body))
-            except OSError:
+            except Exception as exc:  # nobody answered (refused, timed out, blocked): WeChat retries later
+                logger.info("notification not delivered", extra={"url": url, "error": str(exc)[:200]})
                 status = None
             self._finish(row_id, attempts + 1, status)
             tried.append(Delivery(row_id, url, status))
@@ -152,8 +156,13 @@ class Outbox:
         return [{"id": r[0], "url": r[1], "attempts": r[2], "last_status": r[3], "due_at": r[4]} for r in rows]
 
 
-def deliver_due(directory: Path) -> int:
-    """Deliver what is due in the outbox under `directory` (the runner calls this on each poll)."""
+def deliver_due(directory: Path | None = None) -> int:
+    """Deliver what is due in the outbox under `directory` (default: the sandbox's); the local
+    event runner calls this on each poll."""
+    if directory is None:
+        from chalicelib.wechat import sandbox_dir
+
+        directory = sandbox_dir()
     path = Path(directory) / "outbox.sqlite3"
     if not path.exists():
         return 0

@@ -633,6 +633,11 @@ class SandboxWeChatPay:
         return self._config
 
     @property
+    def wechat_key_pem(self) -> str:
+        """The WeChat-side private key the twin signs with (the sandbox's own, never a real one)."""
+        return self._wechat_key_pem
+
+    @property
     def outbox_path(self) -> Path:
         return self._db.parent / "outbox.sqlite3"
 

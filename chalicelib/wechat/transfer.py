@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chalicelib.errors import BadRequest, Conflict, NotFound
-from chalicelib.wechat.pay import LiveWeChatPay, PayConfig, SandboxWeChatPay
+from chalicelib.wechat.pay import LiveWeChatPay, PayConfig, SandboxWeChatPay, check_notify_url
 
 TRANSFER_STATES = (
     "ACCEPTED",
@@ -269,6 +269,8 @@ FAULTS = frozenset(
         "fail",  # the bill ends FAIL (at creation, or when the user confirms)
         "repeat_callbacks",  # user_confirm returns the notification `times` times
         "query_delay",  # queries answer the state before the last change for `seconds`
+        "drop_callback",  # user_confirm: the callback is never delivered (lost)
+        "delay_callback",  # user_confirm: the callback is delivered only after `seconds`
     }
 )
 
@@ -358,6 +360,10 @@ class SandboxTransfer:
         self, *, out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None = None
     ) -> TransferBill:
         check_bill(out_bill_no, openid, amount_fen, remark, user_name)
+        try:
+            check_notify_url(self._config.notify_url)
+        except BadRequest as exc:  # WeChat: PARAM_ERROR, no bill
+            raise TransferRejected("PARAM_ERROR", f"notify_url格式不正确: {exc.message}") from exc
         with self._tx() as db:  # faults are consumed in the transaction; errors are raised after it
             outcome = self._create(db, out_bill_no, openid, amount_fen)
         if isinstance(outcome, Exception):
@@ -462,8 +468,9 @@ class SandboxTransfer:
             return self._row(db, out_bill_no) or bill
 
     def user_confirm(self, out_bill_no: str) -> list[tuple[dict[str, str], bytes]]:
-        """The user confirms in WeChat: the bill succeeds (or fails, if armed) and the callbacks
-        WeChat would POST to notify_url are returned (repeated, if armed)."""
+        """The user confirms in WeChat: the bill succeeds (or fails, if armed) and WeChat POSTs its
+        callback to the notify_url the bill was created with (repeated, if armed), retried until
+        answered 2xx (see `outbox`). Returns the callbacks sent."""
         with self._tx() as db:
             bill = self._row(db, out_bill_no)
             if bill is None:
@@ -473,10 +480,34 @@ class SandboxTransfer:
             fail = self._take(db, "fail", out_bill_no)[0]
             self._set_state(db, bill, "FAIL" if fail else "SUCCESS", "ACCOUNT_FROZEN" if fail else None)
             repeats, _ = self._take(db, "repeat_callbacks", out_bill_no, all_left=True)
+            dropped = self._take(db, "drop_callback", out_bill_no)[0]
+            delayed, delay = self._take(db, "delay_callback", out_bill_no)
             finished = self._row(db, out_bill_no)
         assert finished is not None  # noqa: S101
         notification = self._notification(finished)
-        return [notification] * max(1, repeats)
+        sent = [notification] * max(1, repeats)
+        if not dropped:
+            self._post([body for _, body in sent], delay if delayed else 0.0)
+        return sent
+
+    def _post(self, bodies: list[bytes], delay: float) -> None:
+        """Queue WeChat's callbacks for the notify_url and (unless delayed) try them at once."""
+        from chalicelib.wechat.outbox import Outbox
+
+        outbox = Outbox(self._db.parent / "outbox.sqlite3")
+        due = self._clock() + delay
+        ids = [
+            outbox.add(
+                self._config.notify_url,
+                body,
+                signer_pem=self._pay.wechat_key_pem,
+                signer_id=self._config.public_key_id,
+                due_at=due,
+            )
+            for body in bodies
+        ]
+        if not delay:
+            outbox.deliver(ids)
 
     def notification_for(self, out_bill_no: str) -> tuple[dict[str, str], bytes]:
         """Headers and body of the callback WeChat would send for the bill's current state."""

@@ -450,6 +450,7 @@ def test_a_delayed_query_answer_is_harmless(stack: Stack, rules: dict[str, Any],
     w = request(who, 1_000)
     pay_out(stack, w["id"])
     sandbox.inject("query_delay", times=5, seconds=60, out_bill_no=w["id"])
+    sandbox.inject("delay_callback", seconds=3600, out_bill_no=w["id"])
     notes = sandbox.user_confirm(w["id"])  # SUCCESS at WeChat; the callback is late
     _reconcile_later()  # WeChat's query still answers WAIT_USER_CONFIRM: nothing changes
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
@@ -468,6 +469,7 @@ def test_reconciliation_finishes_a_transfer_whose_callback_never_came(
     credit(stack, who, 1_000)
     w = request(who, 1_000)
     pay_out(stack, w["id"])
+    sandbox.inject("drop_callback", out_bill_no=w["id"])
     sandbox.user_confirm(w["id"])  # the callback is lost
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
     summary = _reconcile_later()
@@ -528,6 +530,7 @@ def test_one_broken_withdrawal_does_not_stop_reconciliation(
     credit(stack, who, 2_000)
     broken, fine = request(who, 1_000), request(who, 1_000)
     pay_out(stack, broken["id"], fine["id"])
+    sandbox.inject("drop_callback", times=2)
     sandbox.user_confirm(broken["id"])
     sandbox.user_confirm(fine["id"])  # both callbacks lost
     real_query = type(sandbox).query_bill

@@ -26,7 +26,7 @@ from tests.unit.test_wechat_pay import wechat_answer
 pytestmark = pytest.mark.unit
 
 APPID = "wx0123456789abcdef"
-NOTIFY_URL = f"https://api.example.com/v1/callbacks/wechatpay/transfer?appid={APPID}"
+NOTIFY_URL = f"https://api.example.com/v1/callbacks/wechatpay/{APPID}/transfer"
 BILLS = "https://api.mch.weixin.qq.com/v3/fund-app/mch-transfer/transfer-bills"
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 REPORT = [{"info_type": "岗位类型", "info_content": "推广员"}, {"info_type": "报酬说明", "info_content": "分销佣金"}]
