@@ -1,36 +1,44 @@
 """The commission engine (driven by the orders stream) and the promoter's views of it.
 
-For each changed order the engine computes what the event means for commission
-(`chalicelib.commission`, pure) and writes it to the ledger: new lines with a condition
-that they do not exist yet (key order#level#event, so a replay writes nothing), line state
-moves with a condition on the state they were read in, and ADD updates to accounts and
-sales counters. On the fast path the whole batch's paid orders go in one transaction per
-100 items with the account deltas added up per promoter, so a hot promoter gets one write
-per batch; if that transaction is refused (a replayed order), each order is written in a
-transaction of its own and the replayed ones are skipped.
+For each changed order the engine reads what it needs (plan, active promoters, the ladder's
+sales counters, the order's lines), lets `chalicelib.ledger` decide what the event writes
+(pure), and writes that in one transaction: new lines with a condition that they do not exist
+yet (key order#level#event, so a replay writes nothing), lines moved or annotated with a
+condition on the state and trace they were read with (else the event is read and decided
+again), and ADD updates to accounts and sales counters.
+
+On the fast path the whole batch's payments go in one transaction per 100 items with the
+account deltas added up per promoter, so a hot promoter gets one write per batch. Orders whose
+lines exist already (a replayed batch) are left out before anything is computed, so they are
+not counted twice towards the ladder. If a transaction is refused anyway, each order is
+written in a transaction of its own. Transaction conflicts (parallel batches on one hot
+promoter) are retried inside the invocation by the ledger store's backoff policy.
+
+The order's audit record is not the engine's business: it is written with the order itself.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chalicelib import commission, settlement
+from chalicelib import commission, ledger, settlement
 from chalicelib.clock import iso, parse_iso, utcnow
-from chalicelib.commission import Attribution, Earning, OrderLine, Plan, Trigger
+from chalicelib.commission import Attribution, OrderLine, Plan, Trigger
 from chalicelib.entities import Principal
 from chalicelib.errors import BadRequest
-from chalicelib.ledger import MAX_TX_ITEMS, LedgerLine, LedgerWrite, merge, tx_items
+from chalicelib.ledger import MAX_TX_ITEMS, Applied, LedgerWrite, OrderVersion, SalesKey, merge, tx_items
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order
 from chalicelib.services import plans
 from chalicelib.store import get_store
 
 STATES = ("pending", "frozen", "available")
+STALE_READS = 5  # how often one event is read and decided again when its lines moved meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,19 @@ class OrderEvent:
     at: datetime
     order: Order
     image: Mapping[str, Any]
+    version: int = 0
+
+    def facts(self) -> OrderVersion:
+        order = self.order
+        return OrderVersion(
+            tenant=order.tenant,
+            order_id=order.id,
+            buyer=order.buyer,
+            version=self.version,
+            paid_fen=order.amount_fen,
+            refunded_fen=order.refunded_fen,
+            at=self.at,
+        )
 
 
 def _image(record: Mapping[str, Any], which: str) -> dict[str, Any]:
@@ -71,6 +92,7 @@ def parse_event(record: Mapping[str, Any]) -> OrderEvent | None:
         at=parse_iso(str(new["event_at"])),
         order=_order_from_image(new),
         image=new,
+        version=int(str(new.get("version") or 0)),
     )
 
 
@@ -89,20 +111,9 @@ def _creation_state(plan: Plan) -> str:
     return "pending" if plan.trigger is Trigger.PAID else "frozen"
 
 
-def _trace_json(earning: Earning) -> dict[str, Any]:
-    trace = earning.trace
-    return {
-        "words": trace.words(),
-        "base_fen": trace.base_fen,
-        "rate_bps": trace.rate_bps,
-        "fixed_fen": trace.fixed_fen,
-        "ladder_tier": trace.ladder_tier,
-        "campaign": trace.campaign,
-        "multiplier_bps": trace.multiplier_bps,
-        "capped": trace.capped,
-        "uncapped_fen": trace.uncapped_fen,
-        "self_purchase": trace.self_purchase,
-    }
+def _creates(event: OrderEvent, plan: Plan) -> bool:
+    """Whether this event creates the order's commission under the plan's trigger."""
+    return (event.action, plan.trigger) in (("order.paid", Trigger.PAID), ("order.received", Trigger.RECEIVED))
 
 
 class Engine:
@@ -113,6 +124,7 @@ class Engine:
         self.store = get_store()
         self._sales: dict[tuple[str, str], int] = {}
         self._active: set[str] | None = None
+        self._written: set[str] | None = None
 
     def plan_of(self, order: Order) -> Plan | None:
         version = order.snapshot.plan_version
@@ -121,47 +133,54 @@ class Engine:
     def creation(self, event: OrderEvent, plan: Plan) -> LedgerWrite:
         """Commission lines created by payment (or by receipt, when the plan says so)."""
         order = event.order
-        write = LedgerWrite(order.id)
+        if self.written(event):
+            count("CommissionReplays")
+            return LedgerWrite(order.id)
+        facts = event.facts()
         lines = [OrderLine(x.product_id, x.qty, x.paid_fen) for x in order.lines]
         attribution = Attribution(order.buyer, order.snapshot.upline, order.snapshot.buyer_is_promoter)
-        sales: dict[str, int] = {}
+        month_sales: dict[str, int] = {}
         key = self.sales_key(event, plan)
         if key is not None:
-            self._sales[key] = self._month_sales(order.tenant, key) + order.amount_fen
-            sales[key[0].removeprefix("l1sales#")] = self._sales[key]
-            write.add_stat(*key, "sales_fen", order.amount_fen)
-            write.add_stat(*key, "orders", 1)
+            self._sales[key] = self._month_sales(order.tenant, key) + facts.net_fen
+            month_sales[key[0].removeprefix("l1sales#")] = self._sales[key]
         earnings = commission.compute(
-            lines, attribution, plan, at=order.paid_at or event.at, month_sales_fen=sales, is_active=self.is_active
+            lines,
+            attribution,
+            plan,
+            at=order.paid_at or event.at,
+            month_sales_fen=month_sales,
+            is_active=self.is_active,
         )
         state = _creation_state(plan)
-        until = self._frozen_until(order, plan) if state == "frozen" else None
-        if order.refunded_fen:  # commission on receipt: refunds before it count from the start
-            earnings = [
-                replace(
-                    e, amount_fen=commission.remaining_after_refunds(e.amount_fen, order.amount_fen, order.refunded_fen)
-                )
-                for e in earnings
-            ]
-            earnings = [e for e in earnings if e.amount_fen > 0]
-        for earning in earnings:
-            write.new_lines.append(
-                LedgerLine(
-                    tenant=order.tenant,
-                    promoter=earning.promoter,
-                    order_id=order.id,
-                    level=earning.level,
-                    event=event.action.removeprefix("order."),
-                    amount_fen=earning.amount_fen,
-                    state=state,
-                    buyer=order.buyer,
-                    trace=_trace_json(earning),
-                    created_at=event.at,
-                    frozen_until=until,
-                )
-            )
-            write.add_account(earning.promoter, f"{state}_fen", earning.amount_fen)
-        return write
+        return ledger.creation(
+            facts,
+            event.action.removeprefix("order."),
+            earnings,
+            state=state,
+            frozen_until=self._frozen_until(order, plan) if state == "frozen" else None,
+            sales=SalesKey(*key) if key else None,
+        )
+
+    def written(self, event: OrderEvent) -> bool:
+        """Whether the order's commission lines exist already (read once per batch for every
+        order it creates commission for), so a replayed order is neither written nor counted."""
+        if self._written is None:
+            self._written = set()
+            by_tenant: dict[str, dict[tuple[str, str], str]] = {}
+            for e in self.events:
+                plan = self.plan_of(e.order)
+                if plan is None or not _creates(e, plan):
+                    continue
+                attribution = Attribution(e.order.buyer, e.order.snapshot.upline, e.order.snapshot.buyer_is_promoter)
+                event_name = e.action.removeprefix("order.")
+                for level, promoter in commission.earners(attribution, plan, self.is_active):
+                    by_tenant.setdefault(e.order.tenant, {})[(promoter, f"{e.order.id}#{level}#{event_name}")] = (
+                        e.order.id
+                    )
+            for tenant, keys in by_tenant.items():
+                self._written |= {keys[k] for k in self.store.ledger.existing(tenant, keys)}
+        return event.order.id in self._written
 
     def is_active(self, uid: str) -> bool:
         """Whether `uid` is an active promoter (read once per batch for every upline in it)."""
@@ -200,49 +219,29 @@ class Engine:
         received = order.received_at or utcnow()
         return settlement.due_at(received, plan.settlement, plan.settle_after_days, plan.timezone)
 
+    def _lines(self, order: Order) -> list[ledger.LedgerLine]:
+        return self.store.ledger.lines_of_order(order.tenant, order.id, _earners_of(order))
+
     def receipt(self, event: OrderEvent, plan: Plan) -> LedgerWrite:
         """Receipt starts the return window: pending lines freeze until it ends."""
         if plan.trigger is Trigger.RECEIVED:
             return self.creation(event, plan)
-        order = event.order
-        write = LedgerWrite(order.id)
-        until = self._frozen_until(order, plan)
-        for line in self.store.ledger.lines_of_order(order.tenant, order.id, _earners_of(order)):
-            if line.state == "pending":
-                write.moves.append((line, "frozen", until))
-                write.add_account(line.promoter, "pending_fen", -line.amount_fen)
-                write.add_account(line.promoter, "frozen_fen", line.amount_fen)
-        return write
+        return ledger.receipt(event.order.id, self._lines(event.order), self._frozen_until(event.order, plan))
 
-    def refund(self, event: OrderEvent) -> LedgerWrite:
-        """A refund reverses each level in proportion; a full refund brings it to exactly zero."""
+    def refund(self, event: OrderEvent, plan: Plan) -> LedgerWrite:
+        """A refund (or a refund that failed at WeChat) brings each level to its commission on
+        the net paid amount; a full refund to exactly zero, a failed one back to before it."""
         order = event.order
-        write = LedgerWrite(order.id)
         refund_id = str(event.data["refund_id"])
-        refund_fen = int(event.data["amount_fen"])
-        before = int(event.data["refunded_before_fen"])
-        lines = self.store.ledger.lines_of_order(order.tenant, order.id, _earners_of(order))
-        for created in (line for line in lines if line.amount_fen > 0):
-            delta = commission.reversal(created.amount_fen, order.amount_fen, before, refund_fen)
-            if delta == 0:
-                continue
-            write.new_lines.append(
-                LedgerLine(
-                    tenant=order.tenant,
-                    promoter=created.promoter,
-                    order_id=order.id,
-                    level=created.level,
-                    event=f"refund-{refund_id}",
-                    amount_fen=delta,
-                    state=created.state,  # after settlement this is a clawback from available
-                    buyer=order.buyer,
-                    trace={"words": f"refund {refund_fen} fen of {order.amount_fen} fen", "refund_id": refund_id},
-                    created_at=event.at,
-                    frozen_until=created.frozen_until,
-                )
-            )
-            write.add_account(created.promoter, f"{created.state}_fen", delta)
-        return write
+        amount = int(event.data["amount_fen"])
+        if event.action == "order.refund_failed":
+            name, words = f"refund-{refund_id}-undo", f"refund {refund_id} of {amount} fen failed at WeChat Pay: undone"
+        else:
+            name, words = f"refund-{refund_id}", f"refund {amount} fen of {order.amount_fen} fen"
+        key = self.sales_key(event, plan)
+        return ledger.adjustment(
+            event.facts(), self._lines(order), name, words, fallback_sales=SalesKey(*key) if key else None
+        )
 
     def write_for(self, event: OrderEvent) -> LedgerWrite:
         plan = self.plan_of(event.order)
@@ -252,9 +251,9 @@ class Engine:
             return self.creation(event, plan)
         if event.action == "order.received":
             return self.receipt(event, plan)
-        if event.action == "order.refunded":
-            return self.refund(event)
-        return LedgerWrite(event.order.id)  # created, cancelled: no commission
+        if event.action in ("order.refunded", "order.refund_failed"):
+            return self.refund(event, plan)
+        return LedgerWrite(event.order.id)  # created, cancelled, refund succeeded: no commission
 
 
 def chunks(writes: Iterable[LedgerWrite]) -> list[list[LedgerWrite]]:
@@ -295,22 +294,17 @@ def process_stream_batch(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 
 def _process(events: Sequence[OrderEvent]) -> set[str]:
     """Write the events; returns the ids of orders that failed (to be retried)."""
-    failed: set[str] = set()
-    store = get_store()
-    for event in events:
-        try:
-            store.audit.append_version(event.order.tenant, f"order:{event.order.id}", event.image)
-        except Exception:  # one bad record must not block the others; it is retried
-            logger.exception("audit of an order event failed", extra={"order": event.order.id})
-            failed.add(event.order.id)
-    engine = Engine([e for e in events if e.order.id not in failed])
-    fast = [e for e in engine.events if e.action == "order.paid"]
-    slow = [e for e in engine.events if e.action != "order.paid"]
-    failed |= _fast_path(engine, fast)
+    engine = Engine(events)
+    conflicts = engine.store.ledger.conflicts
+    fast = [e for e in events if e.action == "order.paid"]
+    slow = [e for e in events if e.action != "order.paid"]
+    failed = _fast_path(engine, fast)
     for event in slow:
         if event.order.id in failed:
             continue  # keep the order's events in order: retry from the first failure
         failed |= _one(engine, event)
+    if engine.store.ledger.conflicts > conflicts:
+        count("CommissionConflictsRetried", engine.store.ledger.conflicts - conflicts)
     return failed
 
 
@@ -339,29 +333,43 @@ def _fast_path(engine: Engine, events: Sequence[OrderEvent]) -> set[str]:
 
 def _apply_group(engine: Engine, tenant: str, group: list[LedgerWrite]) -> bool:
     try:
-        return engine.store.ledger.apply(tenant, merge(group))
+        return engine.store.ledger.write(tenant, merge(group)) is Applied.WRITTEN
     except Exception:  # fall back to one transaction per order
         logger.exception("batch transaction failed", extra={"orders": len(group)})
         return False
 
 
 def _one(engine: Engine, event: OrderEvent) -> set[str]:
+    """One event on its own: read, decide, write; read and decide again if its lines moved."""
     try:
-        return _apply_one(engine, event, engine.write_for(event))
+        for _ in range(STALE_READS):
+            outcome = _write(engine, event, engine.write_for(event))
+            if outcome is not Applied.STALE:
+                return {event.order.id} if outcome is Applied.CONFLICT else set()
+            count("CommissionStaleReads")
+        logger.error("order lines kept moving", extra={"order": event.order.id, "action": event.action})
     except Exception:
-        logger.exception("commission computation failed", extra={"order": event.order.id})
-        return {event.order.id}
+        logger.exception("commission write failed", extra={"order": event.order.id})
+    return {event.order.id}
 
 
 def _apply_one(engine: Engine, event: OrderEvent, write: LedgerWrite) -> set[str]:
     try:
-        if not engine.store.ledger.apply(event.order.tenant, write):
-            count("CommissionReplays")
-            logger.info("order event already applied", extra={"order": event.order.id, "action": event.action})
-        return set()
+        outcome = _write(engine, event, write)
     except Exception:
         logger.exception("commission write failed", extra={"order": event.order.id})
         return {event.order.id}
+    return {event.order.id} if outcome in (Applied.CONFLICT, Applied.STALE) else set()
+
+
+def _write(engine: Engine, event: OrderEvent, write: LedgerWrite) -> Applied:
+    outcome = engine.store.ledger.write(event.order.tenant, write)
+    if outcome is Applied.REPLAY:
+        count("CommissionReplays")
+        logger.info("order event already applied", extra={"order": event.order.id, "action": event.action})
+    elif outcome is Applied.CONFLICT:
+        logger.error("transaction conflicts outlasted the retries", extra={"order": event.order.id})
+    return outcome
 
 
 # --- the promoter's views -------------------------------------------------------------------

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +14,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, StoredPlan
-from chalicelib.ledger import BUCKETS, MAX_TX_ITEMS, LedgerLine, LedgerWrite, tx_items
+from chalicelib.ledger import BUCKETS, MAX_TX_ITEMS, Applied, LedgerLine, LedgerWrite, Move, tx_items
 from chalicelib.store import audit
 from chalicelib.store.audit import canonical
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
@@ -112,48 +115,97 @@ def _to_line(item: LedgerModel) -> LedgerLine:
         trace=json.loads(item.trace),
         created_at=parse_iso(item.created_at),
         frozen_until=parse_iso(item.frozen_until) if item.frozen_until else None,
+        due=item.state != "frozen" or item.frozen_key is not None,
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How often and how long to wait before writing again after a transaction conflict.
+
+    Concurrent batches (Lambda's ParallelizationFactor) write to the same hot promoter's
+    account; DynamoDB cancels one of two overlapping transactions with TransactionConflict.
+    Retrying inside the invocation, with full-jitter exponential backoff so the writers spread
+    out, turns that contention into a short wait instead of a failed record.
+    """
+
+    attempts: int = 6
+    base_s: float = 0.02
+    cap_s: float = 0.4
+
+    def delays(self) -> Iterator[float]:
+        """The waits before the 2nd, 3rd ... attempt (random in [0, min(cap, base x 2^n)])."""
+        for attempt in range(self.attempts - 1):
+            yield _JITTER.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+
+_JITTER = random.SystemRandom()
+CONFLICT_RETRY = Backoff()  # the ledger's policy: at most six attempts, about a second of waits at worst
+
+
 class LedgerStore:
-    def __init__(self, tx: Transactions) -> None:
+    def __init__(self, tx: Transactions, retry: Backoff = CONFLICT_RETRY) -> None:
         self._tx = tx
+        self._retry = retry
         self.transactions = 0  # counted for benchmarks
+        self.conflicts = 0  # transaction conflicts retried
 
     def apply(self, tenant: str, write: LedgerWrite) -> bool:
-        """Write everything in one transaction; False when a line exists already or a moved line
-        is no longer in the state it was read in (a replay): nothing is written then."""
+        """Write everything in one transaction; False when it was refused (a line exists
+        already, or a line moved is no longer as it was read): nothing is written then."""
+        outcome = self.write(tenant, write)
+        if outcome is Applied.CONFLICT:
+            raise RuntimeError("transaction conflict: retry the batch")
+        return outcome is Applied.WRITTEN
+
+    def write(self, tenant: str, write: LedgerWrite) -> Applied:
+        """Write everything in one transaction, retrying conflicts by the backoff policy.
+
+        New lines are put only if they do not exist (a replay writes nothing: REPLAY); a line
+        moved or annotated only if its state and trace are still those read (else STALE: read
+        again and decide again); account and counter deltas are ADDs in the same transaction.
+        """
         if write.empty:
-            return True
+            return Applied.WRITTEN
         if tx_items(write) > MAX_TX_ITEMS:
             raise ValueError("too many items for one transaction")
 
-        def body(tx: TransactWrite) -> None:
-            for line in write.new_lines:
-                tx.save(_line_item(line), condition=LedgerModel.sk.does_not_exist())
-            for line, state, until in write.moves:
-                actions = _move_actions(tenant, state, until)
-                tx.update(
-                    LedgerModel(f"{tenant}#{line.promoter}", line.sk),
-                    actions=actions,
-                    condition=LedgerModel.state == line.state,
-                )
-            for promoter, deltas in write.accounts.items():
-                tx.update(
-                    AccountModel(f"{tenant}#{promoter}"),
-                    actions=[getattr(AccountModel, b).add(d) for b, d in sorted(deltas.items())],
-                )
-            for (scope, period), counters in write.stats.items():
-                tx.update(
-                    StatsModel(f"{tenant}#{scope}", period),
-                    actions=[getattr(StatsModel, c).add(d) for c, d in sorted(counters.items())],
-                )
+        body = _transaction(tenant, write)
+        delays = self._retry.delays()
+        while True:
+            self.transactions += 1
+            outcome = self._tx.run(body)
+            if outcome.committed:
+                return Applied.WRITTEN
+            if not outcome.conflict:
+                puts = len(write.new_lines)
+                return Applied.STALE if any(i >= puts for i in outcome.failed_items) else Applied.REPLAY
+            delay = next(delays, None)
+            if delay is None:
+                return Applied.CONFLICT
+            self.conflicts += 1
+            time.sleep(delay)
 
-        self.transactions += 1
-        outcome = self._tx.run(body)
-        if not outcome.committed and outcome.conflict:
-            raise RuntimeError("transaction conflict: retry the batch")
-        return outcome.committed
+    def existing(self, tenant: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (promoter, sk) lines exist (strongly consistent)."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(wanted), 100):
+            page = [(f"{tenant}#{p}", sk) for p, sk in wanted[start : start + 100]]
+            for item in LedgerModel.batch_get(page, consistent_read=True, attributes_to_get=["pk", "sk"]):
+                found.add((item.pk.split("#", 1)[1], item.sk))
+        return found
+
+    def get_lines(self, tenant: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], LedgerLine]:
+        """These (promoter, sk) lines, those that exist (strongly consistent)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[tuple[str, str], LedgerLine] = {}
+        for start in range(0, len(wanted), 100):
+            page = [(f"{tenant}#{p}", sk) for p, sk in wanted[start : start + 100]]
+            for item in LedgerModel.batch_get(page, consistent_read=True):
+                line = _to_line(item)
+                found[line.key()] = line
+        return found
 
     def lines_of_order(self, tenant: str, order_id: str, promoters: Iterable[str]) -> list[LedgerLine]:
         """Every line of an order (strongly consistent: queried per possible promoter)."""
@@ -213,12 +265,42 @@ class LedgerStore:
         return {key: found.get(key, 0) for key in wanted}
 
 
-def _move_actions(tenant: str, state: str, until: datetime | None) -> list[Any]:
-    """A line's new state; frozen lines (only they) sit in the sparse `due` index."""
-    actions: list[Any] = [LedgerModel.state.set(state)]
-    if until is not None:
-        actions.append(LedgerModel.frozen_until.set(iso(until)))
-    if state == "frozen":
+def _transaction(tenant: str, write: LedgerWrite) -> Callable[[TransactWrite], None]:
+    """The transaction of a ledger write: conditional puts first, then the updates."""
+
+    def body(tx: TransactWrite) -> None:
+        for line in write.new_lines:  # puts: the first items of the transaction
+            tx.save(_line_item(line), condition=LedgerModel.sk.does_not_exist())
+        for move in write.moves:  # then the updates, moves first
+            tx.update(
+                LedgerModel(f"{tenant}#{move.line.promoter}", move.line.sk),
+                actions=_move_actions(tenant, move),
+                condition=(LedgerModel.state == move.line.state)
+                & (LedgerModel.trace == canonical(dict(move.line.trace))),
+            )
+        for promoter, deltas in write.accounts.items():
+            tx.update(
+                AccountModel(f"{tenant}#{promoter}"),
+                actions=[getattr(AccountModel, b).add(d) for b, d in sorted(deltas.items())],
+            )
+        for (scope, period), counters in write.stats.items():
+            tx.update(
+                StatsModel(f"{tenant}#{scope}", period),
+                actions=[getattr(StatsModel, c).add(d) for c, d in sorted(counters.items())],
+            )
+
+    return body
+
+
+def _move_actions(tenant: str, move: Move) -> list[Any]:
+    """A line's new state and trace; frozen lines that settle on their own (only they) sit in
+    the sparse `due` index."""
+    actions: list[Any] = [LedgerModel.state.set(move.state)]
+    if move.frozen_until is not None:
+        actions.append(LedgerModel.frozen_until.set(iso(move.frozen_until)))
+    if move.trace is not None:
+        actions.append(LedgerModel.trace.set(canonical(dict(move.trace))))
+    if move.state == "frozen" and move.due:
         actions.append(LedgerModel.frozen_key.set(f"{tenant}#frozen"))
     else:
         actions.append(LedgerModel.frozen_key.remove())
@@ -241,5 +323,5 @@ def _line_item(line: LedgerLine) -> LedgerModel:
         trace=canonical(dict(line.trace)),
         created_at=iso(line.created_at),
         frozen_until=iso(line.frozen_until) if line.frozen_until else None,
-        frozen_key=f"{line.tenant}#frozen" if line.state == "frozen" and line.frozen_until else None,
+        frozen_key=f"{line.tenant}#frozen" if line.state == "frozen" and line.frozen_until and line.due else None,
     )
