@@ -353,16 +353,11 @@ def remaining_after_refunds(original_fen: int, paid_fen: int, refunded_fen: int)
     """What a line of `original_fen` is still worth once `refunded_fen` of `paid_fen` is refunded.
 
     Rounded down, so a partial refund never leaves more than the remaining paid amount's
-    commission, and a full refund leaves exactly zero.
+    commission, and a full refund leaves exactly zero. `original_fen` is always the line's
+    amount on the whole paid amount, never an amount already scaled down by earlier refunds
+    (`chalicelib.ledger` brings each level to this value after every refund or failed refund).
     """
     if paid_fen <= 0:
         return 0
     refunded = min(max(refunded_fen, 0), paid_fen)
     return original_fen * (paid_fen - refunded) // paid_fen
-
-
-def reversal(original_fen: int, paid_fen: int, refunded_before_fen: int, refund_fen: int) -> int:
-    """The (negative or zero) amount that reverses one line for a refund of `refund_fen`."""
-    before = remaining_after_refunds(original_fen, paid_fen, refunded_before_fen)
-    after = remaining_after_refunds(original_fen, paid_fen, refunded_before_fen + refund_fen)
-    return after - before

@@ -287,7 +287,9 @@ def adjustment(
             created_at=order.at,
             due=False,
         )
-        follows = delta != 0 and line.key() not in existing
+        if line.key() in existing:
+            continue  # written before versions were recorded: a later version settles any difference
+        follows = delta != 0
         if follows:
             write.new_lines.append(line)
             write.add_account(original.promoter, f"{original.state}_fen", delta)

@@ -18,10 +18,10 @@ from chalicelib.commission import (
     OrderLine,
     Plan,
     ProductOverride,
+    Trigger,
     compute,
     plan_errors,
     remaining_after_refunds,
-    reversal,
     worst_case_bps,
 )
 from chalicelib.money import apply_bps, format_yuan
@@ -330,19 +330,55 @@ def test_lines_are_positive_within_cap_and_paid_and_never_four(
 
 
 @given(original=st.integers(0, 10**9), paid=st.integers(1, 10**9), refunds=st.lists(st.integers(1, 10**8), max_size=6))
-def test_refunds_reverse_proportionally_and_a_full_refund_nets_zero(
+def test_what_is_left_of_a_line_shrinks_with_refunds_to_exactly_zero(
     original: int, paid: int, refunds: list[int]
 ) -> None:
-    refunded, net = 0, original
+    refunded, left = 0, original
     for refund in refunds:
-        refund = min(refund, paid - refunded)
-        net += reversal(original, paid, refunded, refund)
-        refunded += refund
-        assert net == remaining_after_refunds(original, paid, refunded)
-        assert 0 <= net <= original
-        assert net * paid <= original * (paid - refunded)  # never more than the remaining amount's share
-    net += reversal(original, paid, refunded, paid - refunded)
-    assert net == 0
+        refunded += min(refund, paid - refunded)
+        now = remaining_after_refunds(original, paid, refunded)
+        assert 0 <= now <= left <= original
+        assert now * paid <= original * (paid - refunded)  # never more than the remaining amount's share
+        left = now
+    assert remaining_after_refunds(original, paid, paid) == 0
+
+
+# Refunds before and after receipt, under both triggers: the order's lines, written by the
+# ledger's pure rules (tests/unit/test_ledger_events.py drives them into an in-memory ledger).
+refund_lives = st.tuples(
+    st.sampled_from(Trigger),
+    st.integers(1, 10**7),  # paid fen
+    st.lists(st.integers(1, 1000), max_size=4),  # refunds before receipt, per mille of what is left
+    st.lists(st.integers(1, 1000), max_size=4),  # refunds after receipt
+    st.booleans(),  # the rest is refunded at the end
+)
+
+
+@given(life=refund_lives, rates=st.tuples(st.integers(0, 3000), st.integers(0, 2000), st.integers(0, 1000)))
+def test_each_level_sums_to_the_commission_of_the_net_paid_amount_and_a_full_refund_to_zero(
+    life: tuple[Trigger, int, list[int], list[int], bool], rates: tuple[int, int, int]
+) -> None:
+    from tests.unit.test_ledger_events import OrderLife
+
+    trigger, paid, before, after, full = life
+    order = OrderLife(Plan(version=1, rates_bps=rates, cap_bps=10_000, trigger=trigger), paid)
+    order.pay()
+    for per_mille in before:
+        if order.refunded < paid:
+            order.refund(max(1, (paid - order.refunded) * per_mille // 1000))
+    order.receive()
+    for per_mille in after:
+        if order.refunded < paid:
+            order.refund(max(1, (paid - order.refunded) * per_mille // 1000))
+        order.assert_levels_at_net_commission()
+    if full and order.refunded < paid:
+        order.refund(paid - order.refunded)
+    for earning in order.earnings:  # the commission of the net paid amount, level by level
+        expected = remaining_after_refunds(earning.amount_fen, paid, order.refunded)
+        assert order.book.level_sum("o1", earning.level) == expected
+        if order.refunded == paid:
+            assert order.book.level_sum("o1", earning.level) == 0
+    order.book.assert_accounts_equal_lines()
 
 
 @given(paid=st.integers(1, 10**8), rate=st.integers(0, 10_000), refund=st.integers(0, 10**8))
