@@ -10,6 +10,15 @@ would, against DynamoDB Local:
   first failed record), a raising handler is retried, then the batch is bisected; a record
   that keeps failing is parked in ``<state_dir>/dlq/<handler name>.jsonl`` and never blocks
   the shard. Checkpoints persist in ``<state_dir>/checkpoints.json``.
+* Parallelization, as Lambda's ``ParallelizationFactor`` N: each shard's records are spread
+  over N lanes by the hash of their partition key (the item's hash key), and the lanes run
+  their batches at the same time, one batch in flight per lane. Records of one item stay in
+  one lane, in order; retries, bisection and parking happen inside the lane, so a failing
+  item holds up only its own lane. The shard's checkpoint is the end of the prefix every
+  lane has finished. N comes from the app's merge template (``infra/merge-prod.json`` next
+  to the app's module, ``ParallelizationFactor`` of the handler's event source), default 1,
+  or from the constructor. Handlers then run in threads of one process: module-level state
+  that Lambda would keep per execution environment is shared between concurrent batches.
 * Schedules: fired with a CloudWatch scheduled event, on demand (:meth:`EventRunner.fire_schedule`)
   or periodically in :meth:`EventRunner.run_forever`.
 * SQS handlers: an in-process queue (:meth:`EventRunner.send_message`) with the same
@@ -36,8 +45,10 @@ import threading
 import time
 import traceback
 import uuid
+import zlib
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +62,7 @@ from chalice.app import (
     ScheduleExpression,
     SQSEventConfig,
 )
+from chalice.utils import to_cfn_resource_name
 
 from devtools.ddb_local import local_client
 
@@ -58,6 +70,9 @@ logger = logging.getLogger("runner")
 
 ACCOUNT_ID = "000000000000"
 DEFAULT_STATE_DIR = Path(".local/runner")
+INFRA_TEMPLATE = Path("infra") / "merge-prod.json"  # relative to the app's directory
+MAX_PAGE = 1000  # GetRecords' own limit
+MAX_ROUND = 10_000  # stream records read ahead before the lanes start on them
 CRON_INTERVAL = 3600.0
 _RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
 _UNIT_SECONDS = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
@@ -91,6 +106,48 @@ def logical_table_from_arn(stream_arn: str) -> str:
     if len(parts) < 2 or parts[0] != "table" or not parts[1]:
         raise ValueError(f"not a DynamoDB table/stream ARN: {stream_arn!r}")
     return parts[1]
+
+
+def parallelization_factors(template: Path) -> dict[str, int]:
+    """Return ``{resource logical id: ParallelizationFactor}`` of a merge template's stream event sources.
+
+    Chalice names a handler ``on_order_change``'s resource ``OnOrderChange``; the merge template
+    sets ``Resources.OnOrderChange.Properties.Events.<...>.Properties.ParallelizationFactor``.
+    """
+    resources = json.loads(template.read_text(encoding="utf-8")).get("Resources") or {}
+    factors: dict[str, int] = {}
+    for logical_id, resource in resources.items():
+        events = ((resource or {}).get("Properties") or {}).get("Events") or {}
+        for source in events.values():
+            factor = ((source or {}).get("Properties") or {}).get("ParallelizationFactor")
+            if isinstance(factor, int) and factor >= 1:
+                factors[logical_id] = max(factor, factors.get(logical_id, 1))
+    return factors
+
+
+def app_infra_template(app: Chalice) -> Path | None:
+    """Return ``infra/merge-prod.json`` beside the module defining one of the app's event handlers, if any."""
+    for cfg in app.event_sources:
+        handler = app.handler_map.get(cfg.name)
+        func = getattr(handler, "func", handler)  # Chalice wraps event handlers (EventSourceHandler.func)
+        module = sys.modules.get(getattr(func, "__module__", "") or "")
+        source = getattr(module, "__file__", None)
+        template = Path(source).resolve().parent / INFRA_TEMPLATE if source else None
+        if template is not None and template.is_file():
+            return template
+    return None
+
+
+def partition_lane(keys: Mapping[str, Any], hash_key: str | None, lanes: int) -> int:
+    """Return the lane (0..lanes-1) of a stream record: a stable hash of its item's hash key.
+
+    Without a known hash key attribute, the whole primary key is the partition key.
+    """
+    if lanes <= 1:
+        return 0
+    value = keys.get(hash_key) if hash_key else None
+    text = json.dumps(value if value is not None else keys, sort_keys=True, default=str)
+    return zlib.crc32(text.encode("utf-8")) % lanes
 
 
 def _utc_now_iso() -> str:
@@ -167,6 +224,8 @@ class Job:
     schedule: str | None = None
     interval: float | None = None
     queue: str | None = None
+    parallelization: int = 1
+    hash_key: str | None = None  # the stream table's hash key attribute, once described
 
 
 @dataclass(eq=False)
@@ -185,6 +244,31 @@ class _Outcome:
 
     failed: list[_Item] | None
     error: str = ""
+
+
+class _Progress:
+    """The finished prefix of a round of stream records, in shard order, over concurrent lanes.
+
+    Lanes report their finished (processed or parked) records in any order; ``save`` gets
+    the sequence number of the last record of the prefix that is finished everywhere.
+    """
+
+    def __init__(self, items: list[_Item], save: Callable[[str], None]) -> None:
+        self._items = items
+        self._save = save
+        self._finished: set[int] = set()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def commit(self, done: list[_Item]) -> None:
+        """Mark ``done`` finished and save the checkpoint if the finished prefix grew."""
+        with self._lock:
+            self._finished.update(id(item) for item in done)
+            start = self._next
+            while self._next < len(self._items) and id(self._items[self._next]) in self._finished:
+                self._next += 1
+            if self._next > start:
+                self._save(self._items[self._next - 1].id)
 
 
 class CheckpointStore:
@@ -298,6 +382,8 @@ class EventRunner:
         stage: str = "local",
         spool_dir: Path | None = None,
         notifications: Callable[[], int] | None = None,
+        parallelization: int | Mapping[str, int] | None = None,
+        infra_template: Path | None = None,
     ) -> None:
         """Discover the app's handlers (optionally ``only`` those named) and open local clients.
 
@@ -305,6 +391,11 @@ class EventRunner:
         the dead-letter file; ``batch_size`` overrides the decorators' batch sizes; messages
         other processes spool under ``spool_dir/<queue>/`` (``chalicelib.queue``) join the
         in-process queues on every poll.
+
+        ``parallelization`` is the number of concurrent batches per shard of every stream
+        handler (an int) or of the handlers named (a mapping); the others take the
+        ``ParallelizationFactor`` of ``infra_template`` (default: ``infra/merge-prod.json``
+        beside the app's module, when there is one), else 1.
         """
         self.app = app
         self.table_name_for = table_name_for
@@ -322,6 +413,7 @@ class EventRunner:
                 raise KeyError(f"unknown handler(s): {', '.join(sorted(unknown))}")
             jobs = [job for job in jobs if job.name in only]
         self.jobs = jobs
+        self._set_parallelization(parallelization, infra_template)
         self._ddb = local_client("dynamodb", endpoint_url, region)
         self._streams = local_client("dynamodbstreams", endpoint_url, region)
         self._checkpoints = CheckpointStore(self.state_dir / "checkpoints.json")
@@ -329,6 +421,23 @@ class EventRunner:
         self._queue_lock = threading.Lock()
         self._poll_lock = threading.RLock()  # one delivery pass at a time (run_forever and drain may overlap)
         self._warned: set[str] = set()
+        self._park_lock = threading.Lock()
+
+    def _set_parallelization(self, given: int | Mapping[str, int] | None, template: Path | None) -> None:
+        """Set each stream job's number of concurrent batches per shard (see ``__init__``)."""
+        template = template or app_infra_template(self.app)
+        from_infra = parallelization_factors(template) if template else {}
+        for job in self.jobs:
+            if job.kind != "dynamodb":
+                continue
+            factor = from_infra.get(to_cfn_resource_name(job.name), 1)
+            if isinstance(given, int):
+                factor = given
+            elif given is not None:
+                factor = given.get(job.name, factor)
+            if factor < 1:
+                raise ValueError(f"{job.name}: parallelization must be at least 1, not {factor}")
+            job.parallelization = factor
 
     # ----------------------------------------------------------------- public API
 
@@ -451,6 +560,7 @@ class EventRunner:
                 local_table=self.table_name_for(str(job.logical_table)),
                 batch_size=job.batch_size,
                 starting_position=job.config.starting_position,
+                parallelization=job.parallelization,
             )
         elif job.kind == "schedule":
             info.update(expression=job.schedule, interval_seconds=job.interval)
@@ -505,6 +615,7 @@ class EventRunner:
             self._warn_once(f"missing:{job.name}:{table}", "%s: table %s does not exist (yet)", job.name, table)
             return None
         arn: str | None = desc.get("LatestStreamArn")
+        job.hash_key = next((k["AttributeName"] for k in desc.get("KeySchema", []) if k["KeyType"] == "HASH"), None)
         if not arn:
             self._warn_once(f"nostream:{job.name}:{table}", "%s: table %s has no stream", job.name, table)
         return arn
@@ -547,7 +658,10 @@ class EventRunner:
         return response.get("ShardIterator")
 
     def _poll_shard(self, job: Job, stream_arn: str, shard: dict[str, Any]) -> int:
-        """Read one shard from its checkpoint to its current end, delivering batch by batch."""
+        """Read one shard from its checkpoint to its current end and deliver it, round by round.
+
+        A round is what is there (up to ``MAX_ROUND`` records), spread over the job's lanes.
+        """
         shard_id = shard["ShardId"]
         state = self._checkpoints.shard(job.name, stream_arn, shard_id)
         if state["finished"]:
@@ -555,35 +669,54 @@ class EventRunner:
         closed = "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
         empty_pages_left = 5 if closed else 0
         iterator = self._shard_iterator(stream_arn, shard_id, state["sequenceNumber"])
+        page_size = min(MAX_PAGE, job.batch_size * job.parallelization)
         delivered = 0
         while iterator:
-            page = self._streams.get_records(ShardIterator=iterator, Limit=job.batch_size)
-            iterator = page.get("NextShardIterator")
-            records = page.get("Records", [])
-            if records:
-                self._deliver_stream_batch(job, stream_arn, state, records)
-                delivered += len(records)
-            elif empty_pages_left <= 0:
+            records: list[dict[str, Any]] = []
+            while iterator and len(records) < MAX_ROUND:
+                page = self._streams.get_records(ShardIterator=iterator, Limit=page_size)
+                iterator = page.get("NextShardIterator")
+                records.extend(page.get("Records", []))
+                if not page.get("Records"):
+                    if empty_pages_left <= 0 or records:
+                        break
+                    empty_pages_left -= 1
+            if not records:
                 break
-            else:
-                empty_pages_left -= 1
+            self._deliver_stream_round(job, stream_arn, state, records)
+            delivered += len(records)
         if iterator is None:
             state["finished"] = True
             self._checkpoints.save()
         return delivered
 
-    def _deliver_stream_batch(
+    def _deliver_stream_round(
         self, job: Job, stream_arn: str, state: dict[str, Any], records: list[dict[str, Any]]
     ) -> None:
-        """Deliver one GetRecords page, checkpointing each finished prefix."""
+        """Deliver a round of records over the job's lanes, checkpointing the finished prefix."""
         items = [_Item(r["dynamodb"]["SequenceNumber"], self._lambda_record(r, stream_arn)) for r in records]
 
-        def commit(done: list[_Item]) -> None:
-            if done:
-                state["sequenceNumber"] = done[-1].id
-                self._checkpoints.save()
+        def save(sequence: str) -> None:
+            state["sequenceNumber"] = sequence
+            self._checkpoints.save()
 
-        self._deliver(job, items, commit)
+        progress = _Progress(items, save)
+        lanes: list[list[_Item]] = [[] for _ in range(job.parallelization)]
+        for item in items:
+            keys = item.record["dynamodb"].get("Keys") or {}
+            lanes[partition_lane(keys, job.hash_key, job.parallelization)].append(item)
+        busy = [lane for lane in lanes if lane]
+
+        def run_lane(lane: list[_Item]) -> None:
+            for start in range(0, len(lane), job.batch_size):
+                self._deliver(job, lane[start : start + job.batch_size], progress.commit)
+
+        if len(busy) == 1:
+            run_lane(busy[0])
+            return
+        with ThreadPoolExecutor(max_workers=len(busy), thread_name_prefix=f"{job.name}-lane") as pool:
+            for future in [pool.submit(run_lane, lane) for lane in busy]:
+                future.result()
 
     def _lambda_record(self, raw: dict[str, Any], stream_arn: str) -> dict[str, Any]:
         """Turn a GetRecords record into the record Lambda puts in a DynamoDB stream event."""
@@ -735,7 +868,7 @@ class EventRunner:
             "parkedAt": _utc_now_iso(),
             "record": item.record,
         }
-        with path.open("a", encoding="utf-8") as handle:
+        with self._park_lock, path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry, default=str) + "\n")
         logger.error("park %s: %s after %d attempt(s) -> %s", job.name, item.id, item.attempts, path)
 
@@ -815,6 +948,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-retries", type=int, default=3)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument(
+        "--parallelization", type=int, help="concurrent batches per shard (default: the app's ParallelizationFactor)"
+    )
+    parser.add_argument(
         "--spool-dir", type=Path, default=os.environ.get("LOCAL_QUEUE_DIR"), help="queue spool (LOCAL_QUEUE_DIR)"
     )
     return parser.parse_args(argv)
@@ -836,6 +972,7 @@ def _build_runner(args: argparse.Namespace) -> EventRunner:
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         only=args.job,
         spool_dir=args.spool_dir,
+        parallelization=args.parallelization,
         notifications=_sandbox_notifications(),
     )
 
