@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from chalice.app import Chalice, DynamoDBEvent, SQSEvent
 
 from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders, parked, withdrawals
-from chalicelib.observability import logger
 from chalicelib.services import jobs
 
 app = Chalice(app_name="fenxiao")
@@ -44,21 +42,19 @@ def on_user_change(event: DynamoDBEvent) -> dict[str, Any]:
 @app.schedule("cron(30 16 * * ? *)")  # 00:30 Asia/Shanghai
 def seal_audit(event: Any) -> dict[str, Any]:
     """Seals yesterday's audit trail."""
-    summary = jobs.run("seal_audit")
-    logger.info("job done", extra={"job": "seal_audit", "summary": json.dumps(summary, default=str)})
-    return summary
+    return jobs.fan_out("seal_audit")
 
 
 @app.schedule("rate(1 hour)")
 def auto_receipt(event: Any) -> dict[str, Any]:
     """Confirms receipt of orders paid long ago that the buyer never confirmed."""
-    return jobs.run("auto_receipt")
+    return jobs.fan_out("auto_receipt")
 
 
 @app.schedule("rate(1 hour)")
 def settle(event: Any) -> dict[str, Any]:
     """Moves due frozen commission to available (days after receipt, or weekly / monthly batches)."""
-    return jobs.run("settle")
+    return jobs.fan_out("settle")
 
 
 ORDERS_STREAM = "arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/placeholder"
@@ -83,7 +79,19 @@ PAYOUT_QUEUE = "arn:aws:sqs:us-east-1:000000000000:payouts"
 @app.schedule(PAYOUT_SCHEDULE)
 def payout_run(event: Any) -> dict[str, Any]:
     """Pages through approved withdrawals and enqueues one transfer message each."""
-    return jobs.run("payout_run")
+    return jobs.fan_out("payout_run")
+
+
+# Each schedule above fans out one message per tenant here: every tenant's run is its own invocation.
+JOBS_QUEUE = "arn:aws:sqs:us-east-1:000000000000:jobs"
+
+
+@app.on_sqs_message(queue_arn=JOBS_QUEUE, batch_size=1)
+def run_tenant_job(event: SQSEvent) -> dict[str, Any]:
+    """Runs one scheduled job for one tenant."""
+    from chalicelib.events import job_queue
+
+    return job_queue.handle(event.to_dict(), event.context)
 
 
 @app.on_sqs_message(queue_arn=PAYOUT_QUEUE, batch_size=10)
@@ -97,16 +105,16 @@ def send_payout(event: SQSEvent) -> dict[str, Any]:
 @app.schedule("rate(15 minutes)")
 def reconcile_payouts(event: Any) -> dict[str, Any]:
     """Queries WeChat for transfers still in flight and finishes them."""
-    return jobs.run("reconcile_payouts")
+    return jobs.fan_out("reconcile_payouts")
 
 
 @app.schedule("rate(10 minutes)")
 def reconcile_payments(event: Any) -> dict[str, Any]:
     """Queries WeChat Pay for orders left unpaid after a prepay and refunds still processing."""
-    return jobs.run("reconcile_payments")
+    return jobs.fan_out("reconcile_payments")
 
 
 @app.schedule("rate(15 minutes)")
 def redrive_parked(event: Any) -> dict[str, Any]:
     """Replays stream records parked after repeated failures, each item's in stream order."""
-    return jobs.run("redrive_parked")
+    return jobs.fan_out("redrive_parked")

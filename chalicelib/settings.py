@@ -59,6 +59,7 @@ class Settings(BaseModel):
         description="transfer_scene_report_infos sent with every bill (what the scene requires).",
     )
     payout_queue_url: str | None = Field(default=None, description="SQS queue of payout messages (cloud).")
+    jobs_queue_url: str | None = Field(default=None, description="SQS queue of per-tenant job runs (cloud).")
     local_queue_dir: str | None = Field(
         default=None, description="Local stack: spool directory the event runner drains as the payout queue."
     )

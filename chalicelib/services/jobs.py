@@ -1,24 +1,31 @@
-"""Scheduled jobs, runnable on their schedule or at once by an owner (`/v1/admin/jobs/{name}/run`)."""
+"""Scheduled jobs, one tenant at a time.
+
+A schedule fans out: one message per tenant on the jobs queue (`fan_out`), each run by the queue
+worker as an invocation of its own (`run_for_tenant`). An owner's `/v1/admin/jobs/{name}/run`
+runs the job for the owner's tenant only, audited with the owner as actor (`run_now`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.clock import utcnow
-from chalicelib.entities import AuditEvent
+from chalicelib.entities import AuditEvent, Principal
 from chalicelib.errors import NotFound
 from chalicelib.observability import count, logger
 from chalicelib.store import get_store
 
-Job = Callable[[datetime], dict[str, Any]]
+# (now, tenant, actor) -> summary: every job acts on one tenant at a time.
+Job = Callable[[datetime, str, str], dict[str, Any]]
 
 
-def seal_audit(now: datetime) -> dict[str, Any]:
-    """Seal yesterday's (UTC) audit trail of every tenant: one digest over all its records.
+def seal_audit(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
+    """Seal yesterday's (UTC) audit trail of a tenant: one digest over all its records.
 
     The seal is itself an append-only record with a fixed key, so running twice seals once;
     each seal names the previous day's digest, chaining the days together.
@@ -27,24 +34,17 @@ def seal_audit(now: datetime) -> dict[str, Any]:
 
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     prev_day = (now - timedelta(days=2)).strftime("%Y-%m-%d")
-    sealed: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for tenant in get_store().tenants.all():
-        records = audit.day_records(tenant.id, day)
-        digest = hashlib.sha256("\n".join(h for _, h in records).encode()).hexdigest()
-        previous = audit.latest(tenant.id, f"seal:{prev_day}")
-        data = {
-            "day": day,
-            "records": len(records),
-            "digest": digest,
-            "previous_digest": _digest_of(previous),
-        }
-        event = AuditEvent(entity=f"seal:{day}", action="audit.sealed", actor="system:seal_audit", data=data)
-        record = audit.build(tenant.id, event, datetime.fromisoformat(f"{day}T00:00:00+00:00"), None, record_id="seal")
-        (sealed if audit.put_once(record) else skipped).append({"tenant": tenant.id, "records": len(records)})
-    count("AuditSeals", len(sealed))
-    logger.info("audit sealed", extra={"day": day, "sealed": len(sealed), "skipped": len(skipped)})
-    return {"day": day, "sealed": sealed, "already_sealed": skipped}
+    records = audit.day_records(tenant, day)
+    digest = hashlib.sha256("\n".join(h for _, h in records).encode()).hexdigest()
+    previous = audit.latest(tenant, f"seal:{prev_day}")
+    data = {"day": day, "records": len(records), "digest": digest, "previous_digest": _digest_of(previous)}
+    event = AuditEvent(entity=f"seal:{day}", action="audit.sealed", actor=actor, data=data)
+    record = audit.build(tenant, event, datetime.fromisoformat(f"{day}T00:00:00+00:00"), None, record_id="seal")
+    sealed = audit.put_once(record)
+    if sealed:
+        count("AuditSeals")
+    logger.info("audit sealed", extra={"day": day, "tenant": tenant, "records": len(records), "sealed": sealed})
+    return {"day": day, "records": len(records), "sealed": sealed}
 
 
 def _digest_of(record: Any) -> str | None:
@@ -53,46 +53,47 @@ def _digest_of(record: Any) -> str | None:
     return str(json.loads(record.data).get("digest"))
 
 
-def auto_receipt(now: datetime) -> dict[str, Any]:
+def auto_receipt(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Receipt for orders paid 10 days ago that the buyer never confirmed (starts the return window)."""
     from chalicelib.services import orders
 
-    return orders.auto_receipt(now)
+    return orders.auto_receipt(now, tenant=tenant, actor=actor)
 
 
-def settle(now: datetime) -> dict[str, Any]:
+def settle(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Frozen commission whose return window (and batch boundary) has passed becomes available."""
     from chalicelib.services import settlements
 
-    return settlements.settle(now)
+    return settlements.settle(now, tenant=tenant, actor=actor)
 
 
-def payout_run(now: datetime) -> dict[str, Any]:
+def payout_run(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Approved withdrawals are enqueued, one transfer message each."""
     from chalicelib.services import payouts
 
-    return payouts.payout_run(now)
+    run = payouts.run_tenant(tenant, now, actor)
+    return run or {"tenant": tenant, "run": None, "enqueued": 0, "enqueued_fen": 0}
 
 
-def reconcile_payouts(now: datetime) -> dict[str, Any]:
+def reconcile_payouts(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Transfers still in flight are queried at WeChat and finished."""
     from chalicelib.services import payouts
 
-    return payouts.reconcile(now)
+    return payouts.reconcile(now, tenant=tenant)
 
 
-def redrive_parked(now: datetime) -> dict[str, Any]:
+def redrive_parked(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Stream records parked after repeated failures are replayed, each item's in stream order."""
     from chalicelib.services import parking
 
-    return parking.redrive_all(now)
+    return parking.redrive_all(now, tenant=tenant, actor=actor)
 
 
-def reconcile_payments(now: datetime) -> dict[str, Any]:
+def reconcile_payments(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Orders still waiting for WeChat Pay (unpaid after a prepay, refunds in progress) are queried."""
     from chalicelib.services import orders
 
-    return orders.reconcile_payments(now)
+    return orders.reconcile_payments(now, tenant)
 
 
 JOBS: dict[str, Job] = {
@@ -104,11 +105,51 @@ JOBS: dict[str, Job] = {
     "reconcile_payments": reconcile_payments,
     "redrive_parked": redrive_parked,
 }
+QUEUE = "jobs"
 
 
-def run(name: str, now: datetime | None = None) -> dict[str, Any]:
-    """Run the job `name` now and return its summary."""
+def _job(name: str) -> Job:
     job = JOBS.get(name)
     if job is None:
         raise NotFound(f"no job named {name!r}; jobs: {', '.join(sorted(JOBS))}", code="unknown_job")
-    return job(now or utcnow())
+    return job
+
+
+def fan_out(name: str, now: datetime | None = None) -> dict[str, Any]:
+    """The schedule: one message per tenant on the jobs queue, so each tenant's run is an
+    invocation of its own with its own progress, and one tenant's backlog never starves another."""
+    from chalicelib.clock import iso
+    from chalicelib.store import queue
+
+    _job(name)
+    moment = now or utcnow()
+    tenants = [t.id for t in get_store().tenants.all()]
+    queue.send_batch(QUEUE, [{"job": name, "tenant": t, "at": iso(moment)} for t in tenants])
+    logger.info("job fanned out", extra={"job": name, "tenants": len(tenants)})
+    return {"job": name, "tenants": len(tenants)}
+
+
+def run_for_tenant(name: str, tenant: str, *, actor: str, now: datetime | None = None) -> dict[str, Any]:
+    """Run the job `name` for one tenant (a queued run, or an operator's "run now")."""
+    return _job(name)(now or utcnow(), tenant, actor)
+
+
+def run_now(principal: Principal, name: str) -> dict[str, Any]:
+    """An owner's "run now": the job acts on the owner's tenant only and is audited with the owner
+    as actor (the schedule's runs are audited by the jobs themselves, as `system:<job>`)."""
+    from chalicelib.auth import require_role
+    from chalicelib.clock import iso
+    from chalicelib.entities import Role
+    from chalicelib.store import audit
+
+    require_role(principal, Role.OWNER)
+    _job(name)
+    now = utcnow()
+    summary = run_for_tenant(name, principal.tenant, actor=principal.actor, now=now)
+    data = {"job": name, "summary": summary}
+    event = AuditEvent(
+        entity=f"job_run:{name}:{secrets.token_hex(6)}", action="job.run", actor=principal.actor, data=data
+    )
+    audit.put_once(audit.build(principal.tenant, event, now, None))
+    logger.info("job run by an operator", extra={"job": name, "tenant": principal.tenant, "at": iso(now)})
+    return summary

@@ -427,7 +427,7 @@ def transfer_notification(appid: str | None, headers: Mapping[str, str], body: b
     return {"code": "SUCCESS", "message": "成功"}
 
 
-def reconcile(now: datetime) -> dict[str, Any]:
+def reconcile(now: datetime, tenant: str | None = None) -> dict[str, Any]:
     """Query WeChat for the withdrawals in flight, oldest first, at most RECONCILE_MAX_PER_RUN per
     run and RECONCILE_WORKERS at a time, and record what it says.
 
@@ -435,7 +435,7 @@ def reconcile(now: datetime) -> dict[str, Any]:
     again (same out_bill_no), or is noted, or gives the money back (`settlement.after_not_found`).
     An unclear answer leaves it for the next run; so do the withdrawals beyond the bound (`deferred`).
     """
-    due, seen, oldest = _due(now)
+    due, seen, oldest = _due(now, [tenant] if tenant else [t.id for t in get_store().tenants.all()])
     chosen = list(itertools.islice(heapq.merge(*due, key=lambda row: row[0]), RECONCILE_MAX_PER_RUN))
     tally = dict.fromkeys(
         ("checked", "corrected", "resent", "unclear", "errors", "mismatches", "waiting", "abandoned"), 0
@@ -463,17 +463,17 @@ def reconcile(now: datetime) -> dict[str, Any]:
     return summary
 
 
-def _due(now: datetime) -> tuple[list[list[tuple[str, str, str, WithdrawalState]]], int, float]:
+def _due(now: datetime, tenants: list[str]) -> tuple[list[list[tuple[str, str, str, WithdrawalState]]], int, float]:
     """The withdrawals due for a query: per tenant and state the oldest RECONCILE_MAX_PER_RUN
     (created_at, tenant, id, state), oldest first; how many are due in all; the oldest age."""
     store = get_store()
     due: list[list[tuple[str, str, str, WithdrawalState]]] = []
     seen = 0
     oldest = 0.0
-    for tenant in store.tenants.all():
+    for tenant in tenants:
         for state in (WithdrawalState.SENDING, WithdrawalState.PROCESSING, WithdrawalState.WAIT_USER_CONFIRM):
             rows: list[tuple[str, str, str, WithdrawalState]] = []
-            for page in store.withdrawals.ids_in_state(tenant.id, state, RECONCILE_PAGE):
+            for page in store.withdrawals.ids_in_state(tenant, state, RECONCILE_PAGE):
                 for row in page:
                     age = now - parse_iso(row["updated_at"])
                     oldest = max(oldest, age.total_seconds())
@@ -481,7 +481,7 @@ def _due(now: datetime) -> tuple[list[list[tuple[str, str, str, WithdrawalState]
                         continue  # a worker may still be waiting for WeChat's answer
                     seen += 1
                     if len(rows) < RECONCILE_MAX_PER_RUN:
-                        rows.append((row["created_at"], tenant.id, row["id"], state))
+                        rows.append((row["created_at"], tenant, row["id"], state))
             due.append(rows)
     return due, seen, oldest
 

@@ -15,7 +15,7 @@ from chalicelib.store import get_store
 PAGE = 90
 
 
-def settle(now: datetime) -> dict[str, Any]:
+def settle(now: datetime, *, tenant: str | None = None, actor: str = "system:settle") -> dict[str, Any]:
     """Move every due frozen line to available, with the account totals in the same transaction.
 
     Pages through the sparse `due` index (flat memory); each move is conditional on the line
@@ -30,16 +30,16 @@ def settle(now: datetime) -> dict[str, Any]:
     store = get_store()
     lines = amount = 0
     tenants = []
-    for tenant in store.tenants.all():
-        moved, fen = _settle_tenant(tenant.id, now)
+    for tenant_id in [tenant] if tenant else [t.id for t in store.tenants.all()]:
+        moved, fen = _settle_tenant(tenant_id, now)
         lines += moved
         amount += fen
         if moved:
-            tenants.append(tenant.id)
+            tenants.append(tenant_id)
             run = f"settlement:{iso(now)}#{uuid.uuid4().hex[:6]}"
             data = {"lines": moved, "amount_fen": fen, "until": iso(now)}
-            event = AuditEvent(entity=run, action="settlement.run", actor="system:settle", data=data)
-            audit.put_once(audit.build(tenant.id, event, now, None))
+            event = AuditEvent(entity=run, action="settlement.run", actor=actor, data=data)
+            audit.put_once(audit.build(tenant_id, event, now, None))
     count("LinesSettled", lines)
     logger.info("settlement run", extra={"lines": lines, "amount_fen": amount})
     return {"lines": lines, "amount_fen": amount, "tenants": tenants, "until": iso(now)}

@@ -27,14 +27,16 @@ _counter = itertools.count()
 def send_batch(queue: str, bodies: list[dict[str, Any]]) -> int:
     """Send every body as one message of `queue`; returns how many were sent."""
     settings = get_settings()
+    url = {"payouts": settings.payout_queue_url, "jobs": settings.jobs_queue_url}.get(queue)
     for start in range(0, len(bodies), BATCH):
         chunk = bodies[start : start + BATCH]
-        if settings.payout_queue_url:
-            _send_sqs(settings.payout_queue_url, chunk)
+        if url:
+            _send_sqs(url, chunk)
         elif settings.local_queue_dir:
             spool(Path(settings.local_queue_dir), queue, chunk)
         else:
-            raise RuntimeError("no queue configured: set PAYOUT_QUEUE_URL (AWS) or LOCAL_QUEUE_DIR (local stack)")
+            setting = {"payouts": "PAYOUT_QUEUE_URL", "jobs": "JOBS_QUEUE_URL"}.get(queue, "a queue URL")
+            raise RuntimeError(f"no queue configured: set {setting} (AWS) or LOCAL_QUEUE_DIR (local stack)")
     return len(bodies)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import LiveApi
-from tests.stack import Stack, unique
+from tests.stack import TEST_TENANT, Stack, unique
 
 TOKEN_KEY = "fenxiao.admin.token"
 
@@ -29,7 +29,8 @@ def chain(api: LiveApi, *names: str) -> list[str]:
     return [uid for _, uid in people]
 
 
-def log_in(page: Page, username: str, *, limit: int | None = None, appid: str | None = None) -> None:
+def log_in(page: Page, username: str, *, limit: int | None = None, appid: str = TEST_TENANT) -> None:
+    """Production has no default tenant: an operator names the mini-program they run."""
     page.goto("/admin" + (f"?limit={limit}" if limit else ""))
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(f"pw-{username}")
@@ -76,6 +77,8 @@ def test_wrong_password_shows_the_error(page: Page) -> None:
     page.goto("/admin")
     page.get_by_label("用户名").fill("owner")
     page.get_by_label("密码").fill("not-the-password")
+    page.locator("summary").click()
+    page.get_by_test_id("login-appid").fill(TEST_TENANT)
     page.get_by_test_id("login-submit").click()
 
     expect_error(page, "invalid_credentials")
@@ -203,7 +206,9 @@ def test_an_invalid_token_sends_back_to_login(page: Page, live_api: LiveApi) -> 
 def test_names_are_shown_as_text_never_as_markup(page: Page, live_api: LiveApi) -> None:
     top_token, top = live_api.login(unique("top"))
     name = '<img src=x onerror="window.pwned=1">'
-    response = live_api.call("POST", "/v1/auth/login", json={"code": f"dev-{unique('x')}", "name": name})
+    response = live_api.call(
+        "POST", "/v1/auth/login", json={"code": f"dev-{unique('x')}", "name": name, "appid": live_api.tenant}
+    )
     bind(live_api, top_token, response.json()["token"])
     log_in(page, "owner")
 

@@ -59,13 +59,11 @@ def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
 @pytest.fixture(scope="session")
 def live_api(stack: Stack) -> Iterator[LiveApi]:
     """`chalice local` with production's shape of settings: no default tenant, and the public URL
-    WeChat's twins POST their notifications to is the server's own."""
-    from chalicelib.wechat import outbox
-
+    WeChat's twins POST their notifications to is the server's own (the runner thread here
+    delivers retries to it over real HTTP: see `tests.stack.chalice_transport`)."""
     config = StackConfig(api_port=free_port(), ddb_port=int(stack.endpoint.rsplit(":", 1)[1]))
     with environ({"PUBLIC_BASE_URL": config.api_url, "DEFAULT_TENANT": ""}):
         proc = start_chalice(config)
-    outbox.set_transport(None)  # the runner thread delivers over real HTTP too
     stop = threading.Event()
     runner = threading.Thread(target=stack.runner.run_forever, args=(stop, 0.2), daemon=True)
     try:
@@ -77,7 +75,3 @@ def live_api(stack: Stack) -> Iterator[LiveApi]:
         if runner.is_alive():
             runner.join(timeout=10)
         stop_group(proc)
-        from app import app
-        from tests.stack import chalice_transport
-
-        outbox.set_transport(chalice_transport(app))

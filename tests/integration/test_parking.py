@@ -113,7 +113,7 @@ def test_a_failing_order_event_parks_blocks_only_its_order_and_replays_in_order(
 
     # When the fault is gone and the schedule redrives
     fault.on = False
-    summary = jobs.run("redrive_parked")
+    summary = jobs.run_for_tenant("redrive_parked", stack.tenant, actor="system:redrive_parked")
 
     # Then payment then refund are applied, in that order, and kept as replayed history
     assert summary["replayed"] >= 2
@@ -145,7 +145,7 @@ def test_a_replay_that_fails_again_stays_parked_with_one_attempt_more(
     pay(stack, buyer, order.id)
     stack.drain()
 
-    jobs.run("redrive_parked")
+    jobs.run_for_tenant("redrive_parked", stack.tenant, actor="system:redrive_parked")
 
     first, *_ = parked_of(stack, order.id)
     assert first.attempts == PARK_AFTER + 1

@@ -394,6 +394,7 @@ def test_reconciliation_is_bounded_parallel_and_starts_with_the_oldest(
     ids = [request(who, 1_000)["id"] for _ in range(6)]
     monkeypatch.undo()
     pay_out(stack, *ids)
+    sandbox.inject("drop_callback", times=len(ids))
     for wid in ids:
         sandbox.user_confirm(wid)  # every callback lost
     queried: list[str] = []
