@@ -16,8 +16,14 @@ def main() -> None:
     parser.add_argument("--binds", type=int, default=600, help="bindings per side")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--runs", type=int, default=9, help="interpreter starts per side")
-    parser.add_argument("--orders", type=int, default=300, help="paid orders per side (commission pipeline)")
-    parser.add_argument("--hot-orders", type=int, default=2000, help="orders of one hot level-1 promoter")
+    parser.add_argument("--orders", type=int, default=240, help="paid orders per side (commission pipeline)")
+    parser.add_argument("--hot-orders", type=int, default=1200, help="orders of one hot level-1 promoter")
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="profile the commission engine (default: when the pipeline misses its ratio)",
+    )
     parser.add_argument("--withdrawals", type=int, default=100_000, help="approved withdrawals of the large payout run")
     parser.add_argument("--only", choices=["coldstart", "binding", "commission", "payout"], help="run one benchmark")
     args = parser.parse_args()
@@ -25,7 +31,7 @@ def main() -> None:
     benchmarks = {
         "coldstart": lambda: coldstart.run(args.runs),
         "binding": lambda: binding.run(args.binds, args.threads),
-        "commission": lambda: commission.run(args.orders, args.hot_orders),
+        "commission": lambda: commission.run(args.orders, args.hot_orders, args.profile),
         "payout": lambda: payout.run(args.withdrawals // 10, args.withdrawals),
     }
     for name, bench in benchmarks.items():
