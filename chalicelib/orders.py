@@ -98,6 +98,8 @@ class Order:
     status: OrderStatus
     snapshot: Snapshot
     placed_at: datetime
+    version: int = 0  # the stored version (every change is the next one)
+    audit_hash: str | None = None  # the head of its audit chain
     discount_fen: int = 0
     coupon: str | None = None
     refunded_fen: int = 0

@@ -15,8 +15,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.observability import logger
 
-processor = BatchProcessor(event_type=EventType.SQS)
-
 
 def parse(body: str) -> tuple[str, str]:
     """(job, tenant) of a jobs message, or ValueError."""
@@ -39,6 +37,6 @@ def record_handler(record: SQSRecord) -> None:
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event, record_handler=record_handler, processor=BatchProcessor(event_type=EventType.SQS), context=context
     )
     return dict(response)

@@ -20,7 +20,12 @@ from chalicelib.services import referrals
 SOURCE = "users"
 
 # A batch whose every record failed is reported like any other (the parking rules count it).
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+
+
+def _processor() -> BatchProcessor:
+    """A processor per batch: Powertools keeps a batch's state on the processor, and batches of
+    one process may run at once (the local runner's ParallelizationFactor, tests)."""
+    return BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
 
 
 class EarlierVersionFailed(Exception):
@@ -82,7 +87,9 @@ def process_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             reasons[ref.sequence] = f"{type(exc).__name__}: {exc}"
             raise
 
-    response = process_partial_response(event={"Records": list(records)}, record_handler=in_order, processor=processor)
+    response = process_partial_response(
+        event={"Records": list(records)}, record_handler=in_order, processor=_processor()
+    )
     failed = [str(f["itemIdentifier"]) for f in response.get("batchItemFailures") or []]
     failures = [{"itemIdentifier": sequence, "reason": reasons.get(sequence, "")} for sequence in failed]
     return {"batchItemFailures": failures}

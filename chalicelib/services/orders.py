@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,12 +207,12 @@ def paid(
     extra = {"paid_at": iso(when), "transaction_id": transaction_id}
     moved = store.orders.transition(
         tenant, order.id, (OrderStatus.CREATED,), OrderStatus.PAID, when=utcnow(), event=event, extra=extra,
-        amount_fen=amount_fen,
+        amount_fen=amount_fen, read=order,
     )  # fmt: skip
-    current = store.orders.get(tenant, order.id) or order
     if moved:
         count("OrdersPaid")
-        return current
+        return replace(order, status=OrderStatus.PAID, paid_at=when, transaction_id=transaction_id)
+    current = store.orders.get(tenant, order.id) or order
     if current.transaction_id == transaction_id:
         return current  # a concurrent repeat won
     if current.status is OrderStatus.CANCELLED:

@@ -10,13 +10,14 @@
   commission engine undoes its reversal (`order.refund_failed`), counted as `RefundsFailed`.
 * A double-submitted request is the same refund: the number comes from the order as the
   operator's request read it, the write is conditional on the order's version, and a request
-  that finds its number (or its Idempotency-Key) recorded returns that refund.
+  that finds its number (or its Idempotency-Key) recorded returns that refund. Without a key,
+  the same amount and reason from the same operator within a minute is taken as a double click.
 * A payment that arrives for a cancelled order is refunded in full at once (`<order>RLATE`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import orders as rules
@@ -30,6 +31,7 @@ from chalicelib.store import get_store
 from chalicelib.wechat import get_pay
 
 LATE_PAYMENT_REASON = "订单已取消，款项原路退回"
+DOUBLE_SUBMIT_WINDOW = timedelta(seconds=60)
 
 
 def view(order: Order, refund: Refund) -> dict[str, Any]:
@@ -53,7 +55,8 @@ def request(
     order = store.orders.get(principal.tenant, order_id)
     if order is None:
         raise NotFound("order not found", code="unknown_order")
-    if key is not None and (known := next((r for r in order.refunds if r.key == key), None)) is not None:
+    known = _same_request(order, amount_fen, reason, principal.actor, key, utcnow())
+    if known is not None:
         return view(order, _ask_wechat(order, known)), False
     _check_refundable(order, amount_fen)
     number = rules.refund_number(order.id, len(order.refunds) + 1)
@@ -84,6 +87,25 @@ def request(
         return view(current, _ask_wechat(current, existing)), False  # the same request, submitted twice
     count("Refunds")
     return view(after, _ask_wechat(after, refund)), True
+
+
+def _same_request(
+    order: Order, amount_fen: int, reason: str, actor: str, key: str | None, now: datetime
+) -> Refund | None:
+    """The refund this request repeats: the one with its Idempotency-Key, or, without a key, the
+    same amount and reason from the same operator within DOUBLE_SUBMIT_WINDOW (a double click)."""
+    if key is not None:
+        return next((r for r in order.refunds if r.key == key), None)
+    return next(
+        (
+            r
+            for r in reversed(order.refunds)
+            if r.key is None
+            and (r.amount_fen, r.reason, r.actor) == (amount_fen, reason, actor)
+            and now - r.requested_at < DOUBLE_SUBMIT_WINDOW
+        ),
+        None,
+    )
 
 
 def _check_refundable(order: Order, amount_fen: int) -> None:

@@ -15,7 +15,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, StoredPlan
 from chalicelib.ledger import BUCKETS, MAX_TX_ITEMS, Applied, LedgerLine, LedgerWrite, Move, tx_items
-from chalicelib.store import audit
+from chalicelib.store import audit, shards
 from chalicelib.store.audit import canonical
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import (
@@ -218,8 +218,13 @@ class LedgerStore:
         return lines
 
     def due_lines(self, tenant: str, now: datetime, limit: int) -> list[LedgerLine]:
-        """Frozen lines whose time has come, earliest first (one page, from the sparse index)."""
-        query = LedgerModel.due.query(f"{tenant}#frozen", LedgerModel.frozen_until <= iso(now), limit=limit)
+        """Frozen lines whose time has come, earliest first over every shard of the sparse index
+        (one page)."""
+
+        def query(partition: str) -> list[Any]:
+            return list(LedgerModel.due.query(partition, LedgerModel.frozen_until <= iso(now), limit=limit))
+
+        due = shards.first(f"{tenant}#frozen", query, lambda item: (item.frozen_until, item.pk, item.sk), limit)
         return [
             LedgerLine(
                 tenant=tenant,
@@ -233,7 +238,7 @@ class LedgerStore:
                 trace={},
                 created_at=now,
             )
-            for item in query
+            for item in due
         ]
 
     def account(self, tenant: str, promoter: str) -> dict[str, int]:
@@ -292,6 +297,11 @@ def _transaction(tenant: str, write: LedgerWrite) -> Callable[[TransactWrite], N
     return body
 
 
+def _due_key(tenant: str, promoter: str, sk: str) -> str:
+    """The due index partition of a frozen line (one of `shards.SHARDS` per tenant)."""
+    return shards.key(f"{tenant}#frozen", f"{tenant}#{promoter}#{sk}")
+
+
 def _move_actions(tenant: str, move: Move) -> list[Any]:
     """A line's new state and trace; frozen lines that settle on their own (only they) sit in
     the sparse `due` index."""
@@ -301,7 +311,7 @@ def _move_actions(tenant: str, move: Move) -> list[Any]:
     if move.trace is not None:
         actions.append(LedgerModel.trace.set(canonical(dict(move.trace))))
     if move.state == "frozen" and move.due:
-        actions.append(LedgerModel.frozen_key.set(f"{tenant}#frozen"))
+        actions.append(LedgerModel.frozen_key.set(_due_key(tenant, move.line.promoter, move.line.sk)))
     else:
         actions.append(LedgerModel.frozen_key.remove())
     return actions
@@ -323,5 +333,7 @@ def _line_item(line: LedgerLine) -> LedgerModel:
         trace=canonical(dict(line.trace)),
         created_at=iso(line.created_at),
         frozen_until=iso(line.frozen_until) if line.frozen_until else None,
-        frozen_key=f"{line.tenant}#frozen" if line.state == "frozen" and line.frozen_until and line.due else None,
+        frozen_key=_due_key(line.tenant, line.promoter, line.sk)
+        if line.state == "frozen" and line.frozen_until and line.due
+        else None,
     )

@@ -101,9 +101,9 @@ class NonceStore:
             tx.save(marker, condition=_forgotten(when))  # item 0: puts go before updates
 
         try:
-            after = OrderStore(self._tx).versioned(
+            applied = OrderStore(self._tx).versioned(
                 order.tenant, order.id, change, when=when, extra_writes=remember, attempts=1
             )
         except ExtraWriteRefused:
             return RefundOutcome.DUPLICATE
-        return RefundOutcome.APPLIED if after is not None else RefundOutcome.ORDER_CHANGED
+        return RefundOutcome.APPLIED if applied else RefundOutcome.ORDER_CHANGED

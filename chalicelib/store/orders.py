@@ -12,7 +12,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.orders import Order, OrderStatus, PricedLine, Refund, RefundState, Snapshot
-from chalicelib.store import audit
+from chalicelib.store import audit, shards
 from chalicelib.store.audit import canonical, version_actions
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AuditModel, OrderModel
@@ -97,6 +97,8 @@ def to_order(item: OrderModel) -> Order:
             buyer_is_promoter=bool(snap.get("buyer_is_promoter", True)),
         ),
         placed_at=parse_iso(item.placed_at),
+        version=int(item.version or 0),
+        audit_hash=item.audit_hash,
         discount_fen=int(item.discount_fen or 0),
         coupon=item.coupon,
         refunded_fen=int(item.refunded_fen or 0),
@@ -138,6 +140,10 @@ def refund_update(
     if exact:
         condition &= (OrderModel.amount_fen == order.amount_fen) & (OrderModel.refunded_fen == order.refunded_fen)
     return actions, condition
+
+
+def _first(row: tuple[str, str]) -> tuple[str, str]:
+    return row
 
 
 class ExtraWriteRefused(Exception):
@@ -210,22 +216,25 @@ class OrderStore:
         when: datetime,
         extra_writes: Callable[[TransactWrite], None] | None = None,
         attempts: int = 5,
-    ) -> Order | None:
+        read: Order | None = None,
+    ) -> bool:
         """Apply `change` to the order as it is now, as its next version with its audit record, in
         one transaction conditional on the version read (re-read and retried when another writer
-        got there first). Returns the order after, or None when `change` did not apply."""
+        got there first). `read` is the order as the caller just read it (saves the first read).
+        False when `change` did not apply."""
         for _ in range(attempts):
-            item = self._item(tenant, order_id)
-            if item is None:
-                return None
-            decided = change(to_order(item))
+            current = read if read is not None else self.get(tenant, order_id)
+            read = None
+            if current is None:
+                return False
+            decided = change(current)
             if decided is None:
-                return None
+                return False
             actions, condition, event = decided
-            version = int(item.version or 0) + 1
-            record = audit.build(tenant, event, when, item.audit_hash, record_id=f"v{version:010d}")
+            version = current.version + 1
+            record = audit.build(tenant, event, when, current.audit_hash, record_id=f"v{version:010d}")
             actions = [*actions, *version_actions(OrderModel, event, when), OrderModel.audit_hash.set(record.hash)]
-            guard = OrderModel.version == int(item.version or 0)
+            guard = OrderModel.version == current.version
             guard = guard & condition if condition is not None else guard
 
             def body(tx: TransactWrite, actions: list[Any] = actions, guard: Any = guard, record: Any = record) -> None:
@@ -236,10 +245,10 @@ class OrderStore:
 
             outcome = self._tx.run(body)
             if outcome.committed:
-                return self.get(tenant, order_id)
+                return True
             if extra_writes is not None and 0 in outcome.failed_items:
                 raise ExtraWriteRefused(order_id)  # e.g. the event was applied before
-        return None
+        return False
 
     def transition(
         self,
@@ -252,9 +261,11 @@ class OrderStore:
         event: AuditEvent,
         extra: Mapping[str, str] | None = None,
         amount_fen: int | None = None,
+        read: Order | None = None,
     ) -> bool:
         """Move an order from one of `expected` to `status`; False when it is not in `expected`
-        (or, with `amount_fen`, when that is not the order's amount: a payment of another sum)."""
+        (or, with `amount_fen`, when that is not the order's amount: a payment of another sum).
+        `read`: the order as the caller just read it (saves a read)."""
 
         def change(order: Order) -> Change:
             if order.status not in expected or (amount_fen is not None and order.amount_fen != amount_fen):
@@ -264,14 +275,14 @@ class OrderStore:
                 actions.append(getattr(OrderModel, name).set(value))
             # Only paid orders wait for receipt: they alone are in the sparse open_orders index.
             if status is OrderStatus.PAID:
-                actions.append(OrderModel.open_key.set(f"{tenant}#paid"))
+                actions.append(OrderModel.open_key.set(shards.key(f"{tenant}#paid", order_id)))
             else:
                 actions.append(OrderModel.open_key.remove())
             if status is not OrderStatus.CREATED and not any(r.state is RefundState.REQUESTED for r in order.refunds):
                 actions += [OrderModel.pending_key.remove(), OrderModel.pending_since.remove()]
             return actions, OrderModel.status.is_in(*[s.value for s in expected]), event
 
-        return self.versioned(tenant, order_id, change, when=when) is not None
+        return self.versioned(tenant, order_id, change, when=when, read=read)
 
     def prepaid(self, order: Order, *, when: datetime, expires_at: datetime, event: AuditEvent) -> bool:
         """Record that the order was handed to WeChat Pay (once): it joins the unpaid index that
@@ -283,12 +294,12 @@ class OrderStore:
             actions = [
                 OrderModel.prepaid_at.set(iso(when)),
                 OrderModel.pay_expires_at.set(iso(expires_at)),
-                OrderModel.pending_key.set(f"{order.tenant}#pending"),
+                OrderModel.pending_key.set(shards.key(f"{order.tenant}#pending", order.id)),
                 OrderModel.pending_since.set(iso(when)),
             ]
             return actions, OrderModel.status == OrderStatus.CREATED.value, event
 
-        return self.versioned(order.tenant, order.id, change, when=when) is not None
+        return self.versioned(order.tenant, order.id, change, when=when)
 
     def set_refunds(
         self,
@@ -309,7 +320,7 @@ class OrderStore:
             open_refunds = any(r.state is RefundState.REQUESTED for r in refunds)
             if open_refunds and not current.pending_since:
                 actions += [
-                    OrderModel.pending_key.set(f"{order.tenant}#pending"),
+                    OrderModel.pending_key.set(shards.key(f"{order.tenant}#pending", order.id)),
                     OrderModel.pending_since.set(iso(when)),
                 ]
             elif not open_refunds and current.status is not OrderStatus.CREATED:
@@ -322,7 +333,7 @@ class OrderStore:
                 )
             return actions, condition, event
 
-        return self.versioned(order.tenant, order.id, change, when=when)
+        return self.get(order.tenant, order.id) if self.versioned(order.tenant, order.id, change, when=when) else None
 
     def add_refund(self, order: Order, refund_fen: int, *, when: datetime, event: AuditEvent) -> bool:
         """Raise refunded_fen by `refund_fen` unless that would exceed the paid amount."""
@@ -333,35 +344,32 @@ class OrderStore:
             actions, condition = refund_update(current, refund_fen, event=event, when=when, exact=False)
             return actions, condition, event
 
-        return self.versioned(order.tenant, order.id, change, when=when) is not None
+        return self.versioned(order.tenant, order.id, change, when=when)
 
-    def pending_at_wechat(self, tenant: str, before: datetime, limit: int, after: str | None = None) -> list[str]:
+    def pending_at_wechat(self, tenant: str, before: datetime, limit: int) -> list[str]:
         """Ids of orders waiting for WeChat Pay since before `before` (unpaid after a prepay, or with
-        a refund in progress), oldest first; `after` continues from an order id of the last page."""
-        start = None
-        if after is not None:
-            item = self._item(tenant, after)
-            if item is not None and item.pending_since:
-                start = {
-                    "pk": {"S": item.pk},
-                    "pending_key": {"S": f"{tenant}#pending"},
-                    "pending_since": {"S": item.pending_since},
-                }
-        query = OrderModel.pending_at_wechat.query(
-            f"{tenant}#pending",
-            OrderModel.pending_since < iso(before),
-            limit=limit,
-            attributes_to_get=["order_id"],
-            last_evaluated_key=start,
-        )
-        return [item.order_id for item in query]
+        a refund in progress), oldest first over every shard (one page)."""
+
+        def query(partition: str) -> list[tuple[str, str]]:
+            found = OrderModel.pending_at_wechat.query(
+                partition, OrderModel.pending_since < iso(before), limit=limit,
+                attributes_to_get=["order_id", "pending_since"],
+            )  # fmt: skip
+            return [(str(i.pending_since), i.order_id) for i in found]
+
+        return [order_id for _, order_id in shards.first(f"{tenant}#pending", query, _first, limit)]
 
     def paid_before(self, tenant: str, before: datetime, limit: int) -> list[str]:
-        """Ids of paid, not yet received orders paid before `before`, oldest first (one page)."""
-        query = OrderModel.open_orders.query(
-            f"{tenant}#paid", OrderModel.paid_at < iso(before), limit=limit, attributes_to_get=["order_id"]
-        )
-        return [item.order_id for item in query]
+        """Ids of paid, not yet received orders paid before `before`, oldest first over every shard
+        (one page)."""
+
+        def query(partition: str) -> list[tuple[str, str]]:
+            found = OrderModel.open_orders.query(
+                partition, OrderModel.paid_at < iso(before), limit=limit, attributes_to_get=["order_id", "paid_at"]
+            )
+            return [(str(i.paid_at), i.order_id) for i in found]
+
+        return [order_id for _, order_id in shards.first(f"{tenant}#paid", query, _first, limit)]
 
     def by_buyer(self, tenant: str, buyer: str, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
         key = f"{tenant}#{buyer}"

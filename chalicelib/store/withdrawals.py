@@ -7,6 +7,7 @@ onto the previous one (the chain's head is kept on the withdrawal), so nothing i
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.settlement import Withdrawal, WithdrawalState
-from chalicelib.store import audit
+from chalicelib.store import audit, shards
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AccountModel, AuditModel, PayoutRunModel, TenantModel, WithdrawalModel
 
@@ -122,49 +123,57 @@ class WithdrawalStore:
     def by_state(
         self, tenant: str, state: WithdrawalState, cursor: str | None, limit: int, *, newest_first: bool = False
     ) -> Page[dict[str, Any]]:
-        key = f"{tenant}#{state.value}"
-        start = decode_cursor(cursor, hash_attr="state_key", hash_value=key)
-        result = WithdrawalModel.by_state.query(
-            key, scan_index_forward=not newest_first, limit=limit, last_evaluated_key=start
-        )
-        rows = []
-        for item in result:
-            row = _summary(item, tenant)
-            row["state"] = state.value
-            row["updated_at"] = item.updated_at
-            rows.append(row)
-        return Page(rows, encode_cursor(result.last_evaluated_key))
+        """One page of the withdrawals in `state`, oldest (or newest) first, over every shard."""
+
+        def query(partition: str, start: dict[str, Any] | None) -> tuple[list[tuple[Any, dict[str, Any], Any]], bool]:
+            result = WithdrawalModel.by_state.query(
+                partition, scan_index_forward=not newest_first, limit=limit, last_evaluated_key=start
+            )
+            rows = []
+            for item in result:
+                row = _summary(item, tenant)
+                row["state"] = state.value
+                row["updated_at"] = item.updated_at
+                position = {"pk": {"S": item.pk}, "state_key": {"S": partition}, "created_at": {"S": item.created_at}}
+                rows.append(((item.created_at, item.pk), position, row))
+            return rows, result.last_evaluated_key is not None
+
+        rows, next_cursor = shards.page(_state_prefix(tenant, state), query, cursor, limit, reverse=newest_first)
+        return Page(rows, next_cursor)
 
     def ids_in_state(self, tenant: str, state: WithdrawalState, page_size: int) -> Iterator[list[dict[str, Any]]]:
-        """Every withdrawal in `state`, oldest first, one page at a time (flat memory).
+        """Every withdrawal in `state`, oldest first over every shard, one page at a time (flat memory).
 
         Reads the index through PynamoDB's connection and takes the few attributes it needs from
         the raw items: building a model object per item would cost more than the read.
         """
+        rows = shards.merged(
+            _state_prefix(tenant, state), lambda partition: self._raw_rows(partition, page_size), _by_created
+        )
+        while page := list(itertools.islice(rows, page_size)):
+            yield page
+
+    @staticmethod
+    def _raw_rows(partition: str, page_size: int) -> Iterator[dict[str, Any]]:
         connection = WithdrawalModel._get_connection()
         start: dict[str, Any] | None = None
         while True:
             data = connection.query(
-                f"{tenant}#{state.value}",
+                partition,
                 index_name="by_state",
                 limit=page_size,
                 exclusive_start_key=start,
-                attributes_to_get=["withdrawal_id", "amount_fen", "fee_fen", "created_at", "updated_at"],
+                attributes_to_get=["pk", "withdrawal_id", "amount_fen", "fee_fen", "created_at", "updated_at"],
             )
-            page = [
-                {
+            for item in data.get("Items", []):
+                yield {
                     "id": item["withdrawal_id"]["S"],
                     "amount_fen": int(item["amount_fen"]["N"]),
                     "fee_fen": int(item["fee_fen"]["N"]),
                     "created_at": item["created_at"]["S"],
                     "updated_at": item["updated_at"]["S"],
                 }
-                for item in data.get("Items", [])
-            ]
             start = data.get("LastEvaluatedKey")
-            del data
-            if page:
-                yield page
             if not start:
                 return
 
@@ -251,7 +260,7 @@ class WithdrawalStore:
         key = f"{withdrawal.tenant}#{withdrawal.id}"
         actions: list[Any] = [
             WithdrawalModel.state.set(target.value),
-            WithdrawalModel.state_key.set(f"{withdrawal.tenant}#{target.value}"),
+            WithdrawalModel.state_key.set(shards.key(_state_prefix(withdrawal.tenant, target), withdrawal.id)),
             WithdrawalModel.updated_at.set(iso(when)),
             WithdrawalModel.version.set(version),
             WithdrawalModel.audit_hash.set(record.hash),
@@ -351,6 +360,14 @@ def _run_view(item: PayoutRunModel) -> dict[str, Any]:
     }
 
 
+def _state_prefix(tenant: str, state: WithdrawalState) -> str:
+    return f"{tenant}#{state.value}"
+
+
+def _by_created(row: dict[str, Any]) -> tuple[str, str]:
+    return row["created_at"], row["id"]
+
+
 def _item(withdrawal: Withdrawal, *, version: int, audit_hash: str) -> WithdrawalModel:
     return WithdrawalModel(
         pk=f"{withdrawal.tenant}#{withdrawal.id}",
@@ -362,7 +379,7 @@ def _item(withdrawal: Withdrawal, *, version: int, audit_hash: str) -> Withdrawa
         amount_fen=withdrawal.amount_fen,
         fee_fen=withdrawal.fee_fen,
         state=withdrawal.state.value,
-        state_key=f"{withdrawal.tenant}#{withdrawal.state.value}",
+        state_key=shards.key(_state_prefix(withdrawal.tenant, withdrawal.state), withdrawal.id),
         created_at=iso(withdrawal.created_at),
         updated_at=iso(withdrawal.updated_at),
         real_name=withdrawal.real_name,

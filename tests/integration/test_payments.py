@@ -234,6 +234,17 @@ def test_a_double_submitted_refund_is_recorded_and_refunded_once(stack: Stack) -
     assert sum(1 for r in results if isinstance(r, tuple) and r[1]) == 1
 
 
+def test_the_same_refund_submitted_again_a_moment_later_is_the_same_refund(stack: Stack) -> None:
+    order_id = paid_order(stack)
+    first, created = refunds.request(owner(), order_id, 2_000, "double click")
+    second, again = refunds.request(owner(), order_id, 2_000, "double click")
+    assert created and not again and first["refund_id"] == second["refund_id"]
+    # a different refund is a new one
+    third, new = refunds.request(owner(), order_id, 2_000, "another item")
+    assert new and third["refund_id"] == f"{order_id}R02"
+    assert get_store().orders.get(TEST_TENANT, order_id).refunded_fen == 4_000  # type: ignore[union-attr]
+
+
 def test_an_idempotency_key_makes_a_retried_refund_the_same_refund(stack: Stack) -> None:
     order_id = paid_order(stack)
     first, created = refunds.request(owner(), order_id, 1_000, "r", key="k-1")

@@ -25,7 +25,12 @@ def sqs() -> Iterator[Any]:
     import boto3
     from moto import mock_aws
 
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
     with environ(env), mock_aws():
         queue._sqs.cache_clear()
         yield boto3.client("sqs", region_name=REGION)
