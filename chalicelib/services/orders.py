@@ -115,18 +115,15 @@ def place(
 def _coupon_discount(
     principal: Principal, coupon_id: str, items: list[tuple[str, str, int, int]], order_id: str
 ) -> int:
-    from chalicelib.catalog import coupon_discount, eligible_amount
-
-    store = get_store()
-    template = store.coupons.get(principal.tenant, coupon_id)
-    if template is None:
-        raise NotFound("unknown coupon", code="unknown_coupon")
-    eligible = eligible_amount(template, [(pid, qty * unit) for pid, _, qty, unit in items])
-    # WeChat Pay needs at least 1 fen: a coupon never makes an order free.
-    discount = min(coupon_discount(template, eligible, utcnow()), sum(qty * unit for _, _, qty, unit in items) - 1)
+    """What the coupon takes off (`catalog.quote_coupon`: held, valid, threshold met), never the
+    whole order (WeChat Pay needs at least 1 fen); the claim is used by this order."""
+    now = utcnow()
+    lines = [(pid, qty * unit) for pid, _, qty, unit in items]
+    _, quoted = catalog.quote_coupon(principal.tenant, principal.subject, coupon_id, lines, now)
+    discount = min(quoted, sum(amount for _, amount in lines) - 1)
     if discount <= 0:
-        raise BadRequest("this coupon does not apply to this order", code="coupon_not_applicable")
-    catalog.redeem_coupon(principal.tenant, principal.subject, coupon_id, order_id, utcnow())
+        raise Conflict("the coupon does not apply to this order", code="coupon_not_applicable")
+    catalog.redeem_coupon(principal.tenant, principal.subject, coupon_id, order_id, now)
     return discount
 
 

@@ -375,10 +375,26 @@ def _metric_alarms(metric: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("metric", ["EventsParked", "ParkedEventsWaiting"])
-def test_parked_events_are_alarmed_on_the_metric_the_app_emits(metric: str) -> None:
+@pytest.mark.parametrize(
+    "metric",
+    [
+        "EventsParked",
+        "ParkedEventsWaiting",
+        "RefundsFailed",
+        "RefundsUnknown",
+        "PaymentMismatches",
+        "ReconciliationMismatches",
+        "PayoutsAbandoned",
+        "PayoutsWithoutPackage",
+    ],
+)
+def test_money_trouble_is_alarmed_on_the_metric_the_app_emits(metric: str) -> None:
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
+
+    # the app counts it (a renamed metric would leave its alarm silent)
+    source = "\n".join(path.read_text("utf-8") for path in (ROOT / "chalicelib").rglob("*.py"))
+    assert f'"{metric}"' in source, f"the app never emits {metric}"
 
     # Given the metric as the app emits it in prod (observability.py: namespace and service dimension)
     env = CONFIG["stages"]["prod"]["environment_variables"]
