@@ -703,3 +703,121 @@ def test_the_sandbox_needs_an_rsa_key(config: PayConfig) -> None:
     ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
     with pytest.raises(ValueError, match="RSA"):
         SandboxWeChatPay(config, ec_pem.decode())
+
+
+# --- contract: WeChat Pay's documented answers, read by the live client and played by the twin ---------
+
+# 查询订单 (JSAPI), from WeChat Pay's documentation (ids shortened to our test merchant)
+DOC_QUERY_PAID = {
+    "amount": {"currency": "CNY", "payer_currency": "CNY", "payer_total": 1, "total": 1},
+    "appid": APPID,
+    "attach": "",
+    "bank_type": "OTHERS",
+    "mchid": "1900000109",
+    "out_trade_no": "44_2126281063_5504",
+    "payer": {"openid": "o4GgauJP_mgWEWictzA15WT15XXX"},
+    "promotion_detail": [],
+    "success_time": "2021-03-22T10:29:05+08:00",
+    "trade_state": "SUCCESS",
+    "trade_state_desc": "支付成功",
+    "trade_type": "JSAPI",
+    "transaction_id": "4200000891202103228088184743",
+}
+DOC_QUERY_UNPAID = {
+    "amount": {"currency": "CNY", "payer_currency": "CNY", "total": 1},
+    "appid": APPID,
+    "mchid": "1900000109",
+    "out_trade_no": "44_2126281063_5505",
+    "promotion_detail": [],
+    "scene_info": {"device_id": ""},
+    "trade_state": "NOTPAY",
+    "trade_state_desc": "订单未支付",
+}
+# 申请退款: WeChat answers while the refund is still processing; it finishes by notification
+DOC_REFUND = {
+    "refund_id": "50000000382019052709732678859",
+    "out_refund_no": "1217752501201407033233368018",
+    "transaction_id": "1217752501201407033233368018",
+    "out_trade_no": "1217752501201407033233368018",
+    "channel": "ORIGINAL",
+    "user_received_account": "招商银行信用卡0403",
+    "create_time": "2020-12-01T16:18:12+08:00",
+    "status": "PROCESSING",
+    "funds_account": "UNSETTLED",
+    "amount": {"total": 100, "refund": 100, "payer_total": 90, "payer_refund": 90, "settlement_refund": 100,
+               "settlement_total": 100, "discount_refund": 10, "currency": "CNY"},
+}  # fmt: skip
+ORDER_URL = f"{GATEWAY}/v3/pay/transactions/out-trade-no"
+
+
+@responses.activate
+def test_documented_order_queries_read_as_payment_states(keys: SandboxKeys, live: LiveWeChatPay) -> None:
+    responses.get(f"{ORDER_URL}/44_2126281063_5504", **wechat_answer(keys, DOC_QUERY_PAID))
+    responses.get(f"{ORDER_URL}/44_2126281063_5505", **wechat_answer(keys, DOC_QUERY_UNPAID))
+    responses.get(f"{ORDER_URL}/T_UNKNOWN_1", status=404, json={"code": "ORDER_NOT_EXIST", "message": "订单不存在"})
+    paid = live.query("44_2126281063_5504")
+    assert paid is not None and (paid.trade_state, paid.amount_fen, paid.transaction_id) == (
+        "SUCCESS", 1, "4200000891202103228088184743",
+    )  # fmt: skip
+    assert paid.success_time == "2021-03-22T10:29:05+08:00" and paid.payer_openid
+    unpaid = live.query("44_2126281063_5505")
+    assert unpaid is not None and (unpaid.trade_state, unpaid.transaction_id, unpaid.success_time) == (
+        "NOTPAY", None, None,
+    )  # fmt: skip
+    assert live.query("T_UNKNOWN_1") is None
+
+
+@responses.activate
+def test_a_documented_refund_answer_is_processing(keys: SandboxKeys, live: LiveWeChatPay) -> None:
+    responses.post(REFUND_URL, **wechat_answer(keys, DOC_REFUND))
+    result = live.refund(
+        out_trade_no="1217752501201407033233368018", out_refund_no="1217752501201407033233368018",
+        total_fen=100, refund_fen=100, reason="",
+    )  # fmt: skip
+    assert (result.status, result.refund_id) == ("PROCESSING", "50000000382019052709732678859")
+
+
+def test_the_twin_answers_like_the_documented_samples(sandbox: SandboxWeChatPay, live: LiveWeChatPay) -> None:
+    # Given an order prepaid at the twin: WeChat's NOTPAY answer has no transaction, payer or time
+    sandbox.jsapi_prepay(
+        out_trade_no="T20250101000040", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+    )
+    unpaid = sandbox.query("T20250101000040")
+    documented = pay._payment_state(DOC_QUERY_UNPAID, "44_2126281063_5505")
+    assert unpaid is not None
+    assert (unpaid.trade_state, unpaid.transaction_id, unpaid.payer_openid, unpaid.success_time) == (
+        documented.trade_state, documented.transaction_id, documented.payer_openid, documented.success_time,
+    )  # fmt: skip
+    # When it is paid: SUCCESS with a transaction, the payer and WeChat's success time (China time)
+    sandbox.user_pays("T20250101000040")
+    paid = sandbox.query("T20250101000040")
+    assert paid is not None and paid.trade_state == "SUCCESS" and paid.transaction_id and paid.payer_openid == OPENID
+    assert paid.success_time is not None and paid.success_time.endswith("+08:00")
+    # And a refund answers PROCESSING, like the documented answer, until WeChat finishes it
+    refund = sandbox.refund(
+        out_trade_no="T20250101000040", out_refund_no="R20250101000040", total_fen=1, refund_fen=1, reason=""
+    )
+    assert refund.status == pay._refund_result(DOC_REFUND, DOC_REFUND["out_refund_no"]).status == "PROCESSING"
+
+
+def test_a_closed_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) -> None:
+    sandbox.jsapi_prepay(
+        out_trade_no="T20250101000041", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+    )
+    sandbox.close("T20250101000041")
+    assert sandbox.query("T20250101000041").trade_state == "CLOSED"  # type: ignore[union-attr]
+    with pytest.raises(pay.Conflict):
+        sandbox.user_pays("T20250101000041")
+    with pytest.raises(pay.Conflict):  # ORDERCLOSED: a closed order is never prepaid again
+        sandbox.jsapi_prepay(
+            out_trade_no="T20250101000041", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
+        )
+
+
+def test_an_expired_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) -> None:
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    sandbox.jsapi_prepay(
+        out_trade_no="T20250101000042", description="x", amount_fen=1, payer_openid=OPENID, time_expire=past
+    )
+    with pytest.raises(pay.Conflict):
+        sandbox.user_pays("T20250101000042")
