@@ -5,8 +5,10 @@
   delivers the orders stream to the app's handler with Lambda's ParallelizationFactor (4
   concurrent batches per shard); timed from the first order write to the last ledger write
   (the existing comparison: the two stages one after the other). Beside it: each stage alone
-  against raw, and the stream consumed while the payments are written (one Python process,
-  so the writer and the workers share one interpreter lock, unlike Lambda);
+  against raw, the stream consumed while the payments are written (one Python process, so the
+  writer and the workers share one interpreter lock, unlike Lambda), and the payments written
+  by a process of their own while this one consumes the stream (closer to Lambda, but on this
+  2-core machine the two processes and DynamoDB Local's JVM compete for the same cores);
 - raw: one TransactWriteItems per order writing the same items (the paid order, three ledger
   lines, three account updates, the sales counter) into twin tables nobody consumes;
   pipeline and raw run in interleaved rounds, so the shared machine's drift hits both;
@@ -206,6 +208,49 @@ def _consume_while(runner: Any, work: Any) -> float:
     return time.perf_counter() - start
 
 
+def _pay_in_child(order_ids: list[str], ready: Any, go: Any) -> None:
+    """A separate process marking orders paid, as the API function taking payment notifications
+    runs apart from the stream functions in Lambda (imports done before the clock starts)."""
+    from chalicelib.store import get_store
+
+    get_store()
+    with _quiet():
+        ready.set()
+        go.wait()
+        for order_id in order_ids:
+            _Bench.mark_paid(order_id)
+
+
+def _pay_apart(runner: Any, order_ids: list[str]) -> float:
+    """Seconds from the first payment to the last ledger write, the payments written by another
+    process while this one consumes the stream with the runner's concurrent batches (as the API
+    and stream functions run apart in Lambda; here they share the machine's two cores with
+    DynamoDB Local)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready, go = context.Event(), context.Event()
+    child = context.Process(target=_pay_in_child, args=(order_ids, ready, go), daemon=True)
+    child.start()
+    ready.wait(120)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            if runner.poll_once() == 0:
+                stop.wait(0.02)
+
+    consumer = threading.Thread(target=poll, name="bench-consumer", daemon=True)
+    start = time.perf_counter()
+    go.set()
+    consumer.start()
+    child.join()
+    stop.set()
+    consumer.join()
+    runner.drain(timeout=900)
+    return time.perf_counter() - start
+
+
 def _engine_profile(runner: Any, pay: Any, order_ids: list[str]) -> dict[str, Any]:
     """Profile one stream round of ``order_ids`` (paid first, not profiled) with one worker."""
     import cProfile
@@ -342,12 +387,17 @@ class _Bench:
         chains = [_people(TENANT, 3) for _ in range(10)]
         buyers = [b for chain in chains for b in self.buyers_under(chain, max(1, orders // 10 // 5))]
         per_round = max(1, orders // ROUNDS)
-        waiting = [order.id for order in self.place(buyers, 2 * per_round * ROUNDS + PROFILED)]
+        waiting = [order.id for order in self.place(buyers, 3 * per_round * ROUNDS + PROFILED)]
         raw_order = self.raw_writer(chains)
-        overlapped_s = staged_s = written_s = raw_s = 0.0
+        overlapped_s = staged_s = written_s = raw_s = pipelined_s = 0.0
         with _Calls() as calls:
             for r in range(ROUNDS):
-                chunk, staged = waiting[2 * r * per_round :][:per_round], waiting[(2 * r + 1) * per_round :][:per_round]
+                chunk, staged = waiting[3 * r * per_round :][:per_round], waiting[(3 * r + 1) * per_round :][:per_round]
+                apart = waiting[(3 * r + 2) * per_round :][:per_round]
+                calls.paused = True
+                with _quiet():
+                    pipelined_s += _pay_apart(self.runner, apart)
+                calls.paused = False
                 overlapped_s += _consume_while(self.runner, lambda chunk=chunk: [self.mark_paid(o) for o in chunk])
                 calls.paused = True
                 start = time.perf_counter()
@@ -366,8 +416,10 @@ class _Bench:
         ratio = (paid / staged_s) / raw_rate
         result: dict[str, Any] = {
             "ratio_pipeline_to_raw": round(ratio, 3),
+            "pipeline": "payments written, then the stream delivered (the issue's comparison)",
             "target": f">= {TARGET}",
             "meets_target": ratio >= TARGET,
+            "ratio_pipeline_payments_in_their_own_process_to_raw": round((paid / pipelined_s) / raw_rate, 3),
             "ratio_pipeline_to_raw_stream_consumed_while_paying": round((paid / overlapped_s) / raw_rate, 3),
             "ratio_stream_stage_alone_to_raw": round((paid / (staged_s - written_s)) / raw_rate, 3),
             "ratio_order_writes_alone_to_raw": round((paid / written_s) / raw_rate, 3),
@@ -376,6 +428,7 @@ class _Bench:
                 "rounds": ROUNDS,
                 "stream_workers": WORKERS,
                 "pipeline_orders_per_s": round(paid / staged_s, 1),
+                "pipeline_payments_apart_orders_per_s": round(paid / pipelined_s, 1),
                 "of_which_order_writes_s": round(written_s, 2),
                 "of_which_stream_s": round(staged_s - written_s, 2),
                 "pipeline_consumed_while_paying_orders_per_s": round(paid / overlapped_s, 1),
