@@ -383,7 +383,7 @@ def _reconcile_order(order: Order, now: datetime) -> str | None:
     expired = order.pay_expires_at is not None and now >= order.pay_expires_at
     if not (finished_at_wechat or expired):
         return None
-    if not finished_at_wechat:
+    if state is not None and not finished_at_wechat:
         client.close(order.id)  # Conflict order_paid: a payment raced the expiry; next run applies it
     reason = f"payment {state.trade_state.lower()} at WeChat Pay" if state and finished_at_wechat else "payment expired"
     event = AuditEvent(

@@ -276,3 +276,17 @@ def test_every_order_version_has_its_audit_record_without_any_stream(stack: Stac
     assert actions[:4] == ["order.created", "order.prepaid", "order.paid", "order.refunded"]
     assert audit.verify_chain(records)
     assert order is not None
+
+
+def test_an_expired_order_wechat_never_knew_is_cancelled_without_a_close_call(stack: Stack) -> None:
+    # Given an order recorded as handed to WeChat Pay whose prepay never reached it
+    _, order_id = placed(TEST_TENANT)
+    order = get_store().orders.get(TEST_TENANT, order_id)
+    assert order is not None
+    event = AuditEvent(entity=f"order:{order_id}", action="order.prepaid", actor="test", data={})
+    assert get_store().orders.prepaid(order, when=utcnow(), expires_at=utcnow() + timedelta(hours=2), event=event)
+    assert twin(TEST_TENANT).query(order_id) is None
+    # When reconciliation runs after the pay window: no error, the order is cancelled
+    summary = orders.reconcile_payments(utcnow() + timedelta(days=1), TEST_TENANT)
+    assert summary["errors"] == 0
+    assert status(TEST_TENANT, order_id) is OrderStatus.CANCELLED
