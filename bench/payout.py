@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from chalicelib.store import shards
+
 TARGET_MEMORY_RATIO = 1.2
 SMALL, LARGE = "wxbenchpay10k001", "wxbenchpay100k01"
 
@@ -74,7 +76,7 @@ def _seed(endpoint: str, table: str, tenant: str, count: int) -> None:
             "amount_fen": {"N": str(1000 + i % 9000)},
             "fee_fen": {"N": "0"},
             "state": {"S": "approved"},
-            "state_key": {"S": f"{tenant}#approved"},
+            "state_key": {"S": shards.key(f"{tenant}#approved", wid)},
             "created_at": {"S": now[:-13] + f"{i % 60:02d}.{i:06d}+00:00"},
             "updated_at": {"S": now},
             "attempts": {"N": "0"},
@@ -96,25 +98,28 @@ def _seed(endpoint: str, table: str, tenant: str, count: int) -> None:
 
 
 def _raw_read(endpoint: str, table: str, tenant: str) -> tuple[int, float]:
-    """Read the same index pages the run reads, with boto3 and nothing else."""
+    """Read the same index pages the run reads (every shard of the tenant's approved partition),
+    with boto3 and nothing else."""
     from chalicelib.services.payouts import PAGE
 
     client = _client(endpoint)
     start = time.perf_counter()
     seen = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": "by_state",
-        "KeyConditionExpression": "state_key = :k",
-        "ExpressionAttributeValues": {":k": {"S": f"{tenant}#approved"}},
-        "Limit": PAGE,
-    }
-    while True:
-        answer = client.query(**kwargs)
-        seen += len(answer["Items"])
-        if "LastEvaluatedKey" not in answer:
-            return seen, time.perf_counter() - start
-        kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+    for partition in shards.keys(f"{tenant}#approved"):
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "IndexName": "by_state",
+            "KeyConditionExpression": "state_key = :k",
+            "ExpressionAttributeValues": {":k": {"S": partition}},
+            "Limit": PAGE,
+        }
+        while True:
+            answer = client.query(**kwargs)
+            seen += len(answer["Items"])
+            if "LastEvaluatedKey" not in answer:
+                break
+            kwargs["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
+    return seen, time.perf_counter() - start
 
 
 def _payout_run(tenant: str, spool: Path) -> tuple[int, float, int]:
