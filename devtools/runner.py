@@ -47,7 +47,7 @@ import traceback
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -444,6 +444,13 @@ class EventRunner:
     def describe(self) -> list[dict[str, Any]]:
         """Return one dict per discovered handler (name, kind, handler string, source settings)."""
         return [self._describe_job(job) for job in self.jobs]
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold every delivery back while the block runs (a background ``run_forever`` waits), so
+        a test can read several items as one snapshot of what the handlers wrote."""
+        with self._poll_lock:
+            yield
 
     def poll_once(self) -> int:
         """Deliver what is available on every stream and queue once; return the records delivered."""

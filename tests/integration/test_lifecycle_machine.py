@@ -586,6 +586,11 @@ class LifecycleMachine(RuleBasedStateMachine):
     def books(self) -> None:
         if not getattr(self, "started", False):
             return
+        # One snapshot: a background runner (the e2e stack's, in the same test process) waits.
+        with self.stack.runner.paused():
+            self._books()
+
+    def _books(self) -> None:
         lines_by_order: dict[str, list[LedgerLine]] = defaultdict(list)
         paid_out: dict[str, int] = defaultdict(int)
         withdrawing: dict[str, int] = defaultdict(int)
