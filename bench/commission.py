@@ -233,22 +233,12 @@ def _pay_apart(runner: Any, order_ids: list[str]) -> float:
     child = context.Process(target=_pay_in_child, args=(order_ids, ready, go), daemon=True)
     child.start()
     ready.wait(120)
-    stop = threading.Event()
 
-    def poll() -> None:
-        while not stop.is_set():
-            if runner.poll_once() == 0:
-                stop.wait(0.02)
+    def work() -> None:
+        go.set()
+        child.join()
 
-    consumer = threading.Thread(target=poll, name="bench-consumer", daemon=True)
-    start = time.perf_counter()
-    go.set()
-    consumer.start()
-    child.join()
-    stop.set()
-    consumer.join()
-    runner.drain(timeout=900)
-    return time.perf_counter() - start
+    return _consume_while(runner, work)
 
 
 def _engine_profile(runner: Any, pay: Any, order_ids: list[str]) -> dict[str, Any]:

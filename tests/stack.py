@@ -18,6 +18,16 @@ from tests.envutil import environ
 TEST_TENANT = "wxtest000000000a"
 OTHER_TENANT = "wxtest000000000b"
 JWT_SECRET = "test-secret-0123456789-abcdefghij"
+# Withdrawal rules generous enough for any test (the `rules` fixture sets them and restores them).
+OPEN_RULES = {
+    "min_fen": 100,
+    "max_per_day_fen": 100_000_000,
+    "count_per_day": 1000,
+    "fee_bps": 0,
+    "fee_fixed_fen": 0,
+    "auto_approve_below_fen": 0,
+    "real_name_from_fen": 200_000,
+}
 
 
 def reset_caches() -> None:

@@ -42,6 +42,24 @@ _lock = threading.Lock()
 _transport: Transport | None = None
 
 
+@contextlib.contextmanager
+def immediate(path: Path) -> Iterator[sqlite3.Connection]:
+    """One connection and one immediate (write-locking) transaction on a twin's SQLite file:
+    safe across the processes of the local stack (the API and the event runner)."""
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
+
+
 def http_transport(url: str, headers: Mapping[str, str], body: bytes) -> int:
     """POST as WeChat does: JSON body, the `Wechatpay-*` headers, a short timeout."""
     import requests

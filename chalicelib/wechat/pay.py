@@ -643,20 +643,10 @@ class SandboxWeChatPay:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Any]:
-        import sqlite3
+        from chalicelib.wechat.outbox import immediate
 
-        db = sqlite3.connect(self._db, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        with immediate(self._db) as db:
+            yield db
 
     # --- faults ---------------------------------------------------------------------------------
 

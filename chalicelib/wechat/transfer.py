@@ -309,18 +309,10 @@ class SandboxTransfer:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One connection and one immediate (write-locking) transaction: safe across processes."""
-        db = sqlite3.connect(self._db, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout = 30000")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        from chalicelib.wechat.outbox import immediate
+
+        with immediate(self._db) as db:
+            yield db
 
     # --- faults -------------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from chalicelib.entities import Principal, Role
 from chalicelib.services import accounts, withdrawals
 from chalicelib.settlement import WithdrawalState
 from chalicelib.store import audit, get_store
-from tests.integration.test_withdrawals import OPEN_RULES, credit
-from tests.stack import OTHER_TENANT, TEST_TENANT, Stack, unique
+from tests.integration.test_withdrawals import credit
+from tests.stack import OPEN_RULES, OTHER_TENANT, TEST_TENANT, Stack, unique
 
 
 @pytest.fixture

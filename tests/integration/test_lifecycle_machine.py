@@ -75,8 +75,8 @@ from chalicelib.settlement import FINAL, WithdrawalState
 from chalicelib.store import get_store
 from chalicelib.store.base import TxOutcome
 from tests.integration.test_orders import activate, chain, product
-from tests.integration.test_withdrawals import OPEN_RULES, assert_money_conserved
-from tests.stack import Stack, unique
+from tests.integration.test_withdrawals import assert_money_conserved
+from tests.stack import OPEN_RULES, Stack, unique
 
 pytestmark = pytest.mark.integration
 

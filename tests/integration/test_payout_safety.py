@@ -4,14 +4,13 @@ pay any more, contradicting answers are never applied, and ended withdrawals fre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from chalicelib.clock import utcnow
-from chalicelib.entities import Principal, Role
+from chalicelib.entities import Principal
 from chalicelib.errors import Conflict
 from chalicelib.services import payouts, withdrawals
 from chalicelib.settlement import MAX_CREATE_ATTEMPTS, NOT_FOUND_WINDOW, WithdrawalState
@@ -19,7 +18,6 @@ from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity, verify_chain
 from chalicelib.wechat.transfer import SandboxTransfer, TransferBill, TransferRejected
 from tests.integration.test_withdrawals import (
-    OPEN_RULES,
     account,
     assert_money_conserved,
     credit,
@@ -34,29 +32,6 @@ pytestmark = pytest.mark.integration
 
 LATER = payouts.STALE_SENDING + timedelta(minutes=1)  # due for reconciliation, inside the window
 PAST_WINDOW = NOT_FOUND_WINDOW + timedelta(minutes=1)
-
-
-@pytest.fixture
-def finance(stack: Stack) -> Principal:
-    return stack.principal("finance", Role.FINANCE)
-
-
-@pytest.fixture
-def rules(stack: Stack, finance: Principal) -> Iterator[dict[str, Any]]:
-    """Generous rules for the test; restored afterwards (the tenant is shared by the session)."""
-    withdrawals.set_rules(finance, OPEN_RULES)
-    yield OPEN_RULES
-    withdrawals.set_rules(finance, OPEN_RULES)
-
-
-@pytest.fixture
-def sandbox(stack: Stack) -> Iterator[Any]:
-    from chalicelib.wechat import get_transfer
-
-    provider = get_transfer(stack.tenant)
-    provider.clear_faults()
-    yield provider
-    provider.clear_faults()
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from chalicelib.errors import Conflict
 from chalicelib.services import payouts, withdrawals
 from chalicelib.settlement import WithdrawalState
 from chalicelib.store import get_store
-from tests.integration.test_withdrawals import OPEN_RULES, assert_money_conserved, credit, promoter
-from tests.stack import Stack
+from tests.integration.test_withdrawals import assert_money_conserved, credit, promoter
+from tests.stack import OPEN_RULES, Stack
 
 pytestmark = pytest.mark.integration
 

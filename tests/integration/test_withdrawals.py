@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -24,39 +23,6 @@ from chalicelib.store.audit import for_entity, verify_chain
 from tests.stack import Stack, unique
 
 pytestmark = pytest.mark.integration
-
-OPEN_RULES = {
-    "min_fen": 100,
-    "max_per_day_fen": 100_000_000,
-    "count_per_day": 1000,
-    "fee_bps": 0,
-    "fee_fixed_fen": 0,
-    "auto_approve_below_fen": 0,
-    "real_name_from_fen": 200_000,
-}
-
-
-@pytest.fixture
-def finance(stack: Stack) -> Principal:
-    return stack.principal("finance", Role.FINANCE)
-
-
-@pytest.fixture
-def rules(stack: Stack, finance: Principal) -> Iterator[dict[str, Any]]:
-    """Generous rules for the test; restored afterwards (the tenant is shared by the session)."""
-    withdrawals.set_rules(finance, OPEN_RULES)
-    yield OPEN_RULES
-    withdrawals.set_rules(finance, OPEN_RULES)
-
-
-@pytest.fixture
-def sandbox(stack: Stack) -> Iterator[Any]:
-    from chalicelib.wechat import get_transfer
-
-    provider = get_transfer(stack.tenant)
-    provider.clear_faults()
-    yield provider
-    provider.clear_faults()
 
 
 def promoter(stack: Stack) -> Principal:
