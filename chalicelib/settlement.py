@@ -91,10 +91,39 @@ def provider_target(provider_state: str) -> WithdrawalState:
     return _PROVIDER_STATES.get(provider_state, WithdrawalState.PROCESSING)
 
 
-def provider_may_move(current: WithdrawalState, target: WithdrawalState, *, news: bool = False) -> bool:
+# How far along WeChat's bill states are: ACCEPTED → PROCESSING → WAIT_USER_CONFIRM → TRANSFERING
+# (or CANCELING) → SUCCESS / FAIL / CANCELLED. A bill never goes back.
+_PROVIDER_RANK = {
+    "ACCEPTED": 0,
+    "PROCESSING": 1,
+    "WAIT_USER_CONFIRM": 2,
+    "TRANSFERING": 3,
+    "CANCELING": 3,
+    "SUCCESS": 4,
+    "FAIL": 4,
+    "CANCELLED": 4,
+}
+
+
+def provider_may_move(
+    current: WithdrawalState,
+    target: WithdrawalState,
+    *,
+    news: bool = False,
+    recorded: str | None = None,
+    answered: str | None = None,
+) -> bool:
     """A provider answer moves a withdrawal in flight to another state, or records news in the
     same state (a new provider state, a new package_info); nothing moves a final one, and an
-    answer about a withdrawal not sent yet is not ours to apply."""
+    answer about a withdrawal not sent yet is not ours to apply. An answer older than what was
+    recorded (bill state `answered` behind `recorded`, e.g. a delayed PROCESSING after
+    WAIT_USER_CONFIRM) is stale and moves nothing: the bill never goes back."""
+    if (
+        recorded in _PROVIDER_RANK
+        and answered in _PROVIDER_RANK
+        and (_PROVIDER_RANK[answered] < _PROVIDER_RANK[recorded])
+    ):
+        return False
     return current in IN_FLIGHT and (target != current or news)
 
 

@@ -324,8 +324,8 @@ def record(tenant: str, bill: TransferBill, source: str, actor: str | None = Non
         _refuse_disagreement(w, bill, target, source)
         package = _package(w, bill, target)
         news = bill.state != w.provider_state or package != w.package_info
-        if not settlement.provider_may_move(w.state, target, news=news):
-            return w  # finished, not sent by us yet, or nothing new
+        if not settlement.provider_may_move(w.state, target, news=news, recorded=w.provider_state, answered=bill.state):
+            return w  # finished, not sent by us yet, a stale answer, or nothing new
         event, moves, extra = _provider_change(w, bill, target, package, source, actor or f"system:{source}")
         now = utcnow()
         if store.withdrawals.move(

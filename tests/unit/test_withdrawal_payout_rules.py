@@ -120,3 +120,20 @@ def test_a_request_moves_its_amount_from_available_to_withdrawing(amount: int) -
 def test_only_an_unpaid_end_on_the_request_day_gives_the_days_limits_back(target: WithdrawalState) -> None:
     assert settlement.gives_back_day(target, "2026-11-25", "2026-11-25") is (target in RETURNS_MONEY)
     assert not settlement.gives_back_day(target, "2026-11-25", "2026-11-26")
+
+
+@pytest.mark.parametrize(
+    ("recorded", "answered", "moves"),
+    [
+        ("WAIT_USER_CONFIRM", "PROCESSING", False),  # a delayed answer: the package must stay
+        ("WAIT_USER_CONFIRM", "ACCEPTED", False),
+        ("TRANSFERING", "WAIT_USER_CONFIRM", False),
+        ("WAIT_USER_CONFIRM", "TRANSFERING", True),  # the user confirmed: on to processing
+        ("PROCESSING", "WAIT_USER_CONFIRM", True),
+        (None, "PROCESSING", True),
+    ],
+)
+def test_a_stale_bill_state_never_moves_a_withdrawal_back(recorded: str | None, answered: str, moves: bool) -> None:
+    current = settlement.provider_target(recorded) if recorded else WithdrawalState.SENDING
+    target = settlement.provider_target(answered)
+    assert settlement.provider_may_move(current, target, news=True, recorded=recorded, answered=answered) is moves
