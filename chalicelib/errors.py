@@ -58,6 +58,11 @@ class Gone(DomainError):
     code = "gone"
 
 
+class PayloadTooLarge(DomainError):
+    status = 413
+    code = "body_too_large"
+
+
 class TooManyRequests(DomainError):
     status = 429
     code = "rate_limited"

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib.auth import verify_token
 from chalicelib.entities import Principal
-from chalicelib.errors import BadRequest, DomainError, NotFound, Unauthorized
+from chalicelib.errors import BadRequest, DomainError, NotFound, PayloadTooLarge, Unauthorized
 from chalicelib.observability import logger
 from chalicelib.services import tenants
 from chalicelib.settings import get_settings
@@ -42,12 +42,46 @@ def handled(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 20
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (brackets inside strings do not count)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def parse_object(request: Request) -> dict[str, Any]:
-    """The request's JSON body as an object, or a 400."""
-    raw = request.raw_body or b"{}"
+    """The request's JSON body as an object: 413 over MAX_BODY_BYTES, 400 when it nests deeper
+    than MAX_JSON_DEPTH (checked before parsing, which would exhaust the stack) or is not JSON."""
+    body = request.raw_body or b"{}"
+    raw = body.encode() if isinstance(body, str) else body
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="body_too_deep")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_body")

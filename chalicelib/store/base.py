@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,22 +68,61 @@ def unless_exists(write: Callable[[], object]) -> bool:
     return True
 
 
+MAX_CURSOR = 4096
+
+
+def _cursor_key() -> bytes:
+    """The HMAC key of cursors, derived from the JWT secret (a cursor is as forgeable as a token)."""
+    from chalicelib.settings import get_settings
+
+    secret = get_settings().jwt_secret.get_secret_value().encode()
+    return hmac.new(secret, b"fenxiao cursor v1", hashlib.sha256).digest()
+
+
+def seal(payload: bytes) -> str:
+    """An opaque, signed token for `payload` (a cursor): base64url(payload) . base64url(HMAC)."""
+    mac = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    return f"{_b64(payload)}.{_b64(mac)}"
+
+
+def unseal(token: str) -> bytes:
+    """The payload of a token made by `seal`, or 400 `invalid_cursor` (forged, changed, too long)."""
+    body, _, mac = token.partition(".")
+    try:
+        if len(token) > MAX_CURSOR or not mac:
+            raise ValueError("malformed")
+        payload, tag = _unb64(body), _unb64(mac)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
+    expected = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
+    if not hmac.compare_digest(tag, expected):
+        raise BadRequest("cursor is not valid", code="invalid_cursor")
+    return payload
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode())
+
+
 def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
-    """An opaque cursor for a DynamoDB LastEvaluatedKey."""
+    """An opaque, signed cursor for a DynamoDB LastEvaluatedKey."""
     if not last_key:
         return None
-    raw = json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return seal(json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode())
 
 
 def decode_cursor(cursor: str | None, *, hash_attr: str, hash_value: str) -> dict[str, Any] | None:
-    """The LastEvaluatedKey inside a cursor, refused unless it belongs to this query."""
+    """The LastEvaluatedKey inside a cursor, refused unless it is ours, unchanged (HMAC) and
+    belongs to this query: a crafted start key never reaches DynamoDB."""
     if not cursor:
         return None
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        key = json.loads(unseal(cursor))
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
     if not isinstance(key, dict) or key.get(hash_attr) != {"S": hash_value}:
         raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
