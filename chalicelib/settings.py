@@ -28,7 +28,9 @@ class Settings(BaseModel):
     admin_jwt_ttl_seconds: int = Field(default=12 * 3600, gt=0)
     aws_region: str = "ap-shanghai"
     dynamodb_endpoint: str | None = None
-    wechat_mode: Literal["sandbox", "live"] = "sandbox"
+    wechat_mode: Literal["sandbox", "live"] = Field(
+        description="Required: `live` talks to WeChat; `sandbox` runs the local twins (dev-<name> logs anyone in)."
+    )
     default_tenant: str | None = None
     wechat_app_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="appid -> app secret for code2Session (live mode)."

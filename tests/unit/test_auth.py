@@ -11,7 +11,9 @@ from chalicelib.entities import Principal, Role
 from chalicelib.errors import Forbidden, Unauthorized
 from chalicelib.settings import Settings
 
-SETTINGS = Settings.from_env({"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789abcdefghij"})
+SETTINGS = Settings.from_env(
+    {"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789abcdefghij", "WECHAT_MODE": "sandbox"}
+)
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
@@ -35,7 +37,9 @@ def test_missing_or_malformed_tokens_are_refused(header: str | None) -> None:
 
 
 def test_a_token_signed_with_another_secret_is_refused() -> None:
-    other = Settings.from_env({"TABLE_PREFIX": "unit", "JWT_SECRET": "another-secret-0123456789abcdefgh"})
+    other = Settings.from_env(
+        {"TABLE_PREFIX": "unit", "JWT_SECRET": "another-secret-0123456789abcdefgh", "WECHAT_MODE": "sandbox"}
+    )
     token = auth.issue_token(other, Principal("wxa", "u1", Role.USER), datetime.now(UTC))
     with pytest.raises(Unauthorized):
         auth.verify_token(SETTINGS, f"Bearer {token}")

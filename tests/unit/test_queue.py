@@ -17,7 +17,12 @@ from tests.envutil import environ
 pytestmark = pytest.mark.unit
 
 URL = "https://sqs.ap-east-1.amazonaws.com/123456789012/fenxiao-prod-payouts"
-BASE = {"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789", "AWS_DEFAULT_REGION": "ap-east-1"}
+BASE = {
+    "TABLE_PREFIX": "unit",
+    "JWT_SECRET": "unit-secret-0123456789",
+    "WECHAT_MODE": "sandbox",
+    "AWS_DEFAULT_REGION": "ap-east-1",
+}
 
 
 @pytest.fixture

@@ -68,7 +68,9 @@ def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
 def test_every_message_reaches_its_own_queue(sqs: Any, logical: str, setting: str, name: str) -> None:
     url, _ = create_like_the_template(sqs, logical)
     bodies = [{"tenant": "wxa", "n": i} for i in range(23)]
-    with environ({"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789", setting: url}):
+    with environ(
+        {"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789", "WECHAT_MODE": "sandbox", setting: url}
+    ):
         get_settings.cache_clear()
         assert queue.send_batch(name, bodies) == 23
     assert sorted(m["n"] for m in receive_all(sqs, url)) == list(range(23))
@@ -76,7 +78,14 @@ def test_every_message_reaches_its_own_queue(sqs: Any, logical: str, setting: st
 
 def test_a_payout_message_failing_five_times_is_dead_lettered_with_its_body(sqs: Any) -> None:
     url, dlq_url = create_like_the_template(sqs, "PayoutQueue")
-    with environ({"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789", "PAYOUT_QUEUE_URL": url}):
+    with environ(
+        {
+            "TABLE_PREFIX": "unit",
+            "JWT_SECRET": "unit-secret-0123456789",
+            "WECHAT_MODE": "sandbox",
+            "PAYOUT_QUEUE_URL": url,
+        }
+    ):
         get_settings.cache_clear()
         queue.send_batch("payouts", [{"tenant": "wxa", "withdrawal": "W1", "run": "R1"}])
     receives = TEMPLATE["PayoutQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]

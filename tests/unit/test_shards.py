@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,8 +11,21 @@ from hypothesis import strategies as st
 
 from chalicelib.errors import BadRequest
 from chalicelib.store import shards
+from tests.envutil import environ
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def signing_key() -> Iterator[None]:
+    """Cursors are signed with a key derived from the JWT secret."""
+    from chalicelib.settings import get_settings
+
+    env = {"TABLE_PREFIX": "unit", "JWT_SECRET": "unit-secret-0123456789abcdef", "WECHAT_MODE": "sandbox"}
+    with environ(env):
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
 
 
 def fake_index(items: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:

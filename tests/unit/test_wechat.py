@@ -131,7 +131,7 @@ def test_one_setting_switches_to_the_live_client(monkeypatch: pytest.MonkeyPatch
     from chalicelib import wechat
     from chalicelib.settings import get_settings
 
-    base = {"TABLE_PREFIX": "unit", "JWT_SECRET": "x" * 32}
+    base = {"TABLE_PREFIX": "unit", "JWT_SECRET": "x" * 32, "WECHAT_MODE": "sandbox"}
     for mode, kind in (("sandbox", SandboxMiniProgram), ("live", LiveMiniProgram)):
         monkeypatch.setattr("os.environ", {**base, "WECHAT_MODE": mode, "WECHAT_APP_SECRETS": json.dumps({APPID: "s"})})
         get_settings.cache_clear()
@@ -146,6 +146,13 @@ def test_settings_fail_loudly_without_required_values() -> None:
 
     with pytest.raises(ValidationError):
         Settings.from_env({})
-    settings = Settings.from_env({"TABLE_PREFIX": "abc", "JWT_SECRET": "y" * 32, "AWS_DEFAULT_REGION": "cn-north-1"})
+    required = {"TABLE_PREFIX": "abc", "JWT_SECRET": "y" * 32, "AWS_DEFAULT_REGION": "cn-north-1"}
+    # WECHAT_MODE has no default: a stage without it must not silently run the sandbox twins
+    with pytest.raises(ValidationError, match="wechat_mode"):
+        Settings.from_env(required)
+    with pytest.raises(ValidationError):
+        Settings.from_env({**required, "WECHAT_MODE": "sandbox-ish"})
+    settings = Settings.from_env({**required, "WECHAT_MODE": "sandbox"})
     assert settings.aws_region == "cn-north-1"
     assert settings.sandbox
+    assert not Settings.from_env({**required, "WECHAT_MODE": "live"}).sandbox
