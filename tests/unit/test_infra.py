@@ -444,3 +444,24 @@ def test_parked_records_are_redriven_on_a_schedule() -> None:
     schedules = {s.name: s for s in app.event_sources if isinstance(s, ScheduledEventConfig)}
     assert "redrive_parked" in schedules
     assert "redrive_parked" in jobs.JOBS
+
+
+@pytest.mark.parametrize(
+    ("response_type", "status"),
+    [("MISSING_AUTHENTICATION_TOKEN", "404"), ("DEFAULT_4XX", "400"), ("THROTTLED", "429"),
+     ("REQUEST_TOO_LARGE", "413"), ("DEFAULT_5XX", "502")],
+)  # fmt: skip
+def test_api_gateways_own_errors_answer_our_error_shape_and_echo_nothing(response_type: str, status: str) -> None:
+    responses = [
+        res["Properties"]
+        for res in resources_of("AWS::ApiGateway::GatewayResponse").values()
+        if res["Properties"]["ResponseType"] == response_type
+    ]
+    assert len(responses) == 1, response_type
+    response = responses[0]
+    assert response["RestApiId"] == {"Ref": "RestAPI"}
+    assert response["StatusCode"] == status
+    body = response["ResponseTemplates"]["application/json"]
+    assert "$" not in body  # no $context.error.messageString: API Gateway's messages can echo the caller's token
+    error = json.loads(body)["error"]
+    assert set(error) == {"code", "message"} and error["code"] and error["message"]
