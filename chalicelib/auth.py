@@ -23,6 +23,7 @@ def issue_token(settings: Settings, principal: Principal, now: datetime) -> str:
         "sub": principal.subject,
         "ten": principal.tenant,
         "role": principal.role.value,
+        "ver": principal.version,
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(seconds=ttl)).timestamp()),
     }
@@ -49,7 +50,12 @@ def verify_token(settings: Settings, authorization: str | None) -> Principal:
     except jwt.PyJWTError as exc:
         raise Unauthorized("the token is not valid", code="invalid_token") from exc
     try:
-        return Principal(tenant=str(claims["ten"]), subject=str(claims["sub"]), role=Role(claims["role"]))
+        version = claims.get("ver", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError("ver")
+        return Principal(
+            tenant=str(claims["ten"]), subject=str(claims["sub"]), role=Role(claims["role"]), version=version
+        )
     except (KeyError, ValueError) as exc:
         raise Unauthorized("the token is not valid", code="invalid_token") from exc
 

@@ -29,6 +29,7 @@ class Principal:
     tenant: str
     subject: str  # user id, or admin username
     role: Role
+    version: int = 0  # an operator's token version: disabling or changing them bumps it
 
     @property
     def is_admin(self) -> bool:
@@ -85,6 +86,7 @@ class Admin:
     password_hash: str
     role: Role
     disabled: bool = False
+    token_version: int = 0  # tokens issued before the last change of access carry an older one
 
 
 @dataclass(frozen=True, slots=True)

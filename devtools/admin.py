@@ -50,9 +50,27 @@ def add_admin(appid: str, username: str, role: Role, *, reset: bool = False) -> 
     store = get_store()
     if store.tenants.get(appid) is None:
         raise SystemExit(f"unknown tenant {appid}: create it first")
-    if store.admins.get(appid, username) is not None and not reset:
+    existing = store.admins.get(appid, username)
+    if existing is not None and not reset:
         return False
-    store.admins.put(Admin(appid, username, hash_password(_password(username)), role), utcnow())
+    version = existing.token_version + 1 if existing else 0  # a reset ends the tokens issued before
+    store.admins.put(Admin(appid, username, hash_password(_password(username)), role, token_version=version), utcnow())
+    return True
+
+
+def set_disabled(appid: str, username: str, disabled: bool) -> bool:
+    """Disable (or enable) an operator; their tokens stop working on their next request."""
+    from dataclasses import replace
+
+    from chalicelib.store import get_store
+
+    store = get_store()
+    existing = store.admins.get(appid, username)
+    if existing is None:
+        raise SystemExit(f"unknown admin {username} of {appid}")
+    if existing.disabled == disabled:
+        return False
+    store.admins.put(replace(existing, disabled=disabled, token_version=existing.token_version + 1), utcnow())
     return True
 
 
@@ -80,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("username")
     admin.add_argument("--role", required=True, choices=sorted(r.value for r in ADMIN_ROLES))
     admin.add_argument("--reset", action="store_true", help="replace the password and role of an existing admin")
+    for name, doc in (("disable", "disable an admin (their tokens stop at once)"), ("enable", "enable an admin")):
+        toggle = sub.add_parser(name, help=doc)
+        toggle.add_argument("appid")
+        toggle.add_argument("username")
     seeder = sub.add_parser("seed", help="tenants and admins from a JSON file")
     seeder.add_argument("file", type=Path)
     args = parser.parse_args(argv)
@@ -89,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "written" if add_admin(args.appid, args.username, Role(args.role), reset=args.reset) else "exists already"
         )
+    elif args.command in ("disable", "enable"):
+        changed = set_disabled(args.appid, args.username, args.command == "disable")
+        print(f"{args.command}d" if changed else "unchanged")
     else:
         print("\n".join(seed(json.loads(args.file.read_text())) or ["nothing to do"]))
     return 0

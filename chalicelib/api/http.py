@@ -111,7 +111,19 @@ def principal_of(request: Request) -> Principal:
     claimed = _calling_appid(request)
     if claimed and claimed != principal.tenant:
         raise Unauthorized("the token belongs to another mini-program", code="tenant_mismatch")
+    if principal.is_admin:
+        _check_operator(principal)
     return principal
+
+
+def _check_operator(principal: Principal) -> None:
+    """An operator's token works only while the operator is as it was issued: not disabled, the
+    same role, the same token version (read on every request, so a change takes effect at once)."""
+    from chalicelib.store import get_store
+
+    admin = get_store().admins.get(principal.tenant, principal.subject)
+    if admin is None or admin.disabled or admin.role is not principal.role or admin.token_version != principal.version:
+        raise Unauthorized("your access changed; log in again", code="token_revoked")
 
 
 def header(request: Request, name: str) -> str | None:

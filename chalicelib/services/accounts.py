@@ -58,5 +58,5 @@ def admin_login(username: str, password: str, appid: str | None) -> str:
         count("AdminLoginFailed")
         raise Unauthorized("wrong username or password", code="invalid_credentials")
     count("AdminLogins")
-    principal = Principal(tenant=tenant.id, subject=username, role=admin.role)
+    principal = Principal(tenant=tenant.id, subject=username, role=admin.role, version=admin.token_version)
     return auth.issue_token(get_settings(), principal, utcnow())

@@ -15,7 +15,14 @@ class AdminStore:
             item = AdminModel.get(f"{tenant}#{username}", consistent_read=True)
         except AdminModel.DoesNotExist:
             return None
-        return Admin(item.tenant, item.username, item.password_hash, Role(item.role), bool(item.disabled))
+        return Admin(
+            item.tenant,
+            item.username,
+            item.password_hash,
+            Role(item.role),
+            bool(item.disabled),
+            int(item.token_version or 0),
+        )
 
     def put(self, admin: Admin, when: datetime) -> None:
         """Create or replace an admin account (seeding and operator tooling)."""
@@ -27,6 +34,7 @@ class AdminStore:
             role=admin.role.value,
             created_at=iso(when),
             disabled=admin.disabled,
+            token_version=admin.token_version,
         ).save()
 
 

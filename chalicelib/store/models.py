@@ -158,6 +158,7 @@ class AdminModel(Model):
     role = UnicodeAttribute()
     created_at = UnicodeAttribute()
     disabled = BooleanAttribute(default=False)
+    token_version = NumberAttribute(default=0)
 
 
 class TenantModel(Model):
