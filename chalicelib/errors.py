@@ -67,6 +67,10 @@ class TooManyRequests(DomainError):
     status = 429
     code = "rate_limited"
 
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)  # seconds, sent as Retry-After
+
 
 class UpstreamError(DomainError):
     """A dependency (WeChat) failed in a way the client may retry later."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint
 
-from chalicelib.api.http import handled, int_param, parse_body, principal_of, query
+from chalicelib.api.http import handled, int_param, parse_body, principal_of, query, source_ip
 from chalicelib.api.schemas import AdminLoginBody, RebindBody
 from chalicelib.services import accounts, jobs, referrals, team
 
@@ -17,7 +17,7 @@ bp = Blueprint(__name__)
 @handled
 def admin_login() -> dict[str, Any]:
     body = parse_body(bp.current_request, AdminLoginBody)
-    return {"token": accounts.admin_login(body.username, body.password, body.appid)}
+    return {"token": accounts.admin_login(body.username, body.password, body.appid, source_ip(bp.current_request))}
 
 
 @bp.route("/v1/admin/users/{uid}/tree", methods=["GET"])

@@ -25,7 +25,17 @@ MAX_PAGE = 100
 
 
 def error_response(exc: DomainError) -> Response:
-    return Response(body=exc.body(), status_code=exc.status, headers=JSON_HEADERS)
+    headers = dict(JSON_HEADERS)
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):
+        headers["Retry-After"] = str(retry_after)
+    return Response(body=exc.body(), status_code=exc.status, headers=headers)
+
+
+def source_ip(request: Request) -> str:
+    """The caller's address as API Gateway saw it ('unknown' when it says nothing)."""
+    identity = (request.context or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "unknown")
 
 
 def handled(view: F) -> F:

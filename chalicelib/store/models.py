@@ -498,6 +498,7 @@ class NonceModel(Model):
     pk = UnicodeAttribute(hash_key=True)  # tenant#merchant#nonce, or tenant#merchant#event#<event id>
     expires_at = TTLAttribute()
     ref = UnicodeAttribute(null=True)  # events: the order the event was applied to
+    hits = NumberAttribute(null=True)  # throttles: attempts counted in the window
 
 
 class ParkedListIndex(GlobalSecondaryIndex["ParkedModel"]):

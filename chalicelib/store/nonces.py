@@ -59,6 +59,20 @@ class NonceStore:
         item = NonceModel(pk=nonce_key(tenant, merchant, nonce), expires_at=now + timedelta(seconds=ttl_seconds))
         return unless_exists(lambda: item.save(condition=_forgotten(now)))
 
+    def hit(self, key: str, window_ends: datetime) -> int:
+        """Count one attempt against a throttle key for the window ending at `window_ends`."""
+        item = NonceModel(pk=f"throttle#{key}")
+        item.update(actions=[NonceModel.hits.add(1), NonceModel.expires_at.set(window_ends)])
+        return int(item.hits or 0)
+
+    def hits(self, key: str) -> int:
+        """Attempts counted against a throttle key in its current window (0 once it expired)."""
+        try:
+            item = NonceModel.get(f"throttle#{key}", consistent_read=True)
+        except NonceModel.DoesNotExist:
+            return 0
+        return int(item.hits or 0) if item.expires_at > utcnow() else 0
+
     def applied_to(self, tenant: str, merchant: str, event_id: str) -> str | None:
         """The order an event was applied to; None if it was not (or is forgotten)."""
         try:

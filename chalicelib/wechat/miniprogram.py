@@ -39,7 +39,7 @@ def wechat_error(errcode: int, errmsg: str) -> DomainError:
     mapping: dict[int, DomainError] = {
         40029: Unauthorized("the login code is invalid or expired", code="invalid_code"),
         40163: Unauthorized("the login code was already used", code="invalid_code"),
-        45011: TooManyRequests("too many login attempts, try again in a minute", code="rate_limited"),
+        45011: TooManyRequests("too many login attempts, try again in a minute", code="rate_limited", retry_after=60),
         40226: Forbidden("WeChat flagged this account as risky", code="risky_user"),
         41030: BadRequest("the mini-program page does not exist", code="invalid_page"),
     }
