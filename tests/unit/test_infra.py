@@ -465,3 +465,10 @@ def test_api_gateways_own_errors_answer_our_error_shape_and_echo_nothing(respons
     assert "$" not in body  # no $context.error.messageString: API Gateway's messages can echo the caller's token
     error = json.loads(body)["error"]
     assert set(error) == {"code", "message"} and error["code"] and error["message"]
+
+
+def test_the_api_stage_is_throttled() -> None:
+    # a flood is refused by API Gateway (429, our error shape) before it reaches Lambda or DynamoDB
+    [settings] = RESOURCES["RestAPI"]["Properties"]["MethodSettings"]
+    assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
+    assert 0 < settings["ThrottlingRateLimit"] <= settings["ThrottlingBurstLimit"]
