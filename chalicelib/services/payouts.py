@@ -419,9 +419,9 @@ def _count_outcome(target: WithdrawalState, net_fen: int) -> None:
         count("PayoutsFailedFen", net_fen)
 
 
-def transfer_notification(appid: str | None, headers: Mapping[str, str], body: bytes | str) -> dict[str, str]:
+def transfer_notification(appid: str, headers: Mapping[str, str], body: bytes | str) -> dict[str, str]:
     """WeChat's MCHTRANSFER.BILL.FINISHED callback: verified, decrypted, recorded (repeats harmless)."""
-    tenant = tenants.resolve(appid)
+    tenant = tenants.get(appid)  # from the notify URL's path: never a default tenant
     bill = get_transfer(tenant.id).parse_notification(headers, body)
     record(tenant.id, bill, "callback")
     return {"code": "SUCCESS", "message": "成功"}

@@ -89,3 +89,34 @@ def test_every_job_runs_for_one_tenant(stack: Stack) -> None:
     for name in jobs.JOBS:
         summary = jobs.run_for_tenant(name, OTHER_TENANT, actor=f"system:{name}")
         assert TEST_TENANT not in json.dumps(summary, default=str), name
+
+
+def test_the_per_tenant_redrive_still_publishes_the_parked_gauge_its_alarm_watches(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.services import jobs, parking
+
+    published: list[tuple[str, float]] = []
+    monkeypatch.setattr(parking, "gauge", lambda name, value, **_: published.append((name, value)))
+    jobs.run_for_tenant("redrive_parked", OTHER_TENANT, actor="system:redrive_parked")
+    assert [name for name, _ in published] == ["ParkedEventsWaiting"]
+
+
+def test_the_second_tenants_transfer_is_paid_through_its_own_notify_url(stack: Stack, both_open: None) -> None:
+    from chalicelib.services import payouts
+    from chalicelib.wechat import get_transfer
+
+    # Given the second tenant's withdrawal sent to WeChat by its own run
+    wid = approved_withdrawal(OTHER_TENANT)
+    from chalicelib.services import jobs
+
+    jobs.run_for_tenant("payout_run", OTHER_TENANT, actor="system:payout_run")
+    stack.drain()
+    assert state(OTHER_TENANT, wid) is WithdrawalState.WAIT_USER_CONFIRM
+    assert get_transfer(OTHER_TENANT)._config.notify_url.endswith(f"/v1/callbacks/wechatpay/{OTHER_TENANT}/transfer")  # type: ignore[attr-defined]
+    # When the user confirms in WeChat: the twin POSTs to that URL (the default tenant is the first one)
+    w = get_store().withdrawals.get(OTHER_TENANT, wid)
+    assert w is not None
+    payouts.sandbox_user_confirm(Principal(OTHER_TENANT, w.promoter, Role.USER), wid)
+    # Then the withdrawal is paid
+    assert state(OTHER_TENANT, wid) is WithdrawalState.PAID
