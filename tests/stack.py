@@ -75,6 +75,28 @@ class Stack:
         """Deliver every pending stream record to the app's handlers (as Lambda would)."""
         return self.runner.drain(timeout=30.0)
 
+    def stream_records(self, table: str = "orders") -> list[dict[str, Any]]:
+        """Every record of a table's stream, as Lambda would deliver them (read without the runner)."""
+        import boto3
+
+        client = boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1")
+        streams = boto3.client("dynamodbstreams", endpoint_url=self.endpoint, region_name="us-east-1")
+        arn = client.describe_table(TableName=f"{self.prefix}-{table}")["Table"]["LatestStreamArn"]
+        records: list[dict[str, Any]] = []
+        for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            iterator = streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            while iterator:
+                page = streams.get_records(ShardIterator=iterator, Limit=1000)
+                for record in page["Records"]:
+                    record["dynamodb"].pop("ApproximateCreationDateTime", None)
+                    records.append(record)
+                if not page["Records"]:
+                    break
+                iterator = page.get("NextShardIterator")
+        return records
+
     def principal(self, uid: str, role: Role = Role.USER) -> Principal:
         return Principal(tenant=self.tenant, subject=uid, role=role)
 

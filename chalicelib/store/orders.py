@@ -309,7 +309,8 @@ class OrderStore:
         when: datetime,
     ) -> Order | None:
         """Change an order's refunds: `decide` returns (refunds after, refunded_fen delta, event)
-        from the order as it is now, or None when nothing is to change."""
+        from the order as it is now, or None when nothing is to change. `order` is the order as
+        the caller just read it (the first attempt starts from it; the version guard re-reads)."""
 
         def change(current: Order) -> Change:
             decided = decide(current)
@@ -333,7 +334,11 @@ class OrderStore:
                 )
             return actions, condition, event
 
-        return self.get(order.tenant, order.id) if self.versioned(order.tenant, order.id, change, when=when) else None
+        return (
+            self.get(order.tenant, order.id)
+            if self.versioned(order.tenant, order.id, change, when=when, read=order)
+            else None
+        )
 
     def add_refund(self, order: Order, refund_fen: int, *, when: datetime, event: AuditEvent) -> bool:
         """Raise refunded_fen by `refund_fen` unless that would exceed the paid amount."""

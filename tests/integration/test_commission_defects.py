@@ -45,33 +45,11 @@ def line_sum(stack: Stack, who: Principal, order_id: str) -> int:
     return sum(line.amount_fen for line in get_store().ledger.lines_of_order(stack.tenant, order_id, [who.subject]))
 
 
-def stream_records(stack: Stack) -> list[dict[str, Any]]:
-    """Every record of the orders stream, as Lambda would deliver them (read without the runner)."""
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=stack.endpoint, region_name="us-east-1")
-    streams = boto3.client("dynamodbstreams", endpoint_url=stack.endpoint, region_name="us-east-1")
-    arn = client.describe_table(TableName=f"{stack.prefix}-orders")["Table"]["LatestStreamArn"]
-    records: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")
-        iterator = it["ShardIterator"]
-        while iterator:
-            page = streams.get_records(ShardIterator=iterator, Limit=1000)
-            for record in page["Records"]:
-                record["dynamodb"].pop("ApproximateCreationDateTime", None)
-                records.append(record)
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return records
-
-
 def records_of(stack: Stack, order_ids: str | set[str], *actions: str) -> list[dict[str, Any]]:
     """The stream records of some orders' versions with one of `actions` (all when none), in order."""
     ids = {order_ids} if isinstance(order_ids, str) else order_ids
     found = []
-    for record in stream_records(stack):
+    for record in stack.stream_records("orders"):
         event = commissions.parse_event(record)
         if event is not None and event.order.id in ids and (not actions or event.action in actions):
             found.append(record)

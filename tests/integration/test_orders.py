@@ -170,26 +170,8 @@ def test_a_poison_record_fails_alone(stack: Stack, owner: Principal) -> None:
 
 
 def _order_records(stack: Stack) -> list[dict[str, Any]]:
-    """The orders stream's records as Lambda would deliver them (read without the runner)."""
-    import boto3
-
-    client = boto3.client("dynamodb", endpoint_url=stack.endpoint, region_name="us-east-1")
-    streams = boto3.client("dynamodbstreams", endpoint_url=stack.endpoint, region_name="us-east-1")
-    arn = client.describe_table(TableName=f"{stack.prefix}-orders")["Table"]["LatestStreamArn"]
-    records: list[dict[str, Any]] = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        iterator = streams.get_shard_iterator(
-            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while iterator:
-            page = streams.get_records(ShardIterator=iterator, Limit=1000)
-            for record in page["Records"]:
-                record["dynamodb"].pop("ApproximateCreationDateTime", None)
-                records.append(record)
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return records[-60:]
+    """The orders stream's latest records as Lambda would deliver them."""
+    return stack.stream_records("orders")[-60:]
 
 
 def test_cancel_before_payment_creates_nothing(stack: Stack, owner: Principal) -> None:
