@@ -144,6 +144,17 @@ class AuditModel(Model):
     by_day = AuditByDayIndex()
 
 
+class AdminsByTenantIndex(GlobalSecondaryIndex["AdminModel"]):
+    """A tenant's operators by username (the owners' operators page)."""
+
+    class Meta:
+        index_name = "by_tenant"
+        projection = IncludeProjection(["role", "disabled", "created_at", "token_version"])
+
+    tenant = UnicodeAttribute(hash_key=True)
+    username = UnicodeAttribute(range_key=True)
+
+
 class AdminModel(Model):
     """An operator of the admin console with a role and an argon2 password hash."""
 
@@ -152,6 +163,7 @@ class AdminModel(Model):
         billing_mode = "PAY_PER_REQUEST"
 
     pk = UnicodeAttribute(hash_key=True)  # tenant#username
+    by_tenant = AdminsByTenantIndex()
     tenant = UnicodeAttribute()
     username = UnicodeAttribute()
     password_hash = UnicodeAttribute()
@@ -159,6 +171,29 @@ class AdminModel(Model):
     created_at = UnicodeAttribute()
     disabled = BooleanAttribute(default=False)
     token_version = NumberAttribute(default=0)
+
+
+class MerchantModel(Model):
+    """A merchant of the server-to-server order API, bound to exactly one tenant.
+
+    Its HMAC secrets are stored encrypted (AES-GCM under the deployment's merchant key, the
+    merchant id and tenant as associated data); `previous` stays valid until retired, so a
+    merchant can rotate without downtime. The merchant id is the key: one id, one tenant.
+    """
+
+    class Meta:
+        table_name = _Unconfigured("merchants")
+        billing_mode = "PAY_PER_REQUEST"
+
+    merchant = UnicodeAttribute(hash_key=True)
+    tenant = UnicodeAttribute()
+    name = UnicodeAttribute()
+    current = UnicodeAttribute()  # base64(nonce + ciphertext) of the newest secret
+    previous = UnicodeAttribute(null=True)  # the secret before the last rotation, until retired
+    created_at = UnicodeAttribute()
+    rotated_at = UnicodeAttribute(null=True)
+    disabled = BooleanAttribute(default=False)
+    version = NumberAttribute(default=1)
 
 
 class TenantModel(Model):
@@ -582,6 +617,7 @@ LOGICAL_NAMES: dict[type[Model], str] = {
     WithdrawalModel: "withdrawals",
     PayoutRunModel: "payout_runs",
     ParkedModel: "parked",
+    MerchantModel: "merchants",
 }
 ALL_MODELS: tuple[type[Model], ...] = tuple(LOGICAL_NAMES)
 
