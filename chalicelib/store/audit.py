@@ -168,6 +168,14 @@ def put_once(record: AuditModel) -> bool:
     return unless_exists(lambda: record.save(condition=AuditModel.pk.does_not_exist()))
 
 
+def action_record(tenant: str, event: AuditEvent, when: datetime) -> AuditModel:
+    """The audit record of an action on an item that is not versioned (operators, merchants),
+    chained to the entity's newest record. Save it with `AuditModel.pk.does_not_exist()` in the
+    transaction that makes the change, so the change and its record land together or not at all."""
+    previous = latest(tenant, event.entity)
+    return build(tenant, event, when, previous.hash if previous is not None else None)
+
+
 def latest(tenant: str, entity: str) -> AuditModel | None:
     """The newest record of an entity."""
     for rec in AuditModel.query(f"{tenant}#{entity}", scan_index_forward=False, limit=1):
