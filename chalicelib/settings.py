@@ -1,7 +1,11 @@
 """Settings read from the environment through one cached factory.
 
-Nothing here touches AWS; a missing required setting fails loudly at first use. (A plain
-pydantic model over `os.environ` rather than pydantic-settings: it halves import time.)
+A missing required setting fails loudly at first use. (A plain pydantic model over `os.environ`
+rather than pydantic-settings: it halves import time.) Secrets: when `SECRETS_ID` is set (every
+deployed function), `get_settings()` reads them from Secrets Manager / SSM at cold start
+(`chalicelib/secrets.py`) and merges them over the environment; without it (the local stack, the
+tests) they come from the environment as before. A Lambda function in live mode refuses to start
+without `SECRETS_ID` or with a secret in its plaintext environment.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-JSON_FIELDS = ("wechat_app_secrets", "merchant_secrets", "wechatpay_transfer_report_infos")
+JSON_FIELDS = ("wechat_app_secrets", "wechatpay_transfer_report_infos")
 
 
 class Settings(BaseModel):
@@ -65,8 +69,9 @@ class Settings(BaseModel):
     local_queue_dir: str | None = Field(
         default=None, description="Local stack: spool directory the event runner drains as the payout queue."
     )
-    merchant_secrets: dict[str, SecretStr] = Field(
-        default_factory=dict, description="merchant id -> HMAC secret of the server-to-server order API."
+    merchant_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of 32 random bytes: seals merchant API secrets at rest (AES-GCM) in the merchants table.",
     )
     share_page: str = "pages/index/index"
     product_page: str = "pages/product/detail"
@@ -77,20 +82,54 @@ class Settings(BaseModel):
         return self.wechat_mode == "sandbox"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Settings from environment variables named like the fields, upper-cased."""
+    def from_env(cls, env: Mapping[str, str], secrets: Mapping[str, Any] | None = None) -> Settings:
+        """Settings from environment variables named like the fields, upper-cased, with `secrets`
+        (field name -> value, as read from a secret store) taking precedence."""
         values: dict[str, object] = {}
         for name in cls.model_fields:
             raw = env.get(name.upper())
             if raw is None or raw == "":
                 continue
             values[name] = json.loads(raw) if name in JSON_FIELDS else raw
+        for name, value in (secrets or {}).items():
+            values[name] = json.loads(value) if name in JSON_FIELDS and isinstance(value, str) else value
         if "aws_region" not in values and env.get("AWS_DEFAULT_REGION"):
             values["aws_region"] = env["AWS_DEFAULT_REGION"]
         return cls.model_validate(values)
 
 
+def _is_secret(annotation: object) -> bool:
+    return annotation is SecretStr or any(_is_secret(arg) for arg in get_args(annotation))
+
+
+SECRET_FIELDS = frozenset(name for name, field in Settings.model_fields.items() if _is_secret(field.annotation))
+
+
+class StartupError(RuntimeError):
+    """The deployment's configuration would run with secrets exposed or missing: refuse to start."""
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    """Settings for this process: the environment, plus the secret store when `SECRETS_ID` is set."""
+    secrets_id = env.get("SECRETS_ID", "").strip()
+    in_lambda = bool(env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if in_lambda and env.get("WECHAT_MODE") == "live":
+        if not secrets_id:
+            raise StartupError(
+                "WECHAT_MODE=live in Lambda needs SECRETS_ID: secrets are never read from the environment"
+            )
+        exposed = sorted(name.upper() for name in SECRET_FIELDS if env.get(name.upper()))
+        if exposed:
+            raise StartupError(f"secrets in the plaintext Lambda environment: {exposed}; keep them in SECRETS_ID")
+    if not secrets_id:
+        return Settings.from_env(env)
+    from chalicelib import secrets  # Powertools parameters and boto3: only on a cold start that needs them
+
+    return Settings.from_env(env, secrets.load(secrets_id, Settings.model_fields))
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; `get_settings.cache_clear()` re-reads the environment."""
-    return Settings.from_env(os.environ)
+    """The process-wide settings; `get_settings.cache_clear()` re-reads the environment (and the
+    secret store, whose values Powertools caches for the container's life)."""
+    return load(os.environ)
