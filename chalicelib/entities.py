@@ -97,6 +97,24 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
+class MerchantCredential:
+    """A merchant of the order API: bound to one tenant, its secrets sealed (see `secretbox`)."""
+
+    merchant: str
+    tenant: str
+    name: str
+    current: str  # sealed secret
+    previous: str | None = None  # sealed secret before the last rotation, valid until retired
+    disabled: bool = False
+    version: int = 1
+
+    @property
+    def associated(self) -> str:
+        """What its sealed secrets are bound to: they open for this merchant of this tenant only."""
+        return f"merchant:{self.merchant}:{self.tenant}"
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEvent:
     """What happened, before the store gives it a position and a hash in the trail."""
 

@@ -72,6 +72,14 @@ class TooManyRequests(DomainError):
         self.retry_after = max(1, retry_after)  # seconds, sent as Retry-After
 
 
+class Unavailable(DomainError):
+    """The deployment is not set up for what was asked (a missing setting); retrying won't help
+    until an operator fixes it."""
+
+    status = 503
+    code = "unavailable"
+
+
 class UpstreamError(DomainError):
     """A dependency (WeChat) failed in a way the client may retry later."""
 

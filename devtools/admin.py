@@ -3,11 +3,18 @@
     python -m devtools.admin tenant wx1234567890abcdef --name "My Shop"
     ADMIN_PASSWORD=... python -m devtools.admin admin wx1234567890abcdef alice --role owner
     python -m devtools.admin seed config.json      # {"tenants": [{"appid", "name", "admins": [{"username", "role"}]}]}
+    python -m devtools.admin merchant wx1234567890abcdef shop1 --name "Shop One"   # prints the secret once
+    python -m devtools.admin merchant wx1234567890abcdef shop1 --rotate            # new secret; old one still valid
+    python -m devtools.admin merchant wx1234567890abcdef shop1 --retire-previous   # old one ends
 
 The app's environment (TABLE_PREFIX, and DYNAMODB_ENDPOINT locally or AWS credentials in the
 cloud) says where. Passwords come from ADMIN_PASSWORD or a prompt, never from arguments or
 files, and are stored as argon2 hashes. Running the same command twice changes nothing
 (an existing admin's password changes only with --reset).
+
+A merchant of the order API belongs to one tenant. Its secret comes from MERCHANT_SECRET or is
+generated, and is printed once; it is stored sealed with the deployment's MERCHANT_KEY. Merchant
+changes are audited on the tenant's trail with the actor `cli:<login name>`.
 """
 
 from __future__ import annotations
@@ -74,6 +81,33 @@ def set_disabled(appid: str, username: str, disabled: bool) -> bool:
     return True
 
 
+def merchant(appid: str, merchant_id: str, *, name: str | None, action: str) -> str:
+    """Create or change a merchant credential; returns what to print (a new secret, shown once)."""
+    from chalicelib.errors import DomainError
+    from chalicelib.services import merchant_credentials as credentials
+    from chalicelib.store import get_store
+
+    actor = f"cli:{getpass.getuser()}"
+    given = os.environ.get("MERCHANT_SECRET") or None
+    try:
+        if action == "create":
+            existing = get_store().merchants.get(merchant_id)
+            if existing is not None and existing.tenant == appid:
+                return "exists already (use --rotate for a new secret)"
+            secret = credentials.create(appid, merchant_id, name or merchant_id, given, actor)
+            return f"created; secret (shown once, give it to the merchant): {secret}"
+        if action == "rotate":
+            secret = credentials.rotate(appid, merchant_id, given, actor)
+            return f"rotated; new secret (shown once; the old one works until --retire-previous): {secret}"
+        if action == "retire-previous":
+            credentials.retire_previous(appid, merchant_id, actor)
+            return "previous secret retired"
+        credentials.set_disabled(appid, merchant_id, action == "disable", actor)
+        return f"{action}d"
+    except DomainError as exc:
+        raise SystemExit(f"{exc.code}: {exc.message}") from None
+
+
 def seed(config: dict[str, Any]) -> list[str]:
     """Tenants and admins from a config file; returns what was created."""
     done = []
@@ -102,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         toggle = sub.add_parser(name, help=doc)
         toggle.add_argument("appid")
         toggle.add_argument("username")
+    merchant_cmd = sub.add_parser("merchant", help="create, rotate, retire or disable a merchant of the order API")
+    merchant_cmd.add_argument("appid")
+    merchant_cmd.add_argument("merchant_id")
+    merchant_cmd.add_argument("--name")
+    actions = merchant_cmd.add_mutually_exclusive_group()
+    for flag in ("rotate", "retire-previous", "disable", "enable"):
+        actions.add_argument(f"--{flag}", dest="action", action="store_const", const=flag)
     seeder = sub.add_parser("seed", help="tenants and admins from a JSON file")
     seeder.add_argument("file", type=Path)
     args = parser.parse_args(argv)
@@ -114,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command in ("disable", "enable"):
         changed = set_disabled(args.appid, args.username, args.command == "disable")
         print(f"{args.command}d" if changed else "unchanged")
+    elif args.command == "merchant":
+        print(merchant(args.appid, args.merchant_id, name=args.name, action=args.action or "create"))
     else:
         print("\n".join(seed(json.loads(args.file.read_text())) or ["nothing to do"]))
     return 0

@@ -15,6 +15,9 @@ DEMO_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "demo-admin-123")
 DEMO_ADMINS = {"admin": Role.OWNER, "ops": Role.OPS, "finance": Role.FINANCE, "auditor": Role.AUDITOR}
 # alice shares to bob, bob to carol, carol to dave: dave's level 3 is alice.
 DEMO_CHAIN = ("alice", "bob", "carol", "dave")
+# The demo merchant of the order API (README examples); a real one is created with
+# `python -m devtools.admin merchant`, which generates its secret.
+DEMO_MERCHANT = ("shop1", os.environ.get("DEMO_MERCHANT_SECRET", "shop1-demo-secret-0123456789"))
 DEMO_PRODUCTS = (
     ("lipstick", "丝绒口红 Velvet lipstick", 12_000, 30),
     ("serum", "精华液 Serum 30ml", 26_800, 45),
@@ -37,6 +40,11 @@ def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
         if store.admins.get(tenant_id, username) is None:
             store.admins.put(Admin(tenant_id, username, hash_password(DEMO_PASSWORD), role), now)
     _seed_catalog_and_plan(tenant_id)
+    merchant_id, merchant_secret = DEMO_MERCHANT
+    if get_settings().merchant_key is not None and store.merchants.get(merchant_id) is None:
+        from chalicelib.services import merchant_credentials
+
+        merchant_credentials.create(tenant_id, merchant_id, "Demo shop", merchant_secret, "system:seed")
     previous = None
     for name in DEMO_CHAIN:
         result = accounts.login(f"dev-{name}", tenant_id)
@@ -51,6 +59,7 @@ def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
         "admin_password": DEMO_PASSWORD,
         "admins": {name: role.value for name, role in DEMO_ADMINS.items()},
         "demo_users": list(DEMO_CHAIN),
+        "merchant": {"id": merchant_id, "secret": merchant_secret},
     }
 
 

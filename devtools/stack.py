@@ -105,12 +105,26 @@ def jwt_secret(path: Path = LOCAL / "jwt_secret") -> str:
     return secret
 
 
+def merchant_key(path: Path = LOCAL / "merchant_key") -> str:
+    """Return the local key sealing merchant secrets, generated once and kept in ``.local/merchant_key``."""
+    from chalicelib.secretbox import new_key
+
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = new_key()
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
 def stack_env(config: StackConfig) -> dict[str, str]:
     """Return the app's environment for the local stack."""
     return {
         **local_aws_env(config.ddb_endpoint),
         "TABLE_PREFIX": TABLE_PREFIX,
         "JWT_SECRET": jwt_secret(),
+        "MERCHANT_KEY": merchant_key(),
         "WECHAT_MODE": "sandbox",
         "DEFAULT_TENANT": DEFAULT_TENANT,
         "PUBLIC_BASE_URL": config.api_url,
@@ -194,6 +208,7 @@ def start_runner(config: StackConfig, stop_event: threading.Event) -> threading.
 def banner(config: StackConfig, info: dict[str, Any]) -> str:
     """Return the block printed once the stack is up."""
     users = list(info.get("demo_users") or ["alice"])
+    merchant = dict(info.get("merchant") or {})
     login = (
         f"curl -X POST {config.api_url}/v1/auth/login -H 'Content-Type: application/json' "
         f"""-d '{{"code":"dev-{users[0]}"}}'"""
@@ -208,6 +223,7 @@ def banner(config: StackConfig, info: dict[str, Any]) -> str:
         f"  Tenant          {info.get('tenant', DEFAULT_TENANT)}",
         f"  Admin login     {info.get('admin_username')} / {info.get('admin_password')}",
         f"  Demo users      {', '.join(users)}  (login code: dev-<name>)",
+        f"  Demo merchant   {merchant.get('id')} / {merchant.get('secret')}  (POST /v1/merchant/order-events)",
         f"  User login      {login}",
         "",
     ]

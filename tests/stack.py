@@ -18,6 +18,7 @@ from tests.envutil import environ
 TEST_TENANT = "wxtest000000000a"
 OTHER_TENANT = "wxtest000000000b"
 JWT_SECRET = "test-secret-0123456789-abcdefghij"
+MERCHANT_KEY = "dGVzdC1tZXJjaGFudC1rZXktMzItYnl0ZXMtbG9uZyE="  # 32 bytes: "test-merchant-key-32-bytes-long!"
 # Withdrawal rules generous enough for any test (the `rules` fixture sets them and restores them).
 OPEN_RULES = {
     "min_fen": 100,
@@ -52,6 +53,7 @@ def app_env(endpoint: str, prefix: str) -> dict[str, str]:
         "TABLE_PREFIX": prefix,
         "DYNAMODB_ENDPOINT": endpoint,
         "JWT_SECRET": JWT_SECRET,
+        "MERCHANT_KEY": MERCHANT_KEY,
         "WECHAT_MODE": "sandbox",
         "DEFAULT_TENANT": TEST_TENANT,
         "POWERTOOLS_TRACE_DISABLED": "true",

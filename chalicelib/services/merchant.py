@@ -24,11 +24,10 @@ from chalicelib import orders as rules
 from chalicelib import signing
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, User
-from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
+from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order, OrderStatus, PricedLine, Snapshot
-from chalicelib.services import accounts, shares, tenants
-from chalicelib.settings import get_settings
+from chalicelib.services import accounts, merchant_credentials, shares
 from chalicelib.store import get_store
 
 EVENT_TTL_SECONDS = 400 * 24 * 3600  # how long an applied refund event id is remembered
@@ -65,11 +64,11 @@ class MerchantEvent:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A merchant whose request was signed with its secret."""
+    """A merchant whose request was signed with one of its secrets, and the tenant it belongs to."""
 
     merchant: str
     nonce: str
-    appid: str | None
+    tenant: str
 
     @property
     def actor(self) -> str:
@@ -82,28 +81,51 @@ def order_id_for(tenant: str, merchant: str, merchant_order_id: str) -> str:
 
 
 def authenticate(merchant: str, timestamp: str, nonce: str, signature: str, body: bytes, appid: str | None) -> Caller:
-    """The merchant of a signed request, or 401 (`bad_signature`, `stale_request`)."""
-    secret = get_settings().merchant_secrets.get(merchant)
-    refusal = signing.check(
-        secret.get_secret_value() if secret is not None else None,
-        merchant=merchant,
-        timestamp=timestamp,
-        nonce=nonce,
-        signature=signature,
-        body=body,
-        now=utcnow().timestamp(),
-    )
-    if refusal is not None:
+    """The merchant of a signed request and its tenant, or 401 (`bad_signature`, `stale_request`).
+
+    The tenant is the one the merchant's credential belongs to; `X-Appid`, when sent, must name
+    it (403 `merchant_tenant_mismatch`), checked only after the signature so that strangers learn
+    nothing about which tenant a merchant id belongs to.
+    """
+    credential = get_store().merchants.get(merchant) if signing.valid_merchant_id(merchant) else None
+    candidates: list[str | None] = [None]
+    if credential is not None and not credential.disabled:
+        candidates = [*merchant_credentials.secrets_of(credential)] or [None]
+    now = utcnow().timestamp()
+    refusal: signing.Refusal | None = signing.Refusal.BAD_SIGNATURE
+    used = 0
+    while used < len(candidates):
+        refusal = signing.check(
+            candidates[used],
+            merchant=merchant,
+            timestamp=timestamp,
+            nonce=nonce,
+            signature=signature,
+            body=body,
+            now=now,
+        )
+        if refusal is not signing.Refusal.BAD_SIGNATURE:
+            break
+        used += 1
+    if refusal is not None or credential is None:
         count("MerchantRequestsRefused")
+        refusal = refusal or signing.Refusal.BAD_SIGNATURE
         raise Unauthorized(refusal.message, code=refusal.code)
-    return Caller(merchant=merchant, nonce=nonce, appid=appid)
+    if used > 0:
+        count("MerchantPreviousSecretUsed")  # the merchant still signs with the secret before rotation
+    if appid and appid != credential.tenant:
+        count("MerchantRequestsRefused")
+        raise Forbidden(
+            "this merchant belongs to another mini-program than X-Appid names", code="merchant_tenant_mismatch"
+        )
+    return Caller(merchant=merchant, nonce=nonce, tenant=credential.tenant)
 
 
 def apply(caller: Caller, event: MerchantEvent) -> dict[str, Any]:
     """Apply one event once: `{"status": "applied" | "duplicate", "order_id", ...}`."""
     now = utcnow()
     occurred = _occurred(event, now)
-    tenant = tenants.resolve(caller.appid).id
+    tenant = caller.tenant
     if not get_store().nonces.remember(tenant, caller.merchant, caller.nonce, signing.NONCE_TTL_SECONDS):
         count("MerchantReplays")
         raise Unauthorized("this X-Nonce was used already; sign every request with a new one", code="replayed_nonce")

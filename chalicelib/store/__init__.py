@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.catalog import CouponStore, ProductStore
     from chalicelib.store.commerce import LedgerStore, PlanStore
+    from chalicelib.store.merchants import MerchantStore
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
     from chalicelib.store.parked import ParkedStore
@@ -40,6 +41,7 @@ class Store:
     nonces: NonceStore
     withdrawals: WithdrawalStore
     parked: ParkedStore
+    merchants: MerchantStore
 
 
 def build_store(settings: Settings) -> Store:
@@ -49,6 +51,7 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.base import Transactions
     from chalicelib.store.catalog import CouponStore, ProductStore
     from chalicelib.store.commerce import LedgerStore, PlanStore
+    from chalicelib.store.merchants import MerchantStore
     from chalicelib.store.models import configure
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
@@ -73,6 +76,7 @@ def build_store(settings: Settings) -> Store:
         nonces=NonceStore(tx),
         withdrawals=WithdrawalStore(tx),
         parked=ParkedStore(tx),
+        merchants=MerchantStore(tx),
     )
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from chalicelib.auth import check_password
 from chalicelib.entities import Role
-from chalicelib.store import get_store
+from chalicelib.store import audit, get_store
 from devtools import admin as cli
-from tests.stack import Stack, unique
+from tests.stack import OTHER_TENANT, Stack, unique
 
 
 def test_tenant_and_admin_are_created_once(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,3 +40,28 @@ def test_seed_file_and_short_passwords(stack: Stack, monkeypatch: pytest.MonkeyP
         cli.add_admin(appid, "weak", Role.OPS)
     with pytest.raises(SystemExit):
         cli.add_admin("wxnosuchtenant", "x", Role.OPS)
+
+
+def test_merchant_credentials_from_the_cli(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    merchant_id = unique("clishop").replace("-", "_")[:30]
+    monkeypatch.delenv("MERCHANT_SECRET", raising=False)
+    assert cli.main(["merchant", stack.tenant, merchant_id, "--name", "CLI shop"]) == 0
+    printed = capsys.readouterr().out
+    secret = printed.rsplit(" ", 1)[-1].strip()
+    assert printed.startswith("created") and len(secret) >= 32
+    stored = get_store().merchants.get(merchant_id)
+    assert stored is not None and stored.tenant == stack.tenant and secret not in stored.current
+
+    assert cli.main(["merchant", stack.tenant, merchant_id]) == 0  # twice: nothing changes
+    assert "exists already" in capsys.readouterr().out
+    monkeypatch.setenv("MERCHANT_SECRET", "given-secret-0123456789abcdef")
+    assert cli.main(["merchant", stack.tenant, merchant_id, "--rotate"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("given-secret-0123456789abcdef")
+    with pytest.raises(SystemExit, match="merchant_exists"):  # the id belongs to one tenant only
+        cli.main(["merchant", OTHER_TENANT, merchant_id])
+    with pytest.raises(SystemExit, match="unknown_merchant"):
+        cli.main(["merchant", OTHER_TENANT, merchant_id, "--disable"])
+    actors = {r.actor for r in audit.for_entity(stack.tenant, f"merchant:{merchant_id}")}
+    assert len(actors) == 1 and actors.pop().startswith("cli:")

@@ -19,8 +19,10 @@ from app import app
 from chalicelib import signing
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
-from chalicelib.services import accounts, merchant, plans, referrals, shares
-from chalicelib.store import get_store
+from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.services import accounts, merchant, merchant_credentials, plans, referrals, shares
+from chalicelib.store import audit, get_store
+from chalicelib.store.models import MerchantModel
 from tests.envutil import environ
 from tests.stack import OTHER_TENANT, Stack, reset_caches, unique
 
@@ -29,16 +31,16 @@ MERCHANT, SECRET = "shop1", "shop1-secret-0123456789abcdef"
 PLAN_10_5_2 = {"rates_bps": [1000, 500, 200], "cap_bps": 3000}
 
 
+SHOP2, SHOP2_SECRET = "shop2", "shop2-secret-0123456789abcdef"  # a merchant of the other tenant
+
+
 @pytest.fixture(scope="module")
 def client(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    secrets = {MERCHANT: SECRET, "shop2": "shop2-secret-0123456789abcdef"}
-    try:
-        with environ({"MERCHANT_SECRETS": json.dumps(secrets)}):
-            reset_caches()  # settings are cached: read the merchant secrets
-            with Client(app, project_dir=str(tmp_path_factory.mktemp("no-config"))) as test_client:
-                yield test_client
-    finally:
-        reset_caches()
+    for merchant_id, tenant, secret in ((MERCHANT, stack.tenant, SECRET), (SHOP2, OTHER_TENANT, SHOP2_SECRET)):
+        if get_store().merchants.get(merchant_id) is None:
+            merchant_credentials.create(tenant, merchant_id, merchant_id, secret, "system:test")
+    with Client(app, project_dir=str(tmp_path_factory.mktemp("no-config"))) as test_client:
+        yield test_client
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +110,9 @@ def follow_up(event: dict[str, Any], kind: str, **fields: Any) -> dict[str, Any]
     return {"event_id": unique(kind), "type": kind, "order_id": event["order_id"], "openid": event["openid"], **fields}
 
 
-def our_order(stack: Stack, event: dict[str, Any], tenant: str | None = None) -> Any:
+def our_order(stack: Stack, event: dict[str, Any], tenant: str | None = None, merchant_id: str = MERCHANT) -> Any:
     tenant = tenant or stack.tenant
-    return get_store().orders.get(tenant, merchant.order_id_for(tenant, MERCHANT, event["order_id"]))
+    return get_store().orders.get(tenant, merchant.order_id_for(tenant, merchant_id, event["order_id"]))
 
 
 def account(stack: Stack, promoter: Principal) -> dict[str, int]:
@@ -211,7 +213,7 @@ def test_concurrent_deliveries_of_one_payment_apply_once(stack: Stack, client: C
     )
 
     def deliver(_: int) -> str:
-        caller = merchant.Caller(merchant=MERCHANT, nonce=uuid.uuid4().hex, appid=stack.tenant)
+        caller = merchant.Caller(merchant=MERCHANT, nonce=uuid.uuid4().hex, tenant=stack.tenant)
         return str(merchant.apply(caller, event)["status"])
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -238,25 +240,30 @@ def test_a_paid_event_for_someone_new_creates_the_user_and_earns_nobody_anything
     assert get_store().ledger.lines_of_order(stack.tenant, result["order_id"], [uid]) == []
 
 
-def test_without_x_appid_the_default_tenant_is_used_and_each_tenant_has_its_own_orders(
-    stack: Stack, client: Client
-) -> None:
-    event = paid(f"o{uuid.uuid4().hex}", amount_fen=100)
-    nonce = uuid.uuid4().hex
+def test_a_merchant_acts_in_its_own_tenant_only(stack: Stack, client: Client) -> None:
+    """The attack of issue 10: shop1 posted a paid order of 500,000 fen into another tenant by
+    naming it in the unsigned X-Appid, and got `applied`."""
+    event = paid(f"o{uuid.uuid4().hex}", amount_fen=500_000)
 
-    status, here = send(client, event, nonce=nonce)  # DEFAULT_TENANT
+    assert_error(*send(client, event, appid=OTHER_TENANT), 403, "merchant_tenant_mismatch")
+    assert our_order(stack, event, OTHER_TENANT) is None
+    assert our_order(stack, event) is None
+
+    # without X-Appid, or naming its own tenant, the merchant's tenant is used
+    status, here = send(client, event)
     assert (status, here["status"]) == (200, "applied")
-    assert our_order(stack, event) is not None
+    assert our_order(stack, event) is not None and our_order(stack, event, OTHER_TENANT) is None
+    assert send(client, {**event, "event_id": unique("pay")}, appid=stack.tenant)[1]["status"] == "duplicate"
 
-    # the same request replayed against another mini-program: the nonce is spent everywhere
-    status, replayed = send(client, event, appid=OTHER_TENANT, nonce=nonce)
-    assert status == 401
-    assert replayed["error"]["code"] == "replayed_nonce"
 
-    status, there = send(client, event, appid=OTHER_TENANT, nonce=uuid.uuid4().hex)
+def test_each_tenant_has_its_own_merchants(stack: Stack, client: Client) -> None:
+    event = paid(f"o{uuid.uuid4().hex}", amount_fen=100)
+
+    status, there = send(client, event, merchant_id=SHOP2, secret=SHOP2_SECRET)
     assert (status, there["status"]) == (200, "applied")
-    assert there["order_id"] != here["order_id"]
-    assert our_order(stack, event, OTHER_TENANT) is not None
+    assert our_order(stack, event, OTHER_TENANT, merchant_id=SHOP2) is not None
+    mismatch = send(client, event, appid=stack.tenant, merchant_id=SHOP2, secret=SHOP2_SECRET)
+    assert_error(*mismatch, 403, "merchant_tenant_mismatch")
 
 
 def test_a_paid_event_that_contradicts_the_order_is_refused(stack: Stack, client: Client) -> None:
@@ -505,7 +512,7 @@ def test_concurrent_refunds_each_apply_once_with_an_exact_refunded_before(
     ]
 
     def deliver(refund: merchant.MerchantEvent) -> str:
-        caller = merchant.Caller(merchant=MERCHANT, nonce=uuid.uuid4().hex, appid=stack.tenant)
+        caller = merchant.Caller(merchant=MERCHANT, nonce=uuid.uuid4().hex, tenant=stack.tenant)
         return str(merchant.apply(caller, refund)["status"])
 
     with ThreadPoolExecutor(max_workers=6) as pool:
@@ -551,3 +558,70 @@ def test_a_nonce_cannot_be_replayed_against_another_tenant() -> None:
     from chalicelib.store.nonces import nonce_key
 
     assert nonce_key("wxa", "shop", "n0nce123") == nonce_key("wxb", "shop", "n0nce123")
+
+
+# --- credentials: one tenant each, sealed at rest, rotated without downtime -------------------
+
+
+def test_a_rotated_secret_works_beside_the_old_one_until_it_is_retired(stack: Stack, client: Client) -> None:
+    merchant_id = unique("rot").replace("-", "_")[:30]
+    old = merchant_credentials.create(stack.tenant, merchant_id, "Rotating shop", None, "admin:owner")
+    assert len(old) >= 32  # generated when none is given
+
+    def status_with(secret: str) -> int:
+        return send(client, paid(f"o{uuid.uuid4().hex}", amount_fen=100), merchant_id=merchant_id, secret=secret)[0]
+
+    assert status_with(old) == 200
+    new = merchant_credentials.rotate(stack.tenant, merchant_id, None, "admin:owner")
+    assert new != old
+    assert (status_with(old), status_with(new)) == (200, 200)
+    merchant_credentials.retire_previous(stack.tenant, merchant_id, "admin:owner")
+    assert (status_with(old), status_with(new)) == (401, 200)
+    merchant_credentials.set_disabled(stack.tenant, merchant_id, True, "admin:owner")
+    assert status_with(new) == 401
+    merchant_credentials.set_disabled(stack.tenant, merchant_id, False, "admin:owner")
+    assert status_with(new) == 200
+
+    actions = [r.action for r in audit.for_entity(stack.tenant, f"merchant:{merchant_id}")]
+    assert actions == [
+        "merchant.created",
+        "merchant.secret_rotated",
+        "merchant.previous_secret_retired",
+        "merchant.disabled",
+        "merchant.enabled",
+    ]
+    assert audit.verify_chain(list(audit.for_entity(stack.tenant, f"merchant:{merchant_id}")))
+    for record in audit.for_entity(stack.tenant, f"merchant:{merchant_id}"):
+        assert old not in record.data and new not in record.data
+
+
+def test_secrets_are_sealed_at_rest_and_bound_to_their_merchant(stack: Stack, client: Client) -> None:
+    item = MerchantModel.get(MERCHANT, consistent_read=True)
+    assert SECRET not in json.dumps(item.attribute_values)
+    # shop2's sealed secret copied into shop1's record does not open there: nobody can sign as shop1 with it
+    other = MerchantModel.get(SHOP2, consistent_read=True)
+    victim = unique("vic").replace("-", "_")[:30]
+    merchant_credentials.create(stack.tenant, victim, victim, None, "system:test")
+    MerchantModel(victim).update(actions=[MerchantModel.current.set(other.current)])
+    event = paid(f"o{uuid.uuid4().hex}", amount_fen=100)
+    assert_error(*send(client, event, merchant_id=victim, secret=SHOP2_SECRET), 401, "bad_signature")
+
+
+def test_merchant_ids_are_unique_across_tenants_and_secrets_are_checked(stack: Stack, client: Client) -> None:
+    with pytest.raises(Conflict) as taken:
+        merchant_credentials.create(stack.tenant, SHOP2, "mine now", None, "admin:owner")
+    assert taken.value.code == "merchant_exists"
+    with pytest.raises(NotFound):  # another tenant's merchant cannot be rotated from here
+        merchant_credentials.rotate(stack.tenant, SHOP2, None, "admin:owner")
+    with pytest.raises(BadRequest):
+        merchant_credentials.create(stack.tenant, unique("m").replace("-", "_")[:30], "x", "too-short", "admin:owner")
+    assert MerchantModel.get(SHOP2).tenant == OTHER_TENANT
+
+
+def test_without_a_merchant_key_the_api_says_it_is_not_configured(stack: Stack, client: Client) -> None:
+    event = paid(f"o{uuid.uuid4().hex}", amount_fen=100)
+    with environ({"MERCHANT_KEY": ""}):
+        reset_caches()
+        assert_error(*send(client, event), 503, "merchant_api_unconfigured")
+    reset_caches()
+    assert our_order(stack, event) is None
