@@ -396,3 +396,91 @@ def test_package_reinstalls_vendor_only_when_the_lock_changes(tmp_path: Path, fa
     stamp.write_text("python 3.11 0000\n")
     package(tmp_path, fake_bin)
     assert len(list((tmp_path / "log").glob("pip.*"))) == 2
+
+
+def test_deploy_checks_the_secrets_before_packaging() -> None:
+    cmds = commands(deploy_dry_run().stdout)
+    whoami, _ = find(cmds, "aws", "sts", "get-caller-identity")
+    check, preflight = find(cmds, "python3", "infra/preflight.py")
+    pkg, _ = find(cmds, "STAGE=prod", "bash", "infra/package.sh")
+    assert whoami < check < pkg
+    assert preflight[2:] == ["infra/merge-prod.json", "--region", "cn-north-1"]
+
+
+def test_deploy_subscribes_the_alarm_email_to_the_stacks_topic() -> None:
+    without = deploy_dry_run().stdout
+    assert "sns subscribe" not in without
+    cmds = commands(deploy_dry_run(ALARM_EMAIL="ops@example.com").stdout)
+    deploy, _ = find(cmds, "aws", "cloudformation", "deploy")
+    subscribe, sns = find(cmds, "aws", "sns", "subscribe")
+    assert deploy < subscribe
+    assert sns[sns.index("--notification-endpoint") + 1] == "ops@example.com"
+    assert "describe-stacks --stack-name fenxiao-prod" in sns[sns.index("--topic-arn") + 1]
+    assert "Outputs[?OutputKey=='AlarmTopicArn'].OutputValue" in deploy_dry_run(ALARM_EMAIL="ops@example.com").stdout
+    assert "AlarmTopicArn" in MERGE["Outputs"]
+    refused = deploy_dry_run(ALARM_EMAIL="ops.example.com")
+    assert refused.returncode != 0
+    assert "not an email address" in refused.stderr
+
+
+FAKE_AWS = """#!/usr/bin/env bash
+# exists: fenxiao/prod/app only
+echo "$@" >> "$LOG"
+if [[ "$*" == *"--secret-id fenxiao/prod/app "* ]]; then echo '"fenxiao/prod/app"'; exit 0; fi
+echo "An error occurred (ResourceNotFoundException) when calling the DescribeSecret operation" >&2
+exit 254
+"""
+
+
+def test_preflight_names_every_missing_secret_of_the_template(tmp_path: Path) -> None:
+    # Given an aws CLI that knows only fenxiao/prod/app, and a template naming three sources
+    (tmp_path / "aws").write_text(FAKE_AWS)
+    (tmp_path / "aws").chmod(0o755)
+    template = {
+        "Resources": {
+            "A": {
+                "Properties": {"Environment": {"Variables": {"SECRETS_ID": "fenxiao/prod/app,fenxiao/prod/wechatpay"}}}
+            },
+            "B": {
+                "Properties": {"Environment": {"Variables": {"SECRETS_ID": "fenxiao/prod/app, ssm:/fenxiao/prod/x"}}}
+            },
+            "C": {"Type": "AWS::SQS::Queue"},
+        }
+    }
+    (tmp_path / "merge.json").write_text(json.dumps(template))
+    env = os.environ | {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "LOG": str(tmp_path / "calls")}
+    # When
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "infra" / "preflight.py"), str(tmp_path / "merge.json"), "--region", "cn-north-1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then
+    assert run.returncode == 1
+    assert "fenxiao/prod/wechatpay (An error occurred (ResourceNotFoundException)" in run.stderr
+    assert "/fenxiao/prod/x" in run.stderr
+    assert "fenxiao/prod/app " not in run.stderr.replace("fenxiao/prod/app,", "")
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 3  # each source once
+    assert "ssm get-parameter --region cn-north-1 --name /fenxiao/prod/x --query Parameter.Name" in calls
+    assert not any("--with-decryption" in call or "get-secret-value" in call for call in calls)
+
+
+def test_preflight_reads_the_sources_the_prod_template_names() -> None:
+    from infra import preflight
+
+    sources = preflight.secret_sources(MERGE)
+    named = {
+        part.strip()
+        for resource in MERGE["Resources"].values()
+        for part in resource.get("Properties", {})
+        .get("Environment", {})
+        .get("Variables", {})
+        .get("SECRETS_ID", "")
+        .split(",")
+        if part.strip()
+    }
+    assert sources == sorted(named)
+    assert sources, "no function of the prod template names a SECRETS_ID"
