@@ -484,3 +484,20 @@ def test_preflight_reads_the_sources_the_prod_template_names() -> None:
     }
     assert sources == sorted(named)
     assert sources, "no function of the prod template names a SECRETS_ID"
+
+
+README = (ROOT / "infra" / "README.md").read_text()
+
+
+def test_infra_readme_documents_every_secret_key_and_secret() -> None:
+    from chalicelib.settings import SECRET_FIELDS, Settings
+    from infra import preflight
+
+    # every secret setting, and the merchant account's identifiers stored beside them
+    keys = set(SECRET_FIELDS) | {
+        name for name in Settings.model_fields if name.startswith("wechatpay_") and "transfer" not in name
+    }
+    rows = set(re.findall(r"^\| `[^`]+` \| `([a-z0-9_]+)` \|", README, flags=re.MULTILINE))
+    assert keys <= rows, f"infra/README.md's secrets table lacks {sorted(keys - rows)}"
+    missing = [s for s in preflight.secret_sources(MERGE) if f"`{s}`" not in README]
+    assert not missing, f"infra/README.md does not say what goes into {missing}"
