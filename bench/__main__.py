@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import binding, coldstart, commission, payout
+from bench import binding, coldstart, commission, cost, payout
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -25,7 +25,11 @@ def main() -> None:
         help="profile the commission engine (default: when the pipeline misses its ratio)",
     )
     parser.add_argument("--withdrawals", type=int, default=100_000, help="approved withdrawals of the large payout run")
-    parser.add_argument("--only", choices=["coldstart", "binding", "commission", "payout"], help="run one benchmark")
+    parser.add_argument("--cost-promoters", type=int, default=150, help="promoters of the cost model's load run")
+    parser.add_argument("--cost-orders", type=int, default=300, help="orders of the cost model's load run")
+    parser.add_argument(
+        "--only", choices=["coldstart", "binding", "commission", "payout", "cost"], help="run one benchmark"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     benchmarks = {
@@ -33,6 +37,7 @@ def main() -> None:
         "binding": lambda: binding.run(args.binds, args.threads),
         "commission": lambda: commission.run(args.orders, args.hot_orders, args.profile),
         "payout": lambda: payout.run(args.withdrawals // 10, args.withdrawals),
+        "cost": lambda: cost.run(args.cost_promoters, args.cost_orders),
     }
     for name, bench in benchmarks.items():
         if args.only and name != args.only:
