@@ -181,3 +181,63 @@ def latest(tenant: str, entity: str) -> AuditModel | None:
     for rec in AuditModel.query(f"{tenant}#{entity}", scan_index_forward=False, limit=1):
         return rec
     return None
+
+
+# --- reading the trail (operators' audit page, verification) ---------------------------------
+
+
+def entity_page(
+    tenant: str, entity: str, start: str, end: str, start_key: dict[str, Any] | None, limit: int
+) -> tuple[list[AuditModel], dict[str, Any] | None]:
+    """An entity's records with `start <= at < end` (ISO instants), newest first."""
+    query = AuditModel.query(
+        f"{tenant}#{entity}",
+        AuditModel.sk.between(start, end),
+        scan_index_forward=False,
+        limit=limit,
+        last_evaluated_key=start_key,
+    )
+    rows = [row for row in query if row.at < end]
+    return rows, query.last_evaluated_key
+
+
+def day_page(
+    tenant: str, day: str, start: str, end: str, cursor: str | None, limit: int
+) -> tuple[list[AuditModel], str | None]:
+    """One page of a UTC day's records with `start <= at < end` over its shards, newest first."""
+    from chalicelib.store import shards
+
+    def query(
+        partition: str, start_key: dict[str, Any] | None
+    ) -> tuple[list[tuple[Any, dict[str, Any], AuditModel]], bool]:
+        result = AuditModel.by_day.query(
+            partition,
+            AuditModel.sk.between(start, end),
+            scan_index_forward=False,
+            limit=limit,
+            last_evaluated_key=start_key,
+        )
+        rows = [
+            (row.sk, {"day_shard": {"S": partition}, "sk": {"S": row.sk}, "pk": {"S": row.pk}}, row)
+            for row in result
+        ]
+        return rows, result.last_evaluated_key is not None
+
+    return shards.page(f"{tenant}#{day}", query, cursor, limit, reverse=True)
+
+
+def day_all(tenant: str, day: str) -> list[AuditModel]:
+    """Every record of a UTC day (its shards merged by sort key): what a seal covers."""
+    from chalicelib.store import shards
+
+    found = shards.merged(
+        f"{tenant}#{day}", lambda partition: iter(AuditModel.by_day.query(partition)), lambda row: row.sk
+    )
+    return list(found)
+
+
+def before(tenant: str, entity: str, sk: str) -> AuditModel | None:
+    """The entity's record just before sort key `sk`, if any."""
+    for row in AuditModel.query(f"{tenant}#{entity}", AuditModel.sk < sk, scan_index_forward=False, limit=1):
+        return row
+    return None
