@@ -32,8 +32,8 @@ def chain(api: LiveApi, *names: str) -> list[str]:
 def log_in(page: Page, username: str, *, limit: int | None = None, appid: str = TEST_TENANT) -> None:
     """Production has no default tenant: an operator names the mini-program they run."""
     page.goto("/admin" + (f"?limit={limit}" if limit else ""))
-    page.get_by_label("用户名").fill(username)
-    page.get_by_label("密码").fill(f"pw-{username}")
+    page.get_by_test_id("login-username").fill(username)
+    page.get_by_test_id("login-password").fill(f"pw-{username}")
     if appid:
         page.locator("summary").click()
         page.get_by_test_id("login-appid").fill(appid)
@@ -75,8 +75,8 @@ def test_console_route_serves_the_page_with_its_policy(stack: Stack) -> None:
 
 def test_wrong_password_shows_the_error(page: Page) -> None:
     page.goto("/admin")
-    page.get_by_label("用户名").fill("owner")
-    page.get_by_label("密码").fill("not-the-password")
+    page.get_by_test_id("login-username").fill("owner")
+    page.get_by_test_id("login-password").fill("not-the-password")
     page.locator("summary").click()
     page.get_by_test_id("login-appid").fill(TEST_TENANT)
     page.get_by_test_id("login-submit").click()
