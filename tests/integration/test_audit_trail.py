@@ -171,3 +171,15 @@ def test_the_routes_serve_their_own_tenant_only(stack: Stack, tenant: str) -> No
         "/v1/admin/audit/verify", headers={**mine, "Content-Type": "application/json"}, body=json.dumps({"from": 1})
     )
     assert response.status_code == 400
+
+
+def test_make_audit_verify_exits_1_on_an_altered_record(tenant: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from devtools import audit as cli
+
+    first, last, rows = workload(tenant)
+    assert cli.main(["verify", "--tenant", tenant, "--from", first, "--to", last]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    rows[0].update(actions=[AuditModel.action.set("probe.forged")])
+    assert cli.main(["verify", "--tenant", tenant, "--from", first, "--to", last]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["first_bad"]["id"] == rows[0].sk and printed["tenant"] == tenant
