@@ -433,7 +433,6 @@ class Redrive(Out):
     replayed: int
     failed_again: int
     waiting: int
-    tenants_redriven: int
 
 
 class MerchantEventResult(Out):
