@@ -7,7 +7,20 @@ from typing import Any
 
 from chalice.app import Chalice, DynamoDBEvent, SQSEvent
 
-from chalicelib.api import admin, catalog, console, merchant, middleware, miniprogram, orders, parked, withdrawals
+from chalicelib.api import (
+    admin,
+    audit,
+    catalog,
+    console,
+    merchant,
+    middleware,
+    miniprogram,
+    openapi,
+    operators,
+    orders,
+    parked,
+    withdrawals,
+)
 from chalicelib.services import jobs
 
 app = Chalice(app_name="fenxiao")
@@ -19,6 +32,9 @@ app.register_blueprint(catalog.bp)
 app.register_blueprint(merchant.bp)
 app.register_blueprint(withdrawals.bp)
 app.register_blueprint(parked.bp)
+app.register_blueprint(audit.bp)
+app.register_blueprint(openapi.bp)
+app.register_blueprint(operators.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.

@@ -65,7 +65,7 @@ def build_store(settings: Settings) -> Store:
     return Store(
         users=UserStore(),
         shares=ShareStore(tx),
-        admins=AdminStore(),
+        admins=AdminStore(tx),
         tenants=TenantStore(),
         audit=AuditStore(tx),
         plans=PlanStore(tx),

@@ -6,7 +6,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pynamodb.transactions import TransactWrite
@@ -169,11 +169,18 @@ def put_once(record: AuditModel) -> bool:
 
 
 def action_record(tenant: str, event: AuditEvent, when: datetime) -> AuditModel:
-    """The audit record of an action on an item that is not versioned (operators, merchants),
-    chained to the entity's newest record. Save it with `AuditModel.pk.does_not_exist()` in the
-    transaction that makes the change, so the change and its record land together or not at all."""
-    previous = latest(tenant, event.entity)
-    return build(tenant, event, when, previous.hash if previous is not None else None)
+    """The audit record of an action on an item that is not versioned (operators, merchants,
+    products), chained to the entity's newest record, read consistently.
+
+    Callers put it in the same transaction as a change guarded by a condition on the state they
+    read (and with `AuditModel.pk.does_not_exist()`), so two writers cannot both chain to the same
+    record. Its time is kept after the previous record's, so the chain stays in key order even
+    if clocks disagree.
+    """
+    prev_hash = None
+    for rec in AuditModel.query(f"{tenant}#{event.entity}", scan_index_forward=False, limit=1, consistent_read=True):
+        prev_hash, when = rec.hash, max(when, parse_iso(rec.at) + timedelta(microseconds=1))
+    return build(tenant, event, when, prev_hash)
 
 
 def latest(tenant: str, entity: str) -> AuditModel | None:
@@ -218,8 +225,7 @@ def day_page(
             last_evaluated_key=start_key,
         )
         rows = [
-            (row.sk, {"day_shard": {"S": partition}, "sk": {"S": row.sk}, "pk": {"S": row.pk}}, row)
-            for row in result
+            (row.sk, {"day_shard": {"S": partition}, "sk": {"S": row.sk}, "pk": {"S": row.pk}}, row) for row in result
         ]
         return rows, result.last_evaluated_key is not None
 

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pynamodb.expressions.update import Action
@@ -52,16 +52,8 @@ def _backoff(attempt: int) -> None:
 
 
 def _chained(tenant: str, event: AuditEvent, now: datetime) -> AuditModel:
-    """The event's audit record, chained to the entity's newest record (read consistently).
-
-    Callers put it in the same transaction as a change guarded by a condition on the state they
-    read, so two writers cannot both chain to the same record. Its time is kept after the
-    previous record's, so the chain stays in key order even if clocks disagree.
-    """
-    prev_hash, when = None, now
-    for rec in AuditModel.query(f"{tenant}#{event.entity}", scan_index_forward=False, limit=1, consistent_read=True):
-        prev_hash, when = rec.hash, max(now, parse_iso(rec.at) + timedelta(microseconds=1))
-    return audit.build(tenant, event, when, prev_hash)
+    """The event's audit record, chained to the entity's newest record (`audit.action_record`)."""
+    return audit.action_record(tenant, event, now)
 
 
 def _cursor(cursor: str | None, *, hash_attr: str, hash_value: str, keys: set[str]) -> dict[str, Any] | None:
