@@ -50,34 +50,59 @@ def add_tenant(appid: str, name: str, timezone: str = "Asia/Shanghai") -> bool:
     return True
 
 
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
 def add_admin(appid: str, username: str, role: Role, *, reset: bool = False) -> bool:
-    """Create the admin if missing (or reset its password and role); True when written."""
+    """Create the admin if missing (or reset its password and role); True when written.
+
+    Audited like the console's operator changes (actor `cli:<login name>`). The CLI is the
+    break-glass tool: it does not refuse to demote the last owner.
+    """
+    from chalicelib import operators as rules
     from chalicelib.store import get_store
 
     store = get_store()
     if store.tenants.get(appid) is None:
         raise SystemExit(f"unknown tenant {appid}: create it first")
-    existing = store.admins.get(appid, username)
+    existing = store.admins.operator(appid, username)
     if existing is not None and not reset:
         return False
-    version = existing.token_version + 1 if existing else 0  # a reset ends the tokens issued before
-    store.admins.put(Admin(appid, username, hash_password(_password(username)), role, token_version=version), utcnow())
-    return True
+    password = _password(username)
+    if existing is None:
+        if not rules.valid_username(username):
+            raise SystemExit("a username is 3 to 32 of a-z, 0-9, '_', '.', '-'")
+        admin = Admin(appid, username, hash_password(password), role)
+        operator = rules.Operator(appid, username, role, False, utcnow(), 0)
+        return store.admins.create(admin, utcnow(), rules.created_event(operator, _actor()))
+    change = rules.Change(role=role, password=True)
+    return _write(existing, change, password_hash=hash_password(password))
 
 
 def set_disabled(appid: str, username: str, disabled: bool) -> bool:
     """Disable (or enable) an operator; their tokens stop working on their next request."""
-    from dataclasses import replace
-
+    from chalicelib import operators as rules
     from chalicelib.store import get_store
 
-    store = get_store()
-    existing = store.admins.get(appid, username)
+    existing = get_store().admins.operator(appid, username)
     if existing is None:
         raise SystemExit(f"unknown admin {username} of {appid}")
     if existing.disabled == disabled:
         return False
-    store.admins.put(replace(existing, disabled=disabled, token_version=existing.token_version + 1), utcnow())
+    return _write(existing, rules.Change(disabled=disabled))
+
+
+def _write(before: Any, change: Any, *, password_hash: str | None = None) -> bool:
+    from chalicelib import operators as rules
+    from chalicelib.store import get_store
+
+    events = rules.change_events(before, change, _actor())
+    written = get_store().admins.change(
+        before, rules.apply(before, change), events, utcnow(), password_hash=password_hash
+    )
+    if written is not rules.Written.DONE:
+        raise SystemExit("the operator changed meanwhile: run the command again")
     return True
 
 

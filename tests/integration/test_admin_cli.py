@@ -65,3 +65,20 @@ def test_merchant_credentials_from_the_cli(
         cli.main(["merchant", OTHER_TENANT, merchant_id, "--disable"])
     actors = {r.actor for r in audit.for_entity(stack.tenant, f"merchant:{merchant_id}")}
     assert len(actors) == 1 and actors.pop().startswith("cli:")
+
+
+def test_operator_changes_from_the_cli_are_audited(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    username = unique("clio").replace("-", "")[:20]
+    monkeypatch.setenv("ADMIN_PASSWORD", "long-enough-password")
+    assert cli.add_admin(stack.tenant, username, Role.OPS)
+    assert cli.set_disabled(stack.tenant, username, True)
+    assert cli.add_admin(stack.tenant, username, Role.FINANCE, reset=True)
+    records = list(audit.for_entity(stack.tenant, f"operator:{username}"))
+    assert [r.action for r in records] == [
+        "operator.created",
+        "operator.disabled",
+        "operator.role_changed",
+        "operator.password_changed",
+    ]
+    assert all(r.actor.startswith("cli:") for r in records) and audit.verify_chain(records)
+    assert "long-enough-password" not in "".join(r.data for r in records)
