@@ -135,6 +135,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_plan": _e(400, "", "the plan is not well formed or breaks a rule; `details` lists why"),
     "forbidden_fee": _e(400, "", "plans cannot charge promoters or pay for recruiting"),
     "unknown_plan": _e(404, "", "no such plan version"),
+    # --- audit trail -------------------------------------------------------------------------
+    "invalid_date": _e(400, "", "from and to are dates like 2026-11-29"),
+    "invalid_range": _e(400, "", "from is after to"),
+    "range_too_long": _e(400, "", "too many days at a time (366 to list, 31 to verify)"),
+    "invalid_filter": _e(400, "", "an entity, action or actor filter is too long"),
     # --- withdrawals and payouts --------------------------------------------------------------
     "below_minimum": _e(400, "未达到最低提现金额", "below the tenant's minimum withdrawal"),
     "daily_amount_exceeded": _e((400, 409), "已超过今日提现额度", "the daily amount would be exceeded"),

@@ -24,7 +24,7 @@ from chalice.app import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from chalicelib.api import operators
+from chalicelib.api import audit, operators
 from chalicelib.api import responses as r
 from chalicelib.api import schemas as s
 from chalicelib.api.errorcodes import ANY_ROUTE, ERROR_CODES
@@ -640,6 +640,31 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=operators.PasswordBody,
         errors=("wrong_password", "invalid_password", "too_many_attempts", "concurrent_change", "unknown_operator"),
     ),
+    ("GET", "/v1/admin/audit"): Route(
+        "The audit trail, newest first (one entity's, or every entity's by day)",
+        "admin: audit",
+        r.AuditPage,
+        auth=Auth.OPERATOR,
+        roles=(OWNER, Role.AUDITOR),
+        query=(
+            Query("entity", {"type": "string"}, "e.g. order:o2026..., withdrawal:W..."),
+            Query("action", {"type": "string"}),
+            Query("actor", {"type": "string"}),
+            Query("from", {"type": "string", "format": "date"}, "first local day"),
+            Query("to", {"type": "string", "format": "date"}, "last local day"),
+            *PAGED,
+        ),
+        errors=("invalid_date", "invalid_range", "range_too_long", "invalid_filter", "unknown_tenant"),
+    ),
+    ("POST", "/v1/admin/audit/verify"): Route(
+        "Recompute the hashes, chains and daily seals of a date range",
+        "admin: audit",
+        r.AuditVerification,
+        auth=Auth.OPERATOR,
+        roles=(OWNER, Role.AUDITOR),
+        body=audit.AuditVerifyBody,
+        errors=("invalid_date", "invalid_range", "range_too_long", "unknown_tenant"),
+    ),
     # merchants
     ("POST", "/v1/merchant/order-events"): Route(
         "A shop's order event: paid, received or refunded (applied once per event_id)",
@@ -799,7 +824,7 @@ def _operation(method: str, path: str, route: Route) -> dict[str, Any]:
         op["description"] = description
     if route.body is not None:
         op["requestBody"] = {
-            "required": route.body not in (RedriveBody, WithdrawalRulesBody),  # these accept no body
+            "required": route.body not in (RedriveBody, WithdrawalRulesBody, audit.AuditVerifyBody),  # all optional
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
         }
     return op

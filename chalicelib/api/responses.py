@@ -449,3 +449,34 @@ class WeChatAck(Out):
 
     code: Literal["SUCCESS"]
     message: str | None = None
+
+
+class AuditRecord(Out):
+    entity: str
+    action: str
+    actor: str
+    at: Timestamp
+    data: Any
+    hash: str
+    prev_hash: str | None
+    id: str
+
+
+class AuditPage(Out):
+    items: list[AuditRecord]
+    next_cursor: Cursor
+
+
+class BadAuditRecord(Out):
+    entity: str
+    id: str
+    at: Timestamp
+    action: str
+    reason: str
+
+
+class AuditVerification(Out):
+    ok: bool
+    checked: int
+    seals_checked: int
+    first_bad: BadAuditRecord | None
