@@ -379,6 +379,7 @@ class Scenario:
         self.orders: list[Placed] = []
         self.withdrawals: list[tuple[int, str]] = []
         self.failures: list[str] = []
+        self.late_paid = 0
         self.owner = self.finance = ""
         self._lock = threading.Lock()
 
@@ -509,7 +510,10 @@ class Scenario:
         self.client.call("POST", f"/v1/orders/{oid}/pay", "POST /v1/orders/{id}/pay", me.token)
         route = "POST /v1/sandbox/orders/{id}/pay-success"
         paid = self.client.call("POST", f"/v1/sandbox/orders/{oid}/pay-success", route, me.token)
-        placed.paid = paid.get("status") == "paid"
+        placed.paid = True  # WeChat's twin took the money: its notification must become paid + commission
+        if paid.get("status") != "paid":
+            with self._lock:
+                self.late_paid += 1  # answered before the notification was applied (checked after the run)
         if roll < 0.3:
             self.client.call("GET", f"/v1/orders/{oid}", "GET /v1/orders/{id}", me.token)
         if receipt:
@@ -728,6 +732,7 @@ def _drive(options: Options, stack: LocalStack, log: Callable[[str], None]) -> d
             "workers": options.workers,
             "refunds": sum(1 for o in scenario.orders if o.refunded_fen),
             "withdrawals": len(scenario.withdrawals),
+            "paid_answered_before_notification": scenario.late_paid,
         },
         "seconds": round(elapsed, 1),
         "phase_seconds": timings,
