@@ -1,4 +1,4 @@
-"""Domain errors, mapped to HTTP in one place (`chalicelib.api.responses`)."""
+"""Domain errors, mapped to HTTP in one place (`chalicelib.api.http`)."""
 
 from __future__ import annotations
 
