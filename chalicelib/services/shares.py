@@ -44,6 +44,8 @@ def create(principal: Principal, product_id: str | None, channel: str | None, co
     With a coupon, the friend who opens the share is offered it (and orders in one step with it).
     """
     store = get_store()
+    if product_id is not None and store.products.get(principal.tenant, product_id) is None:
+        raise NotFound(f"no product {product_id} in this mini-program", code="unknown_product")
     if coupon_id is not None and store.coupons.get(principal.tenant, coupon_id) is None:
         raise NotFound("unknown coupon", code="unknown_coupon")
     for _ in range(3):

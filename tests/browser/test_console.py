@@ -15,7 +15,7 @@ TOKEN_KEY = "fenxiao.admin.token"
 
 
 def bind(api: LiveApi, sharer_token: str, friend_token: str) -> None:
-    share = api.call("POST", "/v1/shares", sharer_token, json={"product_id": "lipstick-01"})
+    share = api.call("POST", "/v1/shares", sharer_token, json={"channel": "wechat"})
     assert share.status_code == 201, share.text
     scan = api.call("POST", "/v1/referrals/scan", friend_token, json={"code": share.json()["code"]})
     assert scan.json() == {"status": "bound"}, scan.text

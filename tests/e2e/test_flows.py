@@ -15,9 +15,11 @@ def team_ids(api: LiveApi, token: str, level: int) -> list[str]:
 
 
 def share_and_scan(api: LiveApi, sharer_token: str, friend_token: str) -> None:
-    share = api.call("POST", "/v1/shares", sharer_token, json={"product_id": "lipstick-01", "channel": "wechat"})
+    unknown = api.call("POST", "/v1/shares", sharer_token, json={"product_id": "lipstick-01", "channel": "wechat"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_product", unknown.text
+    share = api.call("POST", "/v1/shares", sharer_token, json={"channel": "wechat"})
     assert share.status_code == 201, share.text
-    assert share.json()["path"].startswith("pages/product/detail?id=lipstick-01&scene=")
+    assert share.json()["path"].startswith("pages/index/index?scene=")
     scan = api.call("POST", "/v1/referrals/scan", friend_token, json={"code": share.json()["code"]})
     assert scan.json() == {"status": "bound"}
 
