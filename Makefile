@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | sha1sum | cut -c
 export AWS_DEFAULT_REGION ?= ap-shanghai
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: run test venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock clean
+.PHONY: run reset test venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock clean
 
 # The venv installs the hashed lock, never the loose pins: `make lock` after editing requirements*.txt.
 $(STAMP): requirements-dev.lock
@@ -28,6 +28,10 @@ lock: venv
 
 run: venv
 	$(BIN)/python -m devtools.stack
+
+# Wipe the local stack's data and seed the demo again (stop `make run` first).
+reset: venv
+	$(BIN)/python -m devtools.stack --reset
 
 test: venv lint typecheck
 	$(BIN)/python -m devtools.ensure_browser

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -292,13 +293,39 @@ def run(config: StackConfig) -> int:
         stop(ddb)
 
 
+# What `make reset` wipes: DynamoDB Local's data, the event runner's spools, the WeChat twins'
+# state and keys (the JWT secret and merchant key stay, so tokens and the demo merchant survive).
+RESET_DIRS = ("data", "queues", "wechatpay", "exports")
+
+
+def reset(config: StackConfig) -> int:
+    """Wipe the local data and seed the demo again (the stack must not be running)."""
+    if busy_port_message(config):
+        print("stack: stop `make run` first (Ctrl-C), then `make reset`", file=sys.stderr)
+        return 1
+    for name in RESET_DIRS:
+        shutil.rmtree(LOCAL / name, ignore_errors=True)
+    ensure_java()
+    jar_dir = ensure_ddb_local(LOCAL / "ddb")
+    ddb = start_ddb_local(config.ddb_port, LOCAL / "data", LOCAL / "logs" / "ddb-local.log", jar_dir=jar_dir)
+    try:
+        os.environ.update(stack_env(config))
+        info = prepare_data()
+    finally:
+        stop(ddb)
+    print(f"stack: local data wiped and the demo tenant {info['tenant']} seeded again; `make run` starts it.")
+    return 0
+
+
 def main() -> int:
-    """Entry point of ``python -m devtools.stack``."""
+    """Entry point of ``python -m devtools.stack`` (``--reset``: wipe and reseed, then exit)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("botocore", "pynamodb"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.chdir(ROOT)
     try:
+        if "--reset" in sys.argv[1:]:
+            return reset(load_config())
         return run(load_config())
     except LocalStackError as exc:
         print(f"stack: {exc}", file=sys.stderr)
