@@ -333,10 +333,25 @@ def _fast_path(engine: Engine, events: Sequence[OrderEvent]) -> set[str]:
 
 def _apply_group(engine: Engine, tenant: str, group: list[LedgerWrite]) -> bool:
     try:
-        return engine.store.ledger.write(tenant, merge(group)) is Applied.WRITTEN
+        merged = merge(group)
+        if engine.store.ledger.write(tenant, merged) is not Applied.WRITTEN:
+            return False
     except Exception:  # fall back to one transaction per order
         logger.exception("batch transaction failed", extra={"orders": len(group)})
         return False
+    _count_commission(merged)
+    return True
+
+
+def _count_commission(write: LedgerWrite) -> None:
+    """Commission earned per level (`CommissionFen`, dimension `level`; the dashboard's business
+    row): the earning lines a write created, clawbacks and moves left out."""
+    by_level: dict[int, int] = {}
+    for line in write.new_lines:
+        if line.is_creation:
+            by_level[line.level] = by_level.get(line.level, 0) + line.amount_fen
+    for level, fen in sorted(by_level.items()):
+        count("CommissionFen", fen, level=str(level))
 
 
 def _one(engine: Engine, event: OrderEvent) -> set[str]:
@@ -364,7 +379,9 @@ def _apply_one(engine: Engine, event: OrderEvent, write: LedgerWrite) -> set[str
 
 def _write(engine: Engine, event: OrderEvent, write: LedgerWrite) -> Applied:
     outcome = engine.store.ledger.write(event.order.tenant, write)
-    if outcome is Applied.REPLAY:
+    if outcome is Applied.WRITTEN:
+        _count_commission(write)
+    elif outcome is Applied.REPLAY:
         count("CommissionReplays")
         logger.info("order event already applied", extra={"order": event.order.id, "action": event.action})
     elif outcome is Applied.CONFLICT:

@@ -130,8 +130,20 @@ def fan_out(name: str, now: datetime | None = None) -> dict[str, Any]:
 
 
 def run_for_tenant(name: str, tenant: str, *, actor: str, now: datetime | None = None) -> dict[str, Any]:
-    """Run the job `name` for one tenant (a queued run, or an operator's "run now")."""
-    return _job(name)(now or utcnow(), tenant, actor)
+    """Run the job `name` for one tenant (a queued run, or an operator's "run now").
+
+    Each run counts `JobSucceeded` or `JobFailed` with a `job` dimension: the dashboard shows each
+    job's last success age from it, and an alarm fires when a job fails or stops succeeding
+    (no `JobSucceeded` in twice its period, missing data breaching: infra/dashboard.py).
+    """
+    job = _job(name)
+    try:
+        summary = job(now or utcnow(), tenant, actor)
+    except Exception:
+        count("JobFailed", job=name)
+        raise
+    count("JobSucceeded", job=name)
+    return summary
 
 
 def run_now(principal: Principal, name: str) -> dict[str, Any]:

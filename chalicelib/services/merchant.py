@@ -227,6 +227,8 @@ def _advance(
         raise NotFound("order not found", code="unknown_order")
     if moved:
         count("OrdersPaid" if status is OrderStatus.PAID else "OrdersReceived")
+        if status is OrderStatus.PAID:
+            count("OrdersPaidFen", order.amount_fen)
         return True, current
     return False, _past(current, status, "busy")  # another delivery moved it meanwhile
 

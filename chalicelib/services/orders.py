@@ -208,6 +208,7 @@ def paid(
     )  # fmt: skip
     if moved:
         count("OrdersPaid")
+        count("OrdersPaidFen", amount_fen)
         return replace(order, status=OrderStatus.PAID, paid_at=when, transaction_id=transaction_id)
     current = store.orders.get(tenant, order.id) or order
     if current.transaction_id == transaction_id:

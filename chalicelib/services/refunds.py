@@ -189,6 +189,8 @@ def _finish(tenant: str, order_id: str, number: str, outcome: RefundState, why: 
         logger.error("refund failed at WeChat Pay", extra={"order": order_id, "refund": number, "status": why})
     elif after is not None:
         count("RefundsSucceeded")
+        done = after.refund(number)
+        count("RefundsSucceededFen", done.amount_fen if done else 0)
     return after
 
 

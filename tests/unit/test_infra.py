@@ -104,7 +104,7 @@ def alarms_on(metric: str, dimension: str, value: object) -> list[str]:
     return [
         name
         for name, res in resources_of("AWS::CloudWatch::Alarm").items()
-        if res["Properties"]["MetricName"] == metric
+        if res["Properties"].get("MetricName") == metric
         and {"Name": dimension, "Value": value} in res["Properties"].get("Dimensions", [])
         and res["Properties"].get("AlarmActions")
     ]
@@ -250,7 +250,7 @@ def test_api_5xx_alarm_watches_the_chalice_api() -> None:
     stage = CONFIG["stages"]["prod"].get("api_gateway_stage", "api")
     dimensions = [{"Name": "ApiName", "Value": app.app_name}, {"Name": "Stage", "Value": stage}]
     assert any(
-        res["Properties"]["MetricName"] == "5XXError" and res["Properties"]["Dimensions"] == dimensions
+        res["Properties"].get("MetricName") == "5XXError" and res["Properties"]["Dimensions"] == dimensions
         for res in resources_of("AWS::CloudWatch::Alarm").values()
     )
 
@@ -322,7 +322,7 @@ def _metric_alarms(metric: str) -> list[dict[str, Any]]:
     return [
         res["Properties"]
         for res in resources_of("AWS::CloudWatch::Alarm").values()
-        if res["Properties"]["MetricName"] == metric
+        if res["Properties"].get("MetricName") == metric
     ]
 
 
