@@ -32,6 +32,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from chalicelib import counters
 from chalicelib.commission import Earning, remaining_after_refunds
 
 MAX_TX_ITEMS = 100  # DynamoDB's limit of items in one transaction
@@ -120,8 +121,8 @@ class LedgerWrite:
     def add_stat(self, scope: str, period: str, counter: str, delta: int) -> None:
         if delta == 0:
             return
-        counters = self.stats.setdefault((scope, period), {})
-        counters[counter] = counters.get(counter, 0) + delta
+        values = self.stats.setdefault((scope, period), {})
+        values[counter] = values.get(counter, 0) + delta
 
     @property
     def empty(self) -> bool:
@@ -137,8 +138,8 @@ def merge(writes: Iterable[LedgerWrite]) -> LedgerWrite:
         for promoter, deltas in write.accounts.items():
             for bucket, delta in deltas.items():
                 merged.add_account(promoter, bucket, delta)
-        for (scope, period), counters in write.stats.items():
-            for counter, delta in counters.items():
+        for (scope, period), values in write.stats.items():
+            for counter, delta in values.items():
                 merged.add_stat(scope, period, counter, delta)
     return merged
 
@@ -166,6 +167,38 @@ class OrderVersion:
     @property
     def net_fen(self) -> int:
         return max(self.paid_fen - min(max(self.refunded_fen, 0), self.paid_fen), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What the report counters of an order's commission need: the tenant's timezone and the
+    order's sources (`chalicelib.counters`)."""
+
+    timezone: str
+    sources: counters.Sources
+
+
+def _count_line(write: LedgerWrite, line: LedgerLine, amount: int, month: str, net_delta: int, orders_delta: int,
+                report: Report) -> None:  # fmt: skip
+    deltas: counters.Deltas = {}
+    day = counters.day_of(line.created_at, report.timezone)
+    counters.commission(
+        deltas, line.promoter, line.level, amount=amount, day=day, month=month, net_delta=net_delta,
+        orders_delta=orders_delta,
+    )  # fmt: skip
+    _add_deltas(write, deltas)
+
+
+def _count_sources(write: LedgerWrite, at: datetime, amount: int, report: Report) -> None:
+    deltas: counters.Deltas = {}
+    report.sources.add(deltas, counters.day_of(at, report.timezone), "commission_fen", amount)
+    _add_deltas(write, deltas)
+
+
+def _add_deltas(write: LedgerWrite, deltas: counters.Deltas) -> None:
+    for (scope, period), values in deltas.items():
+        for counter, delta in values.items():
+            write.add_stat(scope, period, counter, delta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +233,16 @@ def creation(
     state: str,
     frozen_until: datetime | None,
     sales: SalesKey | None,
+    report: Report | None = None,
 ) -> LedgerWrite:
     """The lines a payment (or a receipt) creates: each level's original amount scaled to the
-    net paid amount (refunds made before commission on receipt count from the start)."""
+    net paid amount (refunds made before commission on receipt count from the start).
+
+    With `report`, the lines count towards the report counters, and each records what it
+    counted (`report`: the month and the net paid amount) for later adjustments to correct."""
     write = LedgerWrite(order.order_id)
     counted = [sales.scope, sales.period, order.net_fen] if sales else None
+    month = counters.month_of(order.at, report.timezone) if report else None
     for earning in earnings:
         if earning.amount_fen <= 0:
             continue
@@ -216,6 +254,8 @@ def creation(
             "version": order.version,
             "sales": counted,
         }
+        if month is not None:
+            trace["report"] = {"month": month, "net_fen": order.net_fen}
         line = LedgerLine(
             tenant=order.tenant,
             promoter=earning.promoter,
@@ -231,6 +271,10 @@ def creation(
         )
         write.new_lines.append(line)
         write.add_account(earning.promoter, f"{state}_fen", amount)
+        if report is not None and month is not None:
+            _count_line(write, line, amount, month, order.net_fen, int(order.net_fen > 0), report)
+    if report is not None and write.new_lines:
+        _count_sources(write, order.at, sum(line.amount_fen for line in write.new_lines), report)
     if write.new_lines and sales is not None:  # counted with the lines: a replay counts nothing twice
         write.add_stat(sales.scope, sales.period, "sales_fen", order.net_fen)
         write.add_stat(sales.scope, sales.period, "orders", 1 if order.net_fen > 0 else 0)
@@ -258,13 +302,16 @@ def adjustment(
     words: str,
     *,
     fallback_sales: SalesKey | None = None,
+    report: Report | None = None,
 ) -> LedgerWrite:
     """Bring each level to its original amount x net paid / paid after a refund (or a failed
     refund) with one line `event`, in the state its original line is in now.
 
     Lines that already saw this order version (or a later one) are left alone: a replayed or
     stale version changes nothing. `fallback_sales` is the ladder counter of lines written
-    before they recorded their own (they counted the whole paid amount).
+    before they recorded their own (they counted the whole paid amount). With `report`, lines
+    that recorded what they counted towards the reports correct it (in their creation month);
+    lines written before reports were counted stay out of them.
     """
     write = LedgerWrite(order.order_id)
     existing = {line.key() for line in lines}
@@ -274,6 +321,7 @@ def adjustment(
         return write
     sales = _counted_sales(pending[0], fallback_sales)
     new_sales = [sales[0], sales[1], order.net_fen] if sales else None
+    reported = 0
     for original in pending:
         group = [x for x in lines if x.promoter == original.promoter and x.level == original.level]
         paid = int(original.trace.get("paid_fen", order.paid_fen))
@@ -299,7 +347,16 @@ def adjustment(
             "adjustments": [*original.adjustments, event] if follows else list(original.adjustments),
             "sales": new_sales,
         }
+        counted = original.trace.get("report")
+        if report is not None and isinstance(counted, Mapping):
+            before = int(counted["net_fen"])
+            trace["report"] = {**counted, "net_fen": order.net_fen}
+            orders_delta = int(order.net_fen > 0) - int(before > 0)
+            _count_line(write, line, delta, str(counted["month"]), order.net_fen - before, orders_delta, report)
+            reported += delta
         write.moves.append(Move(original, original.state, trace=trace))
+    if report is not None and reported:
+        _count_sources(write, order.at, reported, report)
     if sales is not None:
         write.add_stat(sales[0], sales[1], "sales_fen", order.net_fen - sales[2])
         write.add_stat(sales[0], sales[1], "orders", int(order.net_fen > 0) - int(sales[2] > 0))

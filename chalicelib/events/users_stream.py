@@ -56,7 +56,7 @@ def record_handler(record: DynamoDBRecord) -> None:
     tenant, uid = new.get("tenant"), new.get("uid")
     if not isinstance(tenant, str) or not isinstance(uid, str):
         raise ValueError("user record without tenant or uid")
-    if new_version(new, old) and get_store().audit.append_user_event(tenant, uid, new):
+    if new_version(new, old) and get_store().audit.append_user_event(tenant, uid, new, old):
         count("AuditRecords")
     if upline_changed(new, old):
         upline = tuple(str(x) for x in (new.get("upline") or ()))

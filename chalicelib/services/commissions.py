@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chalicelib import commission, ledger, settlement
+from chalicelib import commission, counters, ledger, settlement
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.commission import Attribution, OrderLine, Plan, Trigger
 from chalicelib.entities import Principal
@@ -125,6 +125,7 @@ class Engine:
         self._sales: dict[tuple[str, str], int] = {}
         self._active: set[str] | None = None
         self._written: set[str] | None = None
+        self._reports: dict[tuple[str, str | None], tuple[str, str | None]] = {}
 
     def plan_of(self, order: Order) -> Plan | None:
         version = order.snapshot.plan_version
@@ -160,7 +161,21 @@ class Engine:
             state=state,
             frozen_until=self._frozen_until(order, plan) if state == "frozen" else None,
             sales=SalesKey(*key) if key else None,
+            report=self.report(order),
         )
+
+    def report(self, order: Order) -> ledger.Report:
+        """The order's report keys: the tenant's timezone and the order's sources (the share's
+        channel read once per batch)."""
+        from chalicelib.store import stats
+
+        key = (order.tenant, order.snapshot.share_code)
+        if key not in self._reports:
+            self._reports[key] = (stats.timezone(order.tenant), stats.channel(*key))
+        zone, channel = self._reports[key]
+        snapshot = order.snapshot
+        lines = ((line.product_id, line.paid_fen) for line in order.lines)
+        return ledger.Report(zone, counters.Sources.of(snapshot.share_code, channel, snapshot.upline, lines))
 
     def written(self, event: OrderEvent) -> bool:
         """Whether the order's commission lines exist already (read once per batch for every
@@ -240,7 +255,12 @@ class Engine:
             name, words = f"refund-{refund_id}", f"refund {amount} fen of {order.amount_fen} fen"
         key = self.sales_key(event, plan)
         return ledger.adjustment(
-            event.facts(), self._lines(order), name, words, fallback_sales=SalesKey(*key) if key else None
+            event.facts(),
+            self._lines(order),
+            name,
+            words,
+            fallback_sales=SalesKey(*key) if key else None,
+            report=self.report(order),
         )
 
     def write_for(self, event: OrderEvent) -> LedgerWrite:

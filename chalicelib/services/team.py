@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib import counters
 from chalicelib.auth import require_role
 from chalicelib.clock import iso
 from chalicelib.entities import Principal, TeamMember, User
@@ -13,8 +14,13 @@ from chalicelib.store import get_store
 
 
 def team_counts(tenant: str, uid: str) -> dict[str, int]:
-    users = get_store().users
-    return {str(level): users.team_count(tenant, uid, level) for level in range(1, MAX_LEVELS + 1)}
+    """Team size per level, from the promoter's counters (one read, whatever the team's size;
+    the users stream keeps them equal to the users below at each level)."""
+    from chalicelib.store import stats
+
+    values = stats.get_many(tenant, [(counters.promoter_scope(uid), counters.ALL)])
+    totals = values[(counters.promoter_scope(uid), counters.ALL)]
+    return {str(level): totals.get(f"team_{level}", 0) for level in range(1, MAX_LEVELS + 1)}
 
 
 def me(principal: Principal) -> dict[str, Any]:

@@ -100,15 +100,43 @@ class AuditStore:
     def __init__(self, tx: Transactions) -> None:
         self._tx = tx
 
-    def append_user_event(self, tenant: str, uid: str, image: Mapping[str, object]) -> bool:
-        """The audit record of one version of a user; a binding through a share code also
-        counts the scan and the binding on the share, in the same transaction."""
+    def append_user_event(
+        self, tenant: str, uid: str, image: Mapping[str, object], old: Mapping[str, object] | None = None
+    ) -> bool:
+        """The audit record of one version of a user (`image`, the version before it `old`) and,
+        in the same transaction, what the version counts: a binding through a share code counts
+        the scan and the binding on the share; team sizes follow the change of the upline, and
+        the day's bindings, scans and new promoters (`chalicelib.counters.user_version`). The
+        record's put fails on a replay, so a replayed version counts nothing."""
+        from chalicelib import counters
+        from chalicelib.store import stats
+
         data = json.loads(str(image.get("event_data") or "{}"))
-        share = data.get("share") if image.get("event_action") == "user.bound" else None
-        return self.append_version(tenant, f"user:{uid}", image, share_code=share if isinstance(share, str) else None)
+        action = str(image.get("event_action") or "")
+        share = data.get("share") if action == "user.bound" else None
+        before = old or {}
+        version = counters.UserVersion(
+            action=action,
+            data=data,
+            at=parse_iso(str(image["event_at"])),
+            upline=tuple(str(x) for x in (image.get("upline") or ())),  # type: ignore[attr-defined]
+            previous_upline=tuple(str(x) for x in (before.get("upline") or ())),  # type: ignore[attr-defined]
+            promoter=image.get("promoter") is not False,
+            was_promoter=bool(before) and before.get("promoter") is not False,
+        )
+        deltas = counters.user_version(version, stats.timezone(tenant))
+        return self.append_version(
+            tenant, f"user:{uid}", image, share_code=share if isinstance(share, str) else None, counted=deltas
+        )
 
     def append_version(
-        self, tenant: str, entity: str, image: Mapping[str, object], *, share_code: str | None = None
+        self,
+        tenant: str,
+        entity: str,
+        image: Mapping[str, object],
+        *,
+        share_code: str | None = None,
+        counted: Mapping[tuple[str, str], Mapping[str, int]] | None = None,
     ) -> bool:
         """Write the audit record of one version of an item (from its stream image).
 
@@ -129,13 +157,17 @@ class AuditStore:
         event = AuditEvent(entity=entity, action=action, actor=actor, data=data)
         record = build(tenant, event, parse_iso(at), prev_hash, record_id=f"v{version:010d}")
 
-        if not share_code:
+        if not share_code and not counted:
             return put_once(record)  # one conditional put: cheaper than a transaction
 
         def body(tx: TransactWrite) -> None:
+            from chalicelib.store import stats
+
             tx.save(record, condition=AuditModel.pk.does_not_exist())
-            share = ShareModel(f"{tenant}#{share_code}")
-            tx.update(share, actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)])
+            if share_code:
+                share = ShareModel(f"{tenant}#{share_code}")
+                tx.update(share, actions=[ShareModel.scans.add(1), ShareModel.binds.add(1)])
+            stats.add(tx, tenant, counted or {})
 
         outcome = self._tx.run(body)
         if not outcome.committed and not outcome.failed_items:

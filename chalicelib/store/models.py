@@ -520,6 +520,28 @@ class StatsModel(Model):
     sales_fen = NumberAttribute(default=0)
     commission_fen = NumberAttribute(default=0)
     orders = NumberAttribute(default=0)
+    # Report counters (chalicelib/counters.py), sparse: only the counters a scope uses exist.
+    paid_fen = NumberAttribute(null=True)
+    refunds_fen = NumberAttribute(null=True)
+    first_orders = NumberAttribute(null=True)
+    new_bindings = NumberAttribute(null=True)
+    new_promoters = NumberAttribute(null=True)
+    scans = NumberAttribute(null=True)
+    withdrawals_fen = NumberAttribute(null=True)
+    payouts_fen = NumberAttribute(null=True)
+    commission_fen_1 = NumberAttribute(null=True)
+    commission_fen_2 = NumberAttribute(null=True)
+    commission_fen_3 = NumberAttribute(null=True)
+    team_1 = NumberAttribute(null=True)
+    team_2 = NumberAttribute(null=True)
+    team_3 = NumberAttribute(null=True)
+    orders_1 = NumberAttribute(null=True)
+    orders_2 = NumberAttribute(null=True)
+    orders_3 = NumberAttribute(null=True)
+    sales_fen_1 = NumberAttribute(null=True)
+    sales_fen_2 = NumberAttribute(null=True)
+    sales_fen_3 = NumberAttribute(null=True)
+    ref = UnicodeAttribute(null=True)  # a marker's subject (the buyer's first paid order)
 
 
 class NonceModel(Model):

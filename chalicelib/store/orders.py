@@ -9,10 +9,12 @@ from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
+from chalicelib.counters import Deltas
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.orders import Order, OrderStatus, PricedLine, Refund, RefundState, Snapshot
-from chalicelib.store import audit, shards
+from chalicelib.store import audit, shards, stats
 from chalicelib.store.audit import canonical, version_actions
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AuditModel, OrderModel
@@ -142,6 +144,26 @@ def refund_update(
     return actions, condition
 
 
+def _counters(tenant: str, order: Order, event: AuditEvent, when: datetime) -> tuple[Deltas, bool]:
+    """The report counters an order's new version adds to (in its transaction, so a retried
+    request or a replay counts nothing twice), and whether it is the buyer's first paid order."""
+    if event.action == "order.paid":
+        snapshot = order.snapshot
+        sources = counters.Sources.of(
+            snapshot.share_code,
+            stats.channel(tenant, snapshot.share_code),
+            snapshot.upline,
+            ((line.product_id, line.paid_fen) for line in order.lines),
+        )
+        first = stats.first_order_of(tenant, order.buyer) is None
+        return counters.order_paid(order.amount_fen, when, stats.timezone(tenant), sources, first_order=first), first
+    if event.action in ("order.refunded", "order.refund_failed"):
+        refund = order.refund(str(event.data.get("refund_id")))
+        late = refund.late_payment if refund is not None else False
+        return counters.order_refund(event.action, event.data, late, when, stats.timezone(tenant)), False
+    return {}, False
+
+
 def _first(row: tuple[str, str]) -> tuple[str, str]:
     return row
 
@@ -237,11 +259,24 @@ class OrderStore:
             guard = OrderModel.version == current.version
             guard = guard & condition if condition is not None else guard
 
-            def body(tx: TransactWrite, actions: list[Any] = actions, guard: Any = guard, record: Any = record) -> None:
+            counted, first = _counters(tenant, current, event, when)
+
+            def body(
+                tx: TransactWrite,
+                actions: list[Any] = actions,
+                guard: Any = guard,
+                record: Any = record,
+                counted: Deltas = counted,
+                first: bool = first,
+                buyer: str = current.buyer,
+            ) -> None:
                 if extra_writes is not None:
                     extra_writes(tx)
                 tx.update(OrderModel(order_key(tenant, order_id)), actions=actions, condition=guard)
                 tx.save(record, condition=AuditModel.pk.does_not_exist())
+                if first:  # a concurrent payment of the buyer's marked first: read and decide again
+                    stats.mark_first_order(tx, tenant, buyer, order_id)
+                stats.add(tx, tenant, counted)
 
             outcome = self._tx.run(body)
             if outcome.committed:

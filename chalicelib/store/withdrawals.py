@@ -16,10 +16,11 @@ from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.settlement import Withdrawal, WithdrawalState
-from chalicelib.store import audit, shards
+from chalicelib.store import audit, shards, stats
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AccountModel, AuditModel, PayoutRunModel, TenantModel, WithdrawalModel
 
@@ -215,11 +216,16 @@ class WithdrawalStore:
             AccountModel.wd_day_fen.set(amount),
         ]
 
+        counted = counters.withdrawal(
+            "withdrawals_fen", withdrawal.amount_fen, withdrawal.created_at, stats.timezone(withdrawal.tenant)
+        )
+
         def attempt_with(condition: Any, actions: list[Any]) -> Any:
             def body(tx: TransactWrite) -> None:
                 tx.save(item, condition=WithdrawalModel.pk.does_not_exist())
                 tx.save(record, condition=AuditModel.pk.does_not_exist())
                 tx.update(account, actions=actions, condition=condition)
+                stats.add(tx, withdrawal.tenant, counted)  # unconditional: after the indexed items
 
             return self._tx.run(body)
 
@@ -272,6 +278,12 @@ class WithdrawalStore:
         deltas = {b: d for b, d in (account or {}).items() if d}
         money = [getattr(AccountModel, b).add(d) for b, d in sorted(deltas.items())]
         day_back = [AccountModel.wd_day_count.add(-1), AccountModel.wd_day_fen.add(-withdrawal.amount_fen)]
+        paid_out = target is WithdrawalState.PAID and withdrawal.state is not WithdrawalState.PAID
+        counted = (
+            counters.withdrawal("payouts_fen", withdrawal.amount_fen, when, stats.timezone(withdrawal.tenant))
+            if paid_out
+            else {}
+        )
 
         for attempt in range(CONFLICT_RETRIES):
 
@@ -283,6 +295,7 @@ class WithdrawalStore:
                     tx.update(account_item, actions=money + day_back, condition=AccountModel.wd_day == release)
                 elif money:
                     tx.update(account_item, actions=money)
+                stats.add(tx, withdrawal.tenant, counted)  # unconditional: after the indexed items
 
             outcome = self._tx.run(body)
             if outcome.committed:
