@@ -622,6 +622,57 @@ class ParkedModel(Model):
     by_state = ParkedListIndex()
 
 
+class ActiveExportsIndex(GlobalSecondaryIndex["ExportModel"]):
+    """A tenant's exports still to run, oldest first (sparse: only queued and running ones carry it)."""
+
+    class Meta:
+        index_name = "active"
+        projection = IncludeProjection(["state", "lease_until"])
+
+    active_key = UnicodeAttribute(hash_key=True)  # tenant
+    export_id = UnicodeAttribute(range_key=True)
+
+
+class ExportModel(Model):
+    """One export of a tenant's data to a CSV or XLSX file, and where its run stands.
+
+    A run longer than one invocation saves its position here (the source cursor, the multipart
+    upload and its parts) and continues in the next; the lease keeps two invocations apart.
+    """
+
+    class Meta:
+        table_name = _Unconfigured("exports")
+        billing_mode = "PAY_PER_REQUEST"
+
+    tenant = UnicodeAttribute(hash_key=True)
+    export_id = UnicodeAttribute(range_key=True)  # exp-<utc time>-<random>: newest last
+    kind = UnicodeAttribute()  # ledger / orders / withdrawals / audit / promoters
+    format = UnicodeAttribute()  # csv / xlsx
+    first_day = UnicodeAttribute()  # YYYY-MM-DD in the tenant's timezone
+    last_day = UnicodeAttribute()
+    state = UnicodeAttribute()  # queued / running / done / failed
+    actor = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    finished_at = UnicodeAttribute(null=True)
+    rows = NumberAttribute(default=0)
+    progress = NumberAttribute(default=0)  # per cent
+    phase = UnicodeAttribute(default="rows")  # rows (reading the source) / sheet (building the XLSX)
+    cursor = UnicodeAttribute(null=True)  # JSON: where the source read stopped
+    object_key = UnicodeAttribute(null=True)  # where the rows go (the file, or the XLSX's staging)
+    upload_id = UnicodeAttribute(null=True)
+    parts = UnicodeAttribute(null=True)  # JSON: [[part number, etag], ...]
+    size = NumberAttribute(default=0)  # bytes uploaded
+    file_key = UnicodeAttribute(null=True)  # the finished file
+    error = UnicodeAttribute(null=True)
+    runs = NumberAttribute(default=0)  # invocations that worked on it
+    lease_owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(default=0)  # unix seconds
+    active_key = UnicodeAttribute(null=True)
+
+    active = ActiveExportsIndex()
+
+
 LOGICAL_NAMES: dict[type[Model], str] = {
     UserModel: "users",
     ShareModel: "shares",
@@ -640,6 +691,7 @@ LOGICAL_NAMES: dict[type[Model], str] = {
     PayoutRunModel: "payout_runs",
     ParkedModel: "parked",
     MerchantModel: "merchants",
+    ExportModel: "exports",
 }
 ALL_MODELS: tuple[type[Model], ...] = tuple(LOGICAL_NAMES)
 
