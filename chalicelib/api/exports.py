@@ -51,7 +51,7 @@ def download_export(tenant: str, export_id: str) -> Response:
     """The local stack's download link (signed, expiring); in AWS files come from S3 links."""
     params = query(bp.current_request)
     found = exports.download(tenant, export_id, params.get("expires"), params.get("signature"))
-    headers = {
+    headers: dict[str, str | list[str]] = {
         "Content-Type": "application/octet-stream",
         "Content-Disposition": f'attachment; filename="{found.filename}"',
         "Cache-Control": "no-store",
