@@ -40,7 +40,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chalicelib.auth import require_role
-from chalicelib.clock import iso, parse_iso, utcnow
+from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import BadRequest, Forbidden, Gone, NotFound
 from chalicelib.money import format_yuan
@@ -72,7 +72,7 @@ def _time(name: str) -> Callable[[Row, ZoneInfo], Any]:
         raw = row.get(name)
         if not raw:
             return None
-        return parse_iso(str(raw)[:27]).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromisoformat(str(raw)[:27]).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
     return value
 
