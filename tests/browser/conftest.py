@@ -7,6 +7,7 @@ A missing browser fails the tests, it does not skip them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 10_000
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+def save_failure_screenshot(page: Any, nodeid: str, directory: Path = SCREENSHOTS) -> Path:
+    """A full-page screenshot named after the test (`build/screenshots/<test>.png`), kept for CI."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / (re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:180] + ".png")
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +63,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, live_api: LiveApi, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A fresh browser context (own sessionStorage) per test; uncaught script errors fail the test."""
+def page(browser: Any, live_api: LiveApi, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context (own sessionStorage) per test; uncaught script errors fail the test;
+    a failed test leaves a screenshot in build/screenshots/."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=TIMEOUT_MS)
@@ -71,8 +82,7 @@ def page(browser: Any, live_api: LiveApi, request: pytest.FixtureRequest, tmp_pa
         yield page
         failed = getattr(request.node, "rep_call", None)
         if failed is not None and failed.failed:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            print(f"screenshot of the failure: {tmp_path / 'failure.png'}")
+            print(f"screenshot of the failure: {save_failure_screenshot(page, request.node.nodeid)}")
     finally:
         context.close()
     assert not problems, problems

@@ -137,8 +137,8 @@ def test_a_move_that_closes_a_cycle_is_refused(page: Page, live_api: LiveApi) ->
     expect(page.get_by_test_id("job-seal_audit")).to_have_count(0)
     open_user(page, a)
 
-    page.get_by_label("新上级 ID").fill(c)
-    page.get_by_label("原因").fill("customer asked")
+    page.get_by_test_id("move-parent").fill(c)
+    page.get_by_test_id("move-reason").fill("customer asked")
     page.get_by_test_id("move-submit").click()
 
     expect_error(page, "cycle")
@@ -154,12 +154,12 @@ def test_a_move_needs_a_reason_and_reloads_the_node(page: Page, live_api: LiveAp
     expect(page.get_by_test_id("upline-link")).to_have_text([old])
 
     # Without a reason the browser does not send the form
-    page.get_by_label("新上级 ID").fill(new)
+    page.get_by_test_id("move-parent").fill(new)
     page.get_by_test_id("move-submit").click()
     expect(page.get_by_test_id("message")).to_be_hidden()
     expect(page.get_by_test_id("upline-link")).to_have_text([old])
 
-    page.get_by_label("原因").fill("joined the wrong team")
+    page.get_by_test_id("move-reason").fill("joined the wrong team")
     page.get_by_test_id("move-submit").click()
 
     expect(page.get_by_test_id("message")).to_have_attribute("data-kind", "ok")
@@ -233,6 +233,7 @@ def test_finance_approves_and_rejects_withdrawals_and_ops_only_reads(page: Page,
     second, _ = withdrawals.request(who, 1_500)
 
     log_in(page, "finance", appid=OTHER_TENANT)
+    page.get_by_test_id("nav-withdrawals").click()
     page.get_by_test_id("wd-load").click()  # the review queue: requested, oldest first
     expect(page.get_by_test_id(f"wd-row-{first['id']}")).to_contain_text("10.00")
     page.get_by_test_id(f"wd-approve-{first['id']}").click()
@@ -257,6 +258,7 @@ def test_finance_approves_and_rejects_withdrawals_and_ops_only_reads(page: Page,
     page.get_by_test_id("logout").click()
 
     log_in(page, "ops", appid=OTHER_TENANT)
+    page.get_by_test_id("nav-withdrawals").click()
     page.get_by_test_id("wd-state").select_option("approved")
     page.get_by_test_id("wd-load").click()
     expect(page.get_by_test_id(f"wd-row-{first['id']}")).to_be_visible()
