@@ -33,6 +33,17 @@ VISIBLE = {
     "finance": ["console", "withdrawals", "payout-runs", "catalog", "plans", "settings"],
     "auditor": ["console", "withdrawals", "payout-runs", "catalog", "plans", "settings", "audit"],
 }
+# The route each page reads first: whoever may call it sees the page.
+READS = {
+    "withdrawals": "/v1/admin/withdrawals",
+    "payout-runs": "/v1/admin/payout-runs",
+    "catalog": "/v1/admin/products",
+    "plans": "/v1/admin/plans",
+    "settings": "/v1/admin/settings/withdrawals",
+    "parked": "/v1/admin/parked",
+    "audit": "/v1/admin/audit",
+    "operators": "/v1/admin/operators",
+}
 # What shows that a page loaded its data (the attribute is set only after a successful answer).
 LOADED = {
     "withdrawals": ["wd-rows"],
@@ -82,6 +93,14 @@ def open_page(page: Page, name: str) -> None:
     expect(page.get_by_test_id(name)).to_be_visible()
     for marker in LOADED.get(name, []):
         expect(page.get_by_test_id(marker)).to_have_attribute("data-loaded", "true")
+
+
+def test_the_role_table_matches_the_roles_the_api_documents() -> None:
+    from chalicelib.api.openapi import ROUTES
+
+    for name, path in READS.items():
+        roles = {r.value for r in ROUTES[("GET", path)].roles} or set(VISIBLE)
+        assert {role for role, pages in VISIBLE.items() if name in pages} == roles, name
 
 
 @pytest.mark.parametrize("role", ["owner", "ops", "finance", "auditor"])
