@@ -12,6 +12,7 @@ from chalicelib.api import (
     audit,
     catalog,
     console,
+    exports,
     merchant,
     middleware,
     miniprogram,
@@ -19,6 +20,7 @@ from chalicelib.api import (
     operators,
     orders,
     parked,
+    reports,
     withdrawals,
 )
 from chalicelib.services import jobs
@@ -35,6 +37,8 @@ app.register_blueprint(parked.bp)
 app.register_blueprint(audit.bp)
 app.register_blueprint(openapi.bp)
 app.register_blueprint(operators.bp)
+app.register_blueprint(reports.bp)
+app.register_blueprint(exports.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import binding, coldstart, commission, cost, payout
+from bench import binding, coldstart, commission, cost, export, payout, reports
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -27,8 +27,12 @@ def main() -> None:
     parser.add_argument("--withdrawals", type=int, default=100_000, help="approved withdrawals of the large payout run")
     parser.add_argument("--cost-promoters", type=int, default=150, help="promoters of the cost model's load run")
     parser.add_argument("--cost-orders", type=int, default=300, help="orders of the cost model's load run")
+    parser.add_argument("--team", type=int, default=100_000, help="team size of the large promoter (reports)")
+    parser.add_argument("--export-rows", type=int, default=1_000_000, help="ledger rows of the large export")
     parser.add_argument(
-        "--only", choices=["coldstart", "binding", "commission", "payout", "cost"], help="run one benchmark"
+        "--only",
+        choices=["coldstart", "binding", "commission", "payout", "cost", "reports", "export"],
+        help="run one benchmark",
     )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -38,6 +42,8 @@ def main() -> None:
         "commission": lambda: commission.run(args.orders, args.hot_orders, args.profile),
         "payout": lambda: payout.run(args.withdrawals // 10, args.withdrawals),
         "cost": lambda: cost.run(args.cost_promoters, args.cost_orders),
+        "export": lambda: export.run(args.export_rows // 10, args.export_rows),
+        "reports": lambda: reports.run(args.team),
     }
     for name, bench in benchmarks.items():
         if args.only and name != args.only:

@@ -69,6 +69,17 @@ class Settings(BaseModel):
     local_queue_dir: str | None = Field(
         default=None, description="Local stack: spool directory the event runner drains as the payout queue."
     )
+    exports_bucket: str | None = Field(
+        default=None, description="S3 bucket of exports (cloud): multipart uploads, pre-signed download links."
+    )
+    local_exports_dir: str | None = Field(
+        default=None, description="Local stack: directory of exports, served at signed, expiring links."
+    )
+    export_rows_per_run: int = Field(default=500_000, gt=0, description="Rows one invocation exports at most.")
+    export_seconds_per_run: float = Field(default=600.0, gt=0, description="Seconds one invocation exports at most.")
+    export_part_bytes: int = Field(
+        default=8 * 1024 * 1024, gt=0, description="Bytes per uploaded part (S3 needs at least 5 MiB)."
+    )
     merchant_key: SecretStr | None = Field(
         default=None,
         description="Base64 of 32 random bytes: seals merchant API secrets at rest (AES-GCM) in the merchants table.",

@@ -131,6 +131,7 @@ def stack_env(config: StackConfig) -> dict[str, str]:
         "PUBLIC_BASE_URL": config.api_url,
         "SANDBOX_KEYS_DIR": str(LOCAL / "wechatpay"),
         "LOCAL_QUEUE_DIR": str(LOCAL / "queues"),
+        "LOCAL_EXPORTS_DIR": str(LOCAL / "exports"),
     }
 
 

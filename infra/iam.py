@@ -72,14 +72,21 @@ class Function:
     consume: str | None = None  # the queue its event source reads
     stream: str | None = None  # the table whose stream it reads
     secrets: tuple[str, ...] = ("app",)  # groups, `fenxiao/prod/<group>`
+    exports: tuple[str, ...] = ()  # S3 actions on the exports bucket's objects
 
 
 ALL_STORE = ("*",)
 FAN_OUT = Function(store=("queue",), tables={"TenantsTable": ("dynamodb:Scan",)}, send=("JobsQueue",))  # jobs.fan_out
+EXPORT_WRITER = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:DeleteObject")
 STREAM = ("commerce", "orders", "users", "audit", "parked", "catalog", "shares", "shards", "base")
 
 FUNCTIONS: dict[str, Function] = {
-    "APIHandler": Function(store=ALL_STORE, send=("PayoutQueue",), secrets=("app", "wechatpay", "merchant")),
+    "APIHandler": Function(
+        store=ALL_STORE,
+        send=("PayoutQueue", "JobsQueue"),
+        secrets=("app", "wechatpay", "merchant"),
+        exports=("s3:GetObject",),  # pre-signs download links (S3 checks the signer's rights)
+    ),
     "OnUserChange": Function(store=STREAM, stream="UsersTable", send=("StreamDeadLetterQueue",)),
     "OnOrderChange": Function(store=STREAM, stream="OrdersTable", send=("StreamDeadLetterQueue",)),
     "RunTenantJob": Function(
@@ -98,11 +105,14 @@ FUNCTIONS: dict[str, Function] = {
                 "shares",
                 "users",
                 "withdrawals",
+                "exports",
+                "export_files",
             )
         ),
-        send=("PayoutQueue",),
+        send=("PayoutQueue", "JobsQueue"),
         consume="JobsQueue",
         secrets=("app", "wechatpay"),
+        exports=EXPORT_WRITER,
     ),
     "SendPayout": Function(
         store=("withdrawals", "audit", "users", "admins", "shards", "base"),
@@ -289,6 +299,15 @@ def policy(name: str, function: Function, scanned: Scanned, tables: set[str]) ->
                 "Resource": [_arn(q) for q in send],
             }
         )
+    if function.exports:
+        statements.append(
+            {
+                "Sid": "ExportFiles",
+                "Effect": "Allow",
+                "Action": list(function.exports),
+                "Resource": [{"Fn::Sub": "${ExportsBucket.Arn}/*"}],
+            }
+        )
     statements.append({
         "Sid": "ReadSecrets",
         "Effect": "Allow",
@@ -397,6 +416,8 @@ def function_patch(name: str) -> dict[str, Any]:
     queues = [*function.send, *([function.consume] if function.consume else [])]
     for queue in sorted(set(queues) & set(QUEUE_ENV)):
         variables[QUEUE_ENV[queue]] = {"Ref": queue}
+    if function.exports:
+        variables["EXPORTS_BUCKET"] = {"Ref": "ExportsBucket"}
     return {
         "FunctionName": {"Fn::Sub": f"${{AWS::StackName}}-{name}"},
         "Environment": {"Variables": variables},

@@ -63,6 +63,7 @@ def app_env(endpoint: str, prefix: str) -> dict[str, str]:
         "SANDBOX_REFUND_SECONDS": "0",
         "SANDBOX_KEYS_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-wechatpay-{prefix}"),
         "LOCAL_QUEUE_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-queues-{prefix}"),
+        "LOCAL_EXPORTS_DIR": str(Path(tempfile.gettempdir()) / f"fenxiao-test-exports-{prefix}"),
     }
 
 

@@ -158,6 +158,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_rules": _e(400, "", "withdrawal rules out of range; `details` names each"),
     "unknown_run": _e(404, "", "no such payout run"),
     "unknown_job": _e(404, "", "no such job"),
+    "invalid_kind": _e(400, "", "the export kind is not ledger, orders, withdrawals, audit or promoters"),
+    "invalid_format": _e(400, "", "the export format is not csv or xlsx"),
+    "export_not_found": _e(404, "", "no such export of this mini-program"),
+    "invalid_link": _e(403, "", "the download link was changed or is incomplete"),
+    "link_expired": _e(410, "", "the download link expired: open the export again for a fresh one"),
     # --- generic and upstream ------------------------------------------------------------------
     "not_found": _e(
         404, "", "not found (also unknown routes behind API Gateway, and sandbox-only routes)", "app, gateway"

@@ -24,7 +24,7 @@ from chalice.app import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from chalicelib.api import audit, operators
+from chalicelib.api import audit, exports, operators
 from chalicelib.api import responses as r
 from chalicelib.api import schemas as s
 from chalicelib.api.errorcodes import ANY_ROUTE, ERROR_CODES
@@ -664,6 +664,44 @@ ROUTES: dict[tuple[str, str], Route] = {
         roles=(OWNER, Role.AUDITOR),
         body=audit.AuditVerifyBody,
         errors=("invalid_date", "invalid_range", "range_too_long", "unknown_tenant"),
+    ),
+    ("POST", "/v1/admin/exports"): Route(
+        "Ask for an export (CSV or XLSX) of local days; a job writes it",
+        "admin: exports",
+        r.ExportQueued,
+        auth=Auth.OPERATOR,
+        roles=(OWNER, Role.FINANCE, Role.AUDITOR),
+        body=exports.ExportBody,
+        status=202,
+        errors=("invalid_kind", "invalid_format", "invalid_date", "invalid_range", "range_too_long"),
+    ),
+    ("GET", "/v1/admin/exports"): Route(
+        "The tenant's exports, newest first",
+        "admin: exports",
+        r.ExportPage,
+        auth=Auth.OPERATOR,
+        roles=(OWNER, Role.FINANCE, Role.AUDITOR),
+        query=PAGED,
+    ),
+    ("GET", "/v1/admin/exports/{export_id}"): Route(
+        "An export's state, rows and progress; when done, its download link (valid one hour)",
+        "admin: exports",
+        r.Export,
+        auth=Auth.OPERATOR,
+        roles=(OWNER, Role.FINANCE, Role.AUDITOR),
+        errors=("export_not_found",),
+    ),
+    ("GET", "/v1/exports/{tenant}/{export_id}/file"): Route(
+        "The local stack's download link of a finished export (signed, expiring; in AWS: S3 links)",
+        "admin: exports",
+        None,
+        auth=Auth.NONE,
+        media="application/octet-stream",
+        query=(
+            Query("expires", {"type": "integer"}, "unix seconds"),
+            Query("signature", {"type": "string"}, "HMAC of tenant, export and expires"),
+        ),
+        errors=("invalid_link", "link_expired", "export_not_found"),
     ),
     # merchants
     ("POST", "/v1/merchant/order-events"): Route(

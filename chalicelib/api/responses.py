@@ -475,6 +475,31 @@ class BadAuditRecord(Out):
     reason: str
 
 
+class ExportQueued(Out):
+    id: str
+    state: Literal["queued"]
+
+
+class Export(Out):
+    id: str
+    kind: Literal["ledger", "orders", "withdrawals", "audit", "promoters"]
+    format: Literal["csv", "xlsx"]
+    from_: str = Field(alias="from", description="first local day")
+    to: str = Field(description="last local day")
+    state: Literal["queued", "running", "done", "failed"]
+    rows: int
+    progress_pct: int
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    url: str | None = Field(default=None, description="done: the file (pre-signed S3 link, or this API's signed link)")
+    error: str | None = Field(default=None, description="failed: why")
+
+
+class ExportPage(Out):
+    items: list[Export]
+    next_cursor: Cursor
+
+
 class AuditVerification(Out):
     ok: bool
     checked: int

@@ -96,6 +96,13 @@ def reconcile_payments(now: datetime, tenant: str, actor: str) -> dict[str, Any]
     return orders.reconcile_payments(now, tenant)
 
 
+def export(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
+    """Exports go on for one invocation's budget; a new message follows while any is left."""
+    from chalicelib.services import exports
+
+    return exports.run_pending(now, tenant, actor)
+
+
 JOBS: dict[str, Job] = {
     "seal_audit": seal_audit,
     "auto_receipt": auto_receipt,
@@ -104,6 +111,7 @@ JOBS: dict[str, Job] = {
     "reconcile_payouts": reconcile_payouts,
     "reconcile_payments": reconcile_payments,
     "redrive_parked": redrive_parked,
+    "export": export,
 }
 QUEUE = "jobs"
 

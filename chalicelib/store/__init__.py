@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.catalog import CouponStore, ProductStore
     from chalicelib.store.commerce import LedgerStore, PlanStore
+    from chalicelib.store.exports import ExportStore
     from chalicelib.store.merchants import MerchantStore
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
@@ -42,6 +43,7 @@ class Store:
     withdrawals: WithdrawalStore
     parked: ParkedStore
     merchants: MerchantStore
+    exports: ExportStore
 
 
 def build_store(settings: Settings) -> Store:
@@ -51,6 +53,7 @@ def build_store(settings: Settings) -> Store:
     from chalicelib.store.base import Transactions
     from chalicelib.store.catalog import CouponStore, ProductStore
     from chalicelib.store.commerce import LedgerStore, PlanStore
+    from chalicelib.store.exports import ExportStore
     from chalicelib.store.merchants import MerchantStore
     from chalicelib.store.models import configure
     from chalicelib.store.nonces import NonceStore
@@ -77,6 +80,7 @@ def build_store(settings: Settings) -> Store:
         withdrawals=WithdrawalStore(tx),
         parked=ParkedStore(tx),
         merchants=MerchantStore(tx),
+        exports=ExportStore(tx),
     )
 
 

@@ -76,6 +76,8 @@ def _attribute(name: str, attribute: str, resources: dict[str, Any]) -> str:
         return base.format("logs", f"log-group:{resolve(props['LogGroupName'], resources)}:*")
     if kind == "AWS::IAM::Role":
         return f"arn:aws-cn:iam::123456789012:role/{name}"
+    if kind == "AWS::S3::Bucket":
+        return f"arn:aws-cn:s3:::{name.lower()}"
     raise AssertionError(f"GetAtt {name}.{attribute} of {kind}")
 
 
@@ -311,3 +313,20 @@ def test_the_scan_tells_class_calls_from_dict_calls(tmp_path: Path) -> None:
     assert named == {"UserModel", "OrderModel", "AccountModel"}
     assert actions == {"dynamodb:UpdateItem"}
     assert exact == {("OrderModel", "dynamodb:GetItem")}
+
+
+def test_only_the_jobs_worker_writes_export_files_and_the_api_only_reads_them(template: dict[str, Any]) -> None:
+    bucket = _attribute("ExportsBucket", "Arn", template["Resources"])
+    file = f"{bucket}/exports/wx1/exp-1.csv"
+    worker, api = policy_of(template, "RunTenantJob"), policy_of(template, "APIHandler")
+    for action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:DeleteObject"):
+        assert worker.allows(action, file), action
+    assert api.allows("s3:GetObject", file)  # it pre-signs the download links
+    assert not api.allows("s3:PutObject", file)
+    for name in functions(template):
+        if name not in ("RunTenantJob", "APIHandler"):
+            assert not policy_of(template, name).allows("s3:GetObject", file), name
+    bucket_props = template["Resources"]["ExportsBucket"]["Properties"]
+    assert all(bucket_props["PublicAccessBlockConfiguration"].values())
+    assert bucket_props["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 7
+    assert bucket_props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
