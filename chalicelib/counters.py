@@ -217,6 +217,13 @@ def user_version(version: UserVersion, timezone: str) -> Deltas:
     return deltas
 
 
+def scan(at: datetime, timezone: str) -> Deltas:
+    """A visit through a share that bound nobody (already bound, refused): one scan of the day."""
+    deltas: Deltas = {}
+    add(deltas, DAY, day_of(at, timezone), "scans", 1)
+    return deltas
+
+
 # --- withdrawals ----------------------------------------------------------------------------
 
 

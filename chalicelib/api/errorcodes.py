@@ -140,6 +140,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_range": _e(400, "", "from is after to"),
     "range_too_long": _e(400, "", "too many days at a time (366 to list, 31 to verify)"),
     "invalid_filter": _e(400, "", "an entity, action or actor filter is too long"),
+    "invalid_month": _e(400, "月份格式不正确", "month is a month like 2026-11"),
+    "invalid_by": _e(400, "", "a sources report is by channel, product or promoter"),
     # --- withdrawals and payouts --------------------------------------------------------------
     "below_minimum": _e(400, "未达到最低提现金额", "below the tenant's minimum withdrawal"),
     "daily_amount_exceeded": _e((400, 409), "已超过今日提现额度", "the daily amount would be exceeded"),

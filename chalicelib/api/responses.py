@@ -505,3 +505,76 @@ class AuditVerification(Out):
     checked: int
     seals_checked: int
     first_bad: BadAuditRecord | None
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+
+class PerLevel(Out):
+    """One figure per level of the team: "1", "2", "3"."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    l1: int = Field(alias="1")
+    l2: int = Field(alias="2")
+    l3: int = Field(alias="3")
+
+
+class TeamLevel(Out):
+    total: int
+    new: int
+
+
+class TeamPerLevel(Out):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    l1: TeamLevel = Field(alias="1")
+    l2: TeamLevel = Field(alias="2")
+    l3: TeamLevel = Field(alias="3")
+
+
+class MyStats(Out):
+    month: str
+    team: TeamPerLevel
+    orders: PerLevel
+    sales_fen: PerLevel
+    commission_fen: PerLevel
+
+
+class DayFigures(Out):
+    orders: int
+    paid_fen: int
+    refunds_fen: int
+    new_bindings: int
+    new_promoters: int
+    scans: int
+    withdrawals_fen: int
+    payouts_fen: int
+    commission_fen: PerLevel
+
+
+class DayRow(DayFigures):
+    date: str
+
+
+class DailyReport(Out):
+    days: list[DayRow]
+    totals: DayFigures
+
+
+class SourceRow(Out):
+    key: str
+    name: str
+    orders: int
+    paid_fen: int
+    commission_fen: int
+
+
+class SourcesReport(Out):
+    items: list[SourceRow]
+
+
+class Funnel(Out):
+    scans: int
+    bindings: int
+    first_orders: int

@@ -121,7 +121,7 @@ def _validate(
 def _refused(store: Store, principal: Principal, code: str, decision: Decision) -> ScanResult:
     """Report a scan that bound nothing; the caller's real state decides already_bound first."""
     user = _current_user(store, principal)
-    store.shares.count_scan(principal.tenant, code)
+    store.shares.count_scan(principal.tenant, code, utcnow())
     if user.upline:
         count("AlreadyBound")
         return ScanResult(BindStatus.ALREADY_BOUND, upline=user.upline)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Share
 from chalicelib.store import audit
@@ -59,6 +61,20 @@ class ShareStore:
         except ShareModel.DoesNotExist:
             return None
 
-    def count_scan(self, tenant: str, code: str) -> None:
-        """Add one visit to the share's scan counter."""
-        ShareModel(_key(tenant, code)).update(actions=[ShareModel.scans.add(1)], condition=ShareModel.pk.exists())
+    def count_scan(self, tenant: str, code: str, when: datetime) -> None:
+        """Add one visit that bound nobody to the share's scan counter and the day's `scans`
+        (the funnel's first step), in one transaction; a binding counts its own scan."""
+        from pynamodb.transactions import TransactWrite
+
+        from chalicelib import counters
+        from chalicelib.store import stats
+
+        deltas = counters.scan(when, stats.timezone(tenant))
+
+        def body(tx: TransactWrite) -> None:
+            tx.update(
+                ShareModel(_key(tenant, code)), actions=[ShareModel.scans.add(1)], condition=ShareModel.pk.exists()
+            )
+            stats.add(tx, tenant, deltas)
+
+        self._tx.run(body)

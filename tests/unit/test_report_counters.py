@@ -225,3 +225,11 @@ def test_bindings_reverted_and_withdrawals_count_on_their_day() -> None:
     assert counters.withdrawal("payouts_fen", 5, at, ZONE) == {("day", "2026-11-11"): {"payouts_fen": 5}}
     merged = counters.merged({("a", "b"): {"x": 1}}, {("a", "b"): {"x": -1}})
     assert merged == {}
+
+
+def test_a_scan_that_binds_nobody_counts_on_the_tenants_local_day() -> None:
+    from datetime import UTC, datetime
+
+    late_utc = datetime(2026, 11, 29, 17, 0, tzinfo=UTC)  # already the 30th in Shanghai
+    assert counters.scan(late_utc, "Asia/Shanghai") == {("day", "2026-11-30"): {"scans": 1}}
+    assert counters.scan(late_utc, "UTC") == {("day", "2026-11-29"): {"scans": 1}}
