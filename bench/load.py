@@ -514,6 +514,7 @@ class Scenario:
         if paid.get("status") != "paid":
             with self._lock:
                 self.late_paid += 1  # answered before the notification was applied (checked after the run)
+            receipt = refund = False  # nobody confirms or refunds an order they do not see paid yet
         if roll < 0.3:
             self.client.call("GET", f"/v1/orders/{oid}", "GET /v1/orders/{id}", me.token)
         if receipt:

@@ -19,6 +19,7 @@ from tests.e2e import conftest as e2e
 from tests.e2e.conftest import LiveApi
 
 live_api = e2e.live_api  # the e2e stack's fixture, shared with these tests
+live_runner = e2e.live_runner  # and its event runner, running while a module of these tests does
 
 CHROMIUM_ARGS = [
     "--headless=new",

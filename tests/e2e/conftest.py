@@ -59,19 +59,28 @@ def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
 @pytest.fixture(scope="session")
 def live_api(stack: Stack) -> Iterator[LiveApi]:
     """`chalice local` with production's shape of settings: no default tenant, and the public URL
-    WeChat's twins POST their notifications to is the server's own (the runner thread here
-    delivers retries to it over real HTTP: see `tests.stack.chalice_transport`)."""
+    WeChat's twins POST their notifications to is the server's own (the event runner delivers
+    retries to it over real HTTP: see `tests.stack.chalice_transport`)."""
     config = StackConfig(api_port=free_port(), ddb_port=int(stack.endpoint.rsplit(":", 1)[1]))
     with environ({"PUBLIC_BASE_URL": config.api_url, "DEFAULT_TENANT": ""}):
         proc = start_chalice(config)
-    stop = threading.Event()
-    runner = threading.Thread(target=stack.runner.run_forever, args=(stop, 0.2), daemon=True)
     try:
         wait_for_api(config, proc)
-        runner.start()
         yield LiveApi(url=config.api_url, stack=stack)
     finally:
-        stop.set()
-        if runner.is_alive():
-            runner.join(timeout=10)
         stop_group(proc)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def live_runner(live_api: LiveApi) -> Iterator[None]:
+    """The event runner in a background thread while a module of live tests runs, and stopped
+    after it: the integration tests that share this worker process next drive the runner
+    themselves, and a thread still draining streams and queues would race them."""
+    stop = threading.Event()
+    runner = threading.Thread(target=live_api.stack.runner.run_forever, args=(stop, 0.2), daemon=True)
+    runner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        runner.join(timeout=30)

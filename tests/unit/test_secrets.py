@@ -28,7 +28,7 @@ PAY = {
 
 
 @pytest.fixture
-def aws() -> Iterator[dict[str, Any]]:
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     import boto3
     from aws_lambda_powertools.utilities import parameters
     from moto import mock_aws
@@ -39,6 +39,8 @@ def aws() -> Iterator[dict[str, Any]]:
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
     }
+    for name in SECRET_FIELDS:  # a stack fixture of this worker may have set them for the app
+        monkeypatch.delenv(name.upper(), raising=False)
     with environ(env), mock_aws():
         parameters.clear_caches()
         get_settings.cache_clear()
