@@ -14,7 +14,7 @@
   (`ReconciliationMismatches`), logged as an error and refused (a callback gets 409, so WeChat
   notifies again and the operator sees it).
 
-When the money goes back without WeChat's final word (NOT_FOUND: `settlement.after_not_found`)
+When the money goes back without WeChat's final word (NOT_FOUND: `withdrawal.after_not_found`)
 ------------------------------------------------------------------------------------------------
 A refused create (even "duplicate out_bill_no") or an unclear one proves nothing: another create
 of the same bill may still be on its way, and a query may not see it yet. So a NOT_FOUND answer
@@ -47,7 +47,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import observability, settlement
+from chalicelib import observability, withdrawal
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
@@ -55,9 +55,9 @@ from chalicelib.errors import Conflict, DomainError, NotFound, UpstreamError
 from chalicelib.observability import gauge, logger
 from chalicelib.services import tenants
 from chalicelib.services.withdrawals import READERS, get_own, release_day, view
-from chalicelib.settlement import FINAL, BillNotFound, Withdrawal, WithdrawalState
 from chalicelib.store import get_store
 from chalicelib.wechat import get_transfer
+from chalicelib.withdrawal import FINAL, BillNotFound, Withdrawal, WithdrawalState
 
 if TYPE_CHECKING:
     from chalicelib.wechat.transfer import TransferBill
@@ -169,7 +169,7 @@ def send(tenant: str, withdrawal_id: str, run_id: str) -> str:
 def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
     """Create the bill of a withdrawal in `sending`; unless this call just moved it there (and
     recorded the create attempt), ask WeChat first whether the bill exists (never a new bill for
-    a withdrawal WeChat knows) and decide by `settlement.after_not_found` whether to create it."""
+    a withdrawal WeChat knows) and decide by `withdrawal.after_not_found` whether to create it."""
     from chalicelib.wechat.transfer import TransferUnclear
 
     if not fresh:
@@ -181,7 +181,7 @@ def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
         if known is not None:
             return _recorded(w.tenant, known, "query")
         now = utcnow()
-        decision = settlement.after_not_found(w, now)
+        decision = withdrawal.after_not_found(w, now)
         if decision is not BillNotFound.RESEND:
             return _not_found(w, decision, now)
         again = _create_attempt(w, now)
@@ -247,7 +247,7 @@ def _refused(w: Withdrawal, reason: str) -> Withdrawal:
         return _recorded(w.tenant, known, "query")
     refused = replace(w, refusal=reason)
     now = utcnow()
-    return _not_found(refused, settlement.after_not_found(refused, now), now)
+    return _not_found(refused, withdrawal.after_not_found(refused, now), now)
 
 
 def _not_found(w: Withdrawal, decision: BillNotFound, now: datetime) -> Withdrawal:
@@ -295,7 +295,7 @@ def _fail(w: Withdrawal, reason: str, data: Mapping[str, Any] | None = None, *, 
         target,
         event,
         now,
-        account=settlement.account_moves(target, w.amount_fen),
+        account=withdrawal.account_moves(target, w.amount_fen),
         extra={"fail_reason": reason, "real_name": None, "not_found": None},
         release_day=release_day(w, target, now),
     ):
@@ -320,11 +320,11 @@ def record(tenant: str, bill: TransferBill, source: str, actor: str | None = Non
         w = store.withdrawals.get(tenant, bill.out_bill_no)
         if w is None:
             raise NotFound("unknown withdrawal", code="unknown_withdrawal")
-        target = settlement.provider_target(bill.state)
+        target = withdrawal.provider_target(bill.state)
         _refuse_disagreement(w, bill, target, source)
         package = _package(w, bill, target)
         news = bill.state != w.provider_state or package != w.package_info
-        if not settlement.provider_may_move(w.state, target, news=news, recorded=w.provider_state, answered=bill.state):
+        if not withdrawal.provider_may_move(w.state, target, news=news, recorded=w.provider_state, answered=bill.state):
             return w  # finished, not sent by us yet, a stale answer, or nothing new
         event, moves, extra = _provider_change(w, bill, target, package, source, actor or f"system:{source}")
         now = utcnow()
@@ -365,7 +365,7 @@ def _recorded(tenant: str, bill: TransferBill, source: str) -> Withdrawal:
 
 def _refuse_disagreement(w: Withdrawal, bill: TransferBill, target: WithdrawalState, source: str) -> None:
     """Count, log and refuse what WeChat says that contradicts our records."""
-    problems = settlement.bill_disagreements(w, target, bill.amount_fen, bill.openid)
+    problems = withdrawal.bill_disagreements(w, target, bill.amount_fen, bill.openid)
     if not problems:
         return
     count("ReconciliationMismatches")
@@ -406,7 +406,7 @@ def _provider_change(
     if target in FINAL:
         extra["real_name"] = None  # needed only to send the bill
     event = AuditEvent(entity=f"withdrawal:{w.id}", action=f"withdrawal.{target.value}", actor=actor, data=data)
-    moves = settlement.account_moves(target, w.amount_fen) if target in FINAL else {}
+    moves = withdrawal.account_moves(target, w.amount_fen) if target in FINAL else {}
     return event, moves, extra
 
 
@@ -432,7 +432,7 @@ def reconcile(now: datetime, tenant: str | None = None) -> dict[str, Any]:
     run and RECONCILE_WORKERS at a time, and record what it says.
 
     A withdrawal still `sending` after STALE_SENDING is due too: WeChat's NOT_FOUND then sends it
-    again (same out_bill_no), or is noted, or gives the money back (`settlement.after_not_found`).
+    again (same out_bill_no), or is noted, or gives the money back (`withdrawal.after_not_found`).
     An unclear answer leaves it for the next run; so do the withdrawals beyond the bound (`deferred`).
     """
     due, seen, oldest = _due(now, [tenant] if tenant else [t.id for t in get_store().tenants.all()])
@@ -513,7 +513,7 @@ def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState, now:
     try:
         bill = get_transfer(tenant).query_bill(w.id)
         if bill is None:
-            decision = settlement.after_not_found(w, now)
+            decision = withdrawal.after_not_found(w, now)
             if decision is BillNotFound.RESEND:
                 again = _create_attempt(w, utcnow())
                 if again is None:

@@ -4,7 +4,7 @@ The request reserves the money (available → withdrawing) with one conditional 
 account that also checks the day's count and amount limits, so concurrent requests can never
 overdraw or exceed a limit. Rejections and cancellations put the money back in the same
 transaction that records them; one that ends on the day it was requested also gives that day's
-count and amount back (`settlement.gives_back_day`).
+count and amount back (`withdrawal.gives_back_day`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from chalicelib import settlement
+from chalicelib import withdrawal
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
@@ -23,8 +23,8 @@ from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.money import format_yuan
 from chalicelib.observability import count, logger
 from chalicelib.services import tenants
-from chalicelib.settlement import Withdrawal, WithdrawalRules, WithdrawalState
 from chalicelib.store import get_store
+from chalicelib.withdrawal import Withdrawal, WithdrawalRules, WithdrawalState
 
 REVIEWERS = (Role.OWNER, Role.FINANCE)
 READERS = (Role.OWNER, Role.FINANCE, Role.OPS, Role.AUDITOR)
@@ -34,7 +34,7 @@ def rules_of(tenant: str) -> WithdrawalRules:
     raw = get_store().withdrawals.rules(tenant)
     if not raw:
         return WithdrawalRules()
-    return settlement.parse_rules(json.loads(raw))
+    return withdrawal.parse_rules(json.loads(raw))
 
 
 def new_id(tenant: str, promoter: str, idempotency_key: str | None) -> str:
@@ -77,9 +77,9 @@ def quote(principal: Principal, amount_fen: int) -> dict[str, Any]:
     """What a withdrawal would cost, shown before the user confirms it."""
     tenant = tenants.get(principal.tenant)
     rules = rules_of(tenant.id)
-    q = settlement.quote(rules, amount_fen)
+    q = withdrawal.quote(rules, amount_fen)
     available, day, day_count, day_fen = get_store().withdrawals.account_day(tenant.id, principal.subject)
-    if day != settlement.local_day(utcnow(), tenant.timezone):
+    if day != withdrawal.local_day(utcnow(), tenant.timezone):
         day_count = day_fen = 0
     return {
         "amount_fen": q.amount_fen,
@@ -102,7 +102,7 @@ def request(
     store = get_store()
     tenant = tenants.get(principal.tenant)
     rules = rules_of(tenant.id)
-    q = settlement.quote(rules, amount_fen)
+    q = withdrawal.quote(rules, amount_fen)
     if q.real_name_required and not real_name:
         raise BadRequest(
             f"withdrawals of {format_yuan(rules.real_name_from_fen)} yuan or more need the payee's real name",
@@ -114,7 +114,7 @@ def request(
     now = utcnow()
     wid = new_id(tenant.id, principal.subject, idempotency_key)
     state = WithdrawalState.APPROVED if q.auto_approved else WithdrawalState.REQUESTED
-    withdrawal = Withdrawal(
+    requested = Withdrawal(
         tenant=tenant.id,
         id=wid,
         promoter=principal.subject,
@@ -126,11 +126,11 @@ def request(
         updated_at=now,
         real_name=real_name if q.real_name_required else None,
     )
-    day = settlement.local_day(now, tenant.timezone)
+    day = withdrawal.local_day(now, tenant.timezone)
     reservation = _reservation(rules, amount_fen, day)
     data = {"amount_fen": q.amount_fen, "fee_fen": q.fee_fen, "state": state.value, "auto_approved": q.auto_approved}
     event = AuditEvent(entity=f"withdrawal:{wid}", action="withdrawal.requested", actor=principal.actor, data=data)
-    outcome = store.withdrawals.create(withdrawal, reservation, event)
+    outcome = store.withdrawals.create(requested, reservation, event)
     if outcome.exists:
         existing = store.withdrawals.get(tenant.id, wid)
         if existing is None or existing.promoter != principal.subject or existing.amount_fen != amount_fen:
@@ -144,7 +144,7 @@ def request(
         count("WithdrawalsAutoApproved")
     logger.info("withdrawal requested", extra={"tenant": tenant.id, "withdrawal": wid, "amount_fen": amount_fen})
     created = store.withdrawals.get(tenant.id, wid)
-    return view(created or withdrawal), True
+    return view(created or requested), True
 
 
 def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
@@ -152,7 +152,7 @@ def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
 
     return Reservation(
         amount_fen=amount_fen,
-        moves=settlement.reserve_moves(amount_fen),
+        moves=withdrawal.reserve_moves(amount_fen),
         day=day,
         count_per_day=rules.count_per_day,
         max_per_day_fen=rules.max_per_day_fen,
@@ -163,8 +163,8 @@ def release_day(w: Withdrawal, target: WithdrawalState, now: datetime) -> str | 
     """The tenant's day whose limits `w` stops counting towards when it reaches `target` at `now`
     (the day it was requested on, if it ends unpaid that same day), or None."""
     timezone = tenants.get(w.tenant).timezone
-    requested = settlement.local_day(w.created_at, timezone)
-    return requested if settlement.gives_back_day(target, requested, settlement.local_day(now, timezone)) else None
+    requested = withdrawal.local_day(w.created_at, timezone)
+    return requested if withdrawal.gives_back_day(target, requested, withdrawal.local_day(now, timezone)) else None
 
 
 def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int, day: str) -> Conflict:
@@ -241,7 +241,7 @@ def _act(
     """A person's move of a withdrawal (approve, reject, cancel), retried if the item moved meanwhile."""
     store = get_store()
     for _ in range(5):
-        target = settlement.TRANSITIONS[action].get(w.state)
+        target = withdrawal.TRANSITIONS[action].get(w.state)
         if target is None:
             raise Conflict(f"the withdrawal is {w.state.value}", code="invalid_state", details={"state": w.state.value})
         now = utcnow()
@@ -251,8 +251,8 @@ def _act(
             actor=actor,
             data={**data, "from": w.state.value},
         )
-        moves = settlement.account_moves(target, w.amount_fen)
-        changes = {**(extra or {}), **({"real_name": None} if target in settlement.FINAL else {})}
+        moves = withdrawal.account_moves(target, w.amount_fen)
+        changes = {**(extra or {}), **({"real_name": None} if target in withdrawal.FINAL else {})}
         released = release_day(w, target, now)
         if store.withdrawals.move(w, target, event, now, account=moves, extra=changes, release_day=released):
             logger.info("withdrawal moved", extra={"withdrawal": w.id, "to": target.value, "actor": actor})
@@ -284,7 +284,7 @@ def set_rules(principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
     """Change some withdrawal rules (owner or finance); the change is audited."""
     require_role(principal, *REVIEWERS)
     before = rules_of(principal.tenant)
-    after = settlement.parse_rules(changes, before)
+    after = withdrawal.parse_rules(changes, before)
     data = {"before": before.as_dict(), "after": after.as_dict()}
     event = AuditEvent(entity="settings:withdrawals", action="settings.withdrawals", actor=principal.actor, data=data)
     get_store().withdrawals.set_rules(principal.tenant, json.dumps(after.as_dict(), sort_keys=True), event, utcnow())

@@ -32,7 +32,6 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso
 from chalicelib.entities import AuditEvent, Page
-from chalicelib.settlement import WithdrawalState
 from chalicelib.store import audit, shards
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import (
@@ -44,6 +43,7 @@ from chalicelib.store.models import (
     UserModel,
     WithdrawalModel,
 )
+from chalicelib.withdrawal import WithdrawalState
 
 ACTIVE = ("queued", "running")
 PAGE = 500  # items per DynamoDB read

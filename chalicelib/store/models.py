@@ -208,7 +208,7 @@ class TenantModel(Model):
     timezone = UnicodeAttribute(default="Asia/Shanghai")
     created_at = UnicodeAttribute()
     active_plan = NumberAttribute(null=True)
-    withdrawal_rules = UnicodeAttribute(null=True)  # canonical JSON of settlement.WithdrawalRules
+    withdrawal_rules = UnicodeAttribute(null=True)  # canonical JSON of withdrawal.WithdrawalRules
 
 
 class CatalogIndex(GlobalSecondaryIndex["ProductModel"]):

@@ -19,17 +19,17 @@ from pynamodb.transactions import TransactWrite
 from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
-from chalicelib.settlement import Withdrawal, WithdrawalState
 from chalicelib.store import audit, shards, stats
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AccountModel, AuditModel, PayoutRunModel, TenantModel, WithdrawalModel
+from chalicelib.withdrawal import Withdrawal, WithdrawalState
 
 CONFLICT_RETRIES = 12
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What a request reserves: the amount (its account deltas, `settlement.reserve_moves`, applied
+    """What a request reserves: the amount (its account deltas, `withdrawal.reserve_moves`, applied
     only if available covers it), within the day's limits (tenant's calendar day)."""
 
     amount_fen: int

@@ -221,8 +221,8 @@ def test_names_are_shown_as_text_never_as_markup(page: Page, live_api: LiveApi) 
 def test_finance_approves_and_rejects_withdrawals_and_ops_only_reads(page: Page, live_api: LiveApi) -> None:
     from chalicelib.entities import Principal, Role
     from chalicelib.services import accounts, withdrawals
-    from chalicelib.settlement import WithdrawalState
     from chalicelib.store import get_store
+    from chalicelib.withdrawal import WithdrawalState
     from tests.integration.test_withdrawals import credit
     from tests.stack import OTHER_TENANT
 

@@ -17,8 +17,8 @@ from chalicelib.auth import hash_password
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Principal, Role, Tenant
 from chalicelib.services import accounts, withdrawals
-from chalicelib.settlement import WithdrawalState
 from chalicelib.store import get_store
+from chalicelib.withdrawal import WithdrawalState
 from tests.browser.conftest import SCREENSHOTS, save_failure_screenshot
 from tests.browser.test_console import expect_error, log_in
 from tests.e2e.conftest import LiveApi

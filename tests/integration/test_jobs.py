@@ -11,8 +11,8 @@ from chalice.test import Client
 
 from chalicelib.entities import Principal, Role
 from chalicelib.services import accounts, withdrawals
-from chalicelib.settlement import WithdrawalState
 from chalicelib.store import audit, get_store
+from chalicelib.withdrawal import WithdrawalState
 from tests.integration.test_withdrawals import credit
 from tests.stack import OPEN_RULES, OTHER_TENANT, TEST_TENANT, Stack, unique
 

@@ -71,9 +71,9 @@ from chalicelib.services import (
     shares,
     withdrawals,
 )
-from chalicelib.settlement import FINAL, WithdrawalState
 from chalicelib.store import get_store
 from chalicelib.store.base import TxOutcome
+from chalicelib.withdrawal import FINAL, WithdrawalState
 from tests.integration.test_orders import activate, chain, product
 from tests.integration.test_withdrawals import assert_money_conserved
 from tests.stack import OPEN_RULES, Stack, unique

@@ -13,10 +13,10 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import Principal
 from chalicelib.errors import Conflict
 from chalicelib.services import payouts, withdrawals
-from chalicelib.settlement import MAX_CREATE_ATTEMPTS, NOT_FOUND_WINDOW, WithdrawalState
 from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity, verify_chain
 from chalicelib.wechat.transfer import SandboxTransfer, TransferBill, TransferRejected
+from chalicelib.withdrawal import MAX_CREATE_ATTEMPTS, NOT_FOUND_WINDOW, WithdrawalState
 from tests.integration.test_withdrawals import (
     account,
     assert_money_conserved,

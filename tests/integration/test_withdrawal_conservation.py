@@ -26,8 +26,8 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
 from chalicelib.errors import Conflict
 from chalicelib.services import payouts, withdrawals
-from chalicelib.settlement import WithdrawalState
 from chalicelib.store import get_store
+from chalicelib.withdrawal import WithdrawalState
 from tests.integration.test_withdrawals import assert_money_conserved, credit, promoter
 from tests.stack import OPEN_RULES, Stack
 

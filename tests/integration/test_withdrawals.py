@@ -17,9 +17,9 @@ from chalicelib.entities import Principal, Role
 from chalicelib.errors import BadRequest, Conflict, DomainError, Unauthorized
 from chalicelib.ledger import BUCKETS, LedgerLine, LedgerWrite
 from chalicelib.services import accounts, payouts, withdrawals
-from chalicelib.settlement import WithdrawalState
 from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity, verify_chain
+from chalicelib.withdrawal import WithdrawalState
 from tests.stack import Stack, unique
 
 pytestmark = pytest.mark.integration
@@ -308,7 +308,7 @@ def test_unclear_answers_are_queried_before_any_retry_and_pay_once(
 
 def _past_the_not_found_window() -> None:
     """Two reconciliation runs: a second NOT_FOUND, then one past the window after the last create."""
-    from chalicelib.settlement import NOT_FOUND_WINDOW
+    from chalicelib.withdrawal import NOT_FOUND_WINDOW
 
     _reconcile_later()
     payouts.reconcile(utcnow() + NOT_FOUND_WINDOW + timedelta(minutes=1))
