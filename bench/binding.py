@@ -111,12 +111,12 @@ def _measure(endpoint: str, binds: int, threads: int) -> dict[str, Any]:
     settings = _setup(endpoint)  # environment first: the app reads it when imported
 
     from chalicelib.entities import Principal, Role
-    from chalicelib.services import accounts, referrals, shares
+    from chalicelib.services import logins, referrals, shares
 
     tenant = "wxbench000000001"
-    sharers = [accounts.login(f"dev-sharer{i}", tenant).user.id for i in range(20)]
+    sharers = [logins.login(f"dev-sharer{i}", tenant).user.id for i in range(20)]
     codes = [shares.create(Principal(tenant, uid, Role.USER), None, None).code for uid in sharers]
-    users = [accounts.login(f"dev-user{i}", tenant).user.id for i in range(binds + 1)]
+    users = [logins.login(f"dev-user{i}", tenant).user.id for i in range(binds + 1)]
 
     def app_bind(i: int) -> None:
         result = referrals.scan(Principal(tenant, users[i], Role.USER), codes[i % len(codes)])

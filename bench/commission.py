@@ -120,9 +120,9 @@ class _Calls:
 
 def _people(tenant: str, count: int) -> list[str]:
     from chalicelib.entities import Principal, Role
-    from chalicelib.services import accounts, referrals, shares
+    from chalicelib.services import logins, referrals, shares
 
-    ids = [accounts.login(f"dev-bench-{uuid.uuid4().hex[:8]}", tenant).user.id for _ in range(count)]
+    ids = [logins.login(f"dev-bench-{uuid.uuid4().hex[:8]}", tenant).user.id for _ in range(count)]
     for parent, child in itertools.pairwise(ids):
         code = shares.create(Principal(tenant, parent, Role.USER), None, None).code
         referrals.scan(Principal(tenant, child, Role.USER), code)
@@ -301,12 +301,12 @@ class _Bench:
 
     def buyers_under(self, chain: list[str], count: int) -> list[str]:
         from chalicelib.entities import Principal, Role
-        from chalicelib.services import accounts, referrals, shares
+        from chalicelib.services import logins, referrals, shares
 
         code = shares.create(Principal(TENANT, chain[-1], Role.USER), None, None).code
         found = []
         for _ in range(count):
-            uid = accounts.login(f"dev-buyer-{uuid.uuid4().hex[:8]}", TENANT).user.id
+            uid = logins.login(f"dev-buyer-{uuid.uuid4().hex[:8]}", TENANT).user.id
             referrals.scan(Principal(TENANT, uid, Role.USER), code)
             found.append(uid)
         return found

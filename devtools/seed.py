@@ -28,7 +28,7 @@ DEMO_PLAN = {"rates_bps": [1000, 500, 200], "cap_bps": 3000, "settle_after_days"
 
 def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
     """Create what is missing of the demo tenant; running it again changes nothing."""
-    from chalicelib.services import accounts, referrals, shares
+    from chalicelib.services import logins, referrals, shares
     from chalicelib.store import get_store
 
     tenant_id = tenant_id or get_settings().default_tenant or DEMO_TENANT
@@ -47,7 +47,7 @@ def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
         merchant_credentials.create(tenant_id, merchant_id, "Demo shop", merchant_secret, "system:seed")
     previous = None
     for name in DEMO_CHAIN:
-        result = accounts.login(f"dev-{name}", tenant_id)
+        result = logins.login(f"dev-{name}", tenant_id)
         principal = _principal(tenant_id, result.user.id)
         if previous is not None and not result.user.upline:
             share = shares.create(previous, None, "seed")

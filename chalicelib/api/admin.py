@@ -8,7 +8,7 @@ from chalice.app import Blueprint
 
 from chalicelib.api.http import handled, int_param, parse_body, principal_of, query, source_ip
 from chalicelib.api.schemas import AdminLoginBody, RebindBody
-from chalicelib.services import accounts, jobs, referrals, team
+from chalicelib.services import jobs, logins, referrals, team
 
 bp = Blueprint(__name__)
 
@@ -17,7 +17,7 @@ bp = Blueprint(__name__)
 @handled
 def admin_login() -> dict[str, Any]:
     body = parse_body(bp.current_request, AdminLoginBody)
-    return {"token": accounts.admin_login(body.username, body.password, body.appid, source_ip(bp.current_request))}
+    return {"token": logins.admin_login(body.username, body.password, body.appid, source_ip(bp.current_request))}
 
 
 @bp.route("/v1/admin/users/{uid}/tree", methods=["GET"])

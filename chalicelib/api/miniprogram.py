@@ -9,7 +9,7 @@ from chalice.app import Blueprint, Response
 from chalicelib.api.http import handled, page_limit, parse_body, principal_of, query, source_ip
 from chalicelib.api.schemas import LoginBody, ScanBody, ShareBody
 from chalicelib.errors import BadRequest
-from chalicelib.services import accounts, referrals, shares, team, tenants
+from chalicelib.services import logins, referrals, shares, team, tenants
 
 bp = Blueprint(__name__)
 
@@ -23,7 +23,7 @@ def health() -> dict[str, Any]:
 @handled
 def login() -> dict[str, Any]:
     body = parse_body(bp.current_request, LoginBody)
-    result = accounts.login(body.code, body.appid, body.name, source_ip(bp.current_request))
+    result = logins.login(body.code, body.appid, body.name, source_ip(bp.current_request))
     return {"token": result.token, "user": {**team.user_view(result.user), "new": result.created}}
 
 

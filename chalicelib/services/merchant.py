@@ -27,7 +27,7 @@ from chalicelib.entities import AuditEvent, User
 from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order, OrderStatus, PricedLine, Snapshot
-from chalicelib.services import accounts, merchant_credentials, shares
+from chalicelib.services import logins, merchant_credentials, shares
 from chalicelib.store import get_store
 
 EVENT_TTL_SECONDS = 400 * 24 * 3600  # how long an applied refund event id is remembered
@@ -279,7 +279,7 @@ def _lines(merchant: str, given: tuple[MerchantLine, ...], amount_fen: int) -> t
 def _buyer(tenant: str, caller: Caller, openid: str) -> User:
     """The user of this openid, created (as a login would) if they never opened the mini-program."""
     store = get_store()
-    uid = accounts.user_id_for(tenant, openid)
+    uid = logins.user_id_for(tenant, openid)
     user = store.users.get(tenant, uid)
     if user is not None:
         return user
@@ -298,7 +298,7 @@ def _existing(tenant: str, caller: Caller, event: MerchantEvent) -> Order:
 
 def _check_same(order: Order, event: MerchantEvent, amount_fen: int | None) -> None:
     """An event about an order must name its buyer and, where it says it, its amount."""
-    if order.buyer != accounts.user_id_for(order.tenant, event.openid):
+    if order.buyer != logins.user_id_for(order.tenant, event.openid):
         raise Conflict("this order_id belongs to another buyer", code="order_mismatch")
     if amount_fen is not None and amount_fen != order.amount_fen:
         raise Conflict(f"this order was paid {order.amount_fen} fen, not {amount_fen}", code="order_mismatch")

@@ -220,14 +220,14 @@ def test_names_are_shown_as_text_never_as_markup(page: Page, live_api: LiveApi) 
 
 def test_finance_approves_and_rejects_withdrawals_and_ops_only_reads(page: Page, live_api: LiveApi) -> None:
     from chalicelib.entities import Principal, Role
-    from chalicelib.services import accounts, withdrawals
+    from chalicelib.services import logins, withdrawals
     from chalicelib.store import get_store
     from chalicelib.withdrawal import WithdrawalState
     from tests.integration.test_withdrawals import credit
     from tests.stack import OTHER_TENANT
 
     stack = live_api.stack  # the other tenant: its review queue holds only this test's withdrawals
-    who = Principal(OTHER_TENANT, accounts.login(f"dev-{unique('w')}", OTHER_TENANT).user.id, Role.USER)
+    who = Principal(OTHER_TENANT, logins.login(f"dev-{unique('w')}", OTHER_TENANT).user.id, Role.USER)
     credit(stack, who, 3_000)
     first, _ = withdrawals.request(who, 1_000)
     second, _ = withdrawals.request(who, 1_500)

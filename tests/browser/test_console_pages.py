@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from chalicelib.auth import hash_password
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Principal, Role, Tenant
-from chalicelib.services import accounts, withdrawals
+from chalicelib.services import logins, withdrawals
 from chalicelib.store import get_store
 from chalicelib.withdrawal import WithdrawalState
 from tests.browser.conftest import SCREENSHOTS, save_failure_screenshot
@@ -74,7 +74,7 @@ def new_tenant() -> str:
 
 
 def promoter_with(tenant: str, amount_fen: int, live_api: LiveApi) -> Principal:
-    who = Principal(tenant, accounts.login(f"dev-{unique('p')}", tenant).user.id, Role.USER)
+    who = Principal(tenant, logins.login(f"dev-{unique('p')}", tenant).user.id, Role.USER)
     credit(live_api.stack, who, amount_fen)
     return who
 

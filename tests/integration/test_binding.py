@@ -10,14 +10,14 @@ import pytest
 
 from chalicelib.entities import Role
 from chalicelib.referral import BindStatus
-from chalicelib.services import accounts, referrals, shares
+from chalicelib.services import logins, referrals, shares
 from chalicelib.store import get_store
 from chalicelib.store.models import AuditModel
 from tests.stack import Stack, unique
 
 
 def make_user(stack: Stack, name: str) -> str:
-    return accounts.login(f"dev-{unique(name)}", stack.tenant).user.id
+    return logins.login(f"dev-{unique(name)}", stack.tenant).user.id
 
 
 def share_of(stack: Stack, uid: str) -> str:

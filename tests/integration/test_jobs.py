@@ -10,7 +10,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.entities import Principal, Role
-from chalicelib.services import accounts, withdrawals
+from chalicelib.services import logins, withdrawals
 from chalicelib.store import audit, get_store
 from chalicelib.withdrawal import WithdrawalState
 from tests.integration.test_withdrawals import credit
@@ -24,7 +24,7 @@ def both_open(stack: Stack) -> None:
 
 
 def approved_withdrawal(tenant: str, amount_fen: int = 1_000) -> str:
-    who = Principal(tenant, accounts.login(f"dev-{unique('j')}", tenant).user.id, Role.USER)
+    who = Principal(tenant, logins.login(f"dev-{unique('j')}", tenant).user.id, Role.USER)
     credit(None, who, amount_fen)  # type: ignore[arg-type]
     body, _ = withdrawals.request(who, amount_fen)
     if body["state"] == "requested":

@@ -60,9 +60,9 @@ from chalicelib.observability import logger
 from chalicelib.orders import Order, OrderStatus, RefundState
 from chalicelib.parking import SOURCES
 from chalicelib.services import (
-    accounts,
     commissions,
     jobs,
+    logins,
     orders,
     payouts,
     plans,
@@ -321,7 +321,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         """A new user scans a member's code and is bound below them (their upline: the three
         nearest); then a member scans a member's code: never a rebinding, a self-binding or a cycle."""
         parent_user = self._pick(self.users, parent)
-        friend = self.stack.principal(accounts.login(f"dev-{unique('m')}", self.stack.tenant).user.id)
+        friend = self.stack.principal(logins.login(f"dev-{unique('m')}", self.stack.tenant).user.id)
         result = referrals.scan(friend, shares.create(parent_user, None, None).code)
         assert result.status.value == "bound"
         self.users.append(friend)

@@ -13,7 +13,7 @@ from chalicelib.auth import hash_password
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Role
 from chalicelib.errors import TooManyRequests, Unauthorized
-from chalicelib.services import accounts
+from chalicelib.services import logins
 from chalicelib.store import get_store
 from tests.stack import TEST_TENANT, Stack, unique
 
@@ -25,7 +25,7 @@ PASSWORD = "pw-throttle-123"
 def one_window(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every attempt of a test in one window (a real clock could cross a window's end mid-test)."""
     fixed = utcnow()
-    monkeypatch.setattr(accounts, "utcnow", lambda: fixed)
+    monkeypatch.setattr(logins, "utcnow", lambda: fixed)
 
 
 def operator() -> str:
@@ -71,17 +71,17 @@ def test_failed_logins_from_one_address_are_limited_across_usernames(
     address = f"203.0.113.{unique('ip')[-2:]}"
     for i in range(5):
         with pytest.raises(Unauthorized):
-            accounts.admin_login(f"nobody{i}", "wrong", TEST_TENANT, address)
+            logins.admin_login(f"nobody{i}", "wrong", TEST_TENANT, address)
     with pytest.raises(TooManyRequests):
-        accounts.admin_login(operator(), PASSWORD, TEST_TENANT, address)
-    assert accounts.admin_login(operator(), PASSWORD, TEST_TENANT, "198.51.100.1")  # another address
+        logins.admin_login(operator(), PASSWORD, TEST_TENANT, address)
+    assert logins.admin_login(operator(), PASSWORD, TEST_TENANT, "198.51.100.1")  # another address
 
 
 def test_mini_program_logins_from_one_address_are_limited(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(throttle, "LOGIN_PER_IP", throttle.Limit("login-ip-test", attempts=3, window_seconds=60))
     address = f"192.0.2.{unique('ip')[-2:]}"
     for _ in range(3):
-        accounts.login(f"dev-{unique('t')}", TEST_TENANT, source_ip=address)
+        logins.login(f"dev-{unique('t')}", TEST_TENANT, source_ip=address)
     with pytest.raises(TooManyRequests) as refused:
-        accounts.login(f"dev-{unique('t')}", TEST_TENANT, source_ip=address)
+        logins.login(f"dev-{unique('t')}", TEST_TENANT, source_ip=address)
     assert refused.value.code == "too_many_attempts" and 1 <= refused.value.retry_after <= 60

@@ -20,7 +20,7 @@ from chalicelib import signing
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
 from chalicelib.errors import BadRequest, Conflict, NotFound
-from chalicelib.services import accounts, merchant, merchant_credentials, plans, referrals, shares
+from chalicelib.services import logins, merchant, merchant_credentials, plans, referrals, shares
 from chalicelib.store import audit, get_store
 from chalicelib.store.models import MerchantModel
 from tests.envutil import environ
@@ -51,7 +51,7 @@ def plan(stack: Stack, client: Client) -> int:
 
 def chain(stack: Stack, depth: int) -> list[Principal]:
     """A shares to B, B to C ...: the last one's upline is the ones before, nearest first."""
-    people = [stack.principal(accounts.login(f"dev-{unique('u')}", stack.tenant).user.id) for _ in range(depth)]
+    people = [stack.principal(logins.login(f"dev-{unique('u')}", stack.tenant).user.id) for _ in range(depth)]
     for sharer, friend in itertools.pairwise(people):
         assert referrals.scan(friend, shares.create(sharer, None, None).code).status.value == "bound"
     return people
@@ -228,7 +228,7 @@ def test_a_paid_event_for_someone_new_creates_the_user_and_earns_nobody_anything
     stack: Stack, client: Client, plan: int
 ) -> None:
     stranger = f"o{uuid.uuid4().hex}"
-    uid = accounts.user_id_for(stack.tenant, stranger)
+    uid = logins.user_id_for(stack.tenant, stranger)
     assert get_store().users.get(stack.tenant, uid) is None
 
     status, result = send(client, paid(stranger, amount_fen=1_234))
@@ -282,7 +282,7 @@ def test_an_unknown_share_code_is_a_404_and_writes_no_order_and_no_user(stack: S
     assert_error(*send(client, event), 404, "unknown_share")
 
     assert our_order(stack, event) is None
-    assert get_store().users.get(stack.tenant, accounts.user_id_for(stack.tenant, stranger)) is None
+    assert get_store().users.get(stack.tenant, logins.user_id_for(stack.tenant, stranger)) is None
 
 
 # --- authentication -------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def test_malformed_bodies_are_400_and_write_nothing(
     assert not nonce_remembered(stack, headers["X-Nonce"])
     if isinstance(body, dict) and isinstance(body.get("order_id"), str):
         assert our_order(stack, body) is None
-        uid = accounts.user_id_for(stack.tenant, str(body["openid"]))
+        uid = logins.user_id_for(stack.tenant, str(body["openid"]))
         assert get_store().users.get(stack.tenant, uid) is None
     # the nonce is still good for a well-formed event
     good = json.dumps(_event()).encode()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
-from chalicelib.services import accounts, orders, plans, referrals, shares
+from chalicelib.services import logins, orders, plans, referrals, shares
 from chalicelib.store import get_store
 from tests.stack import Stack, unique
 
@@ -30,7 +30,7 @@ lives = st.lists(
 
 
 def _chain(stack: Stack) -> list[Principal]:
-    people = [stack.principal(accounts.login(f"dev-{unique('m')}", stack.tenant).user.id) for _ in range(4)]
+    people = [stack.principal(logins.login(f"dev-{unique('m')}", stack.tenant).user.id) for _ in range(4)]
     for sharer, friend in itertools.pairwise(people):
         referrals.scan(friend, shares.create(sharer, None, None).code)
     return people

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
-from chalicelib.services import accounts, commissions, orders, plans, referrals, shares
+from chalicelib.services import commissions, logins, orders, plans, referrals, shares
 from chalicelib.store import get_store
 from tests.stack import Stack, unique
 
@@ -40,7 +40,7 @@ def product(stack: Stack, price_fen: int) -> str:
 
 def chain(stack: Stack, depth: int) -> list[Principal]:
     """A shares to B, B to C ... : the last one's upline is the ones before, nearest first."""
-    people = [stack.principal(accounts.login(f"dev-{unique('u')}", stack.tenant).user.id) for _ in range(depth)]
+    people = [stack.principal(logins.login(f"dev-{unique('u')}", stack.tenant).user.id) for _ in range(depth)]
     for sharer, friend in itertools.pairwise(people):
         code = shares.create(sharer, None, None).code
         assert referrals.scan(friend, code).status.value == "bound"

@@ -17,7 +17,7 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
 from chalicelib.errors import Conflict, UpstreamError
 from chalicelib.orders import OrderStatus, RefundState
-from chalicelib.services import accounts, orders, refunds
+from chalicelib.services import logins, orders, refunds
 from chalicelib.store import audit, get_store
 from chalicelib.wechat import get_pay, get_transfer
 from chalicelib.wechat.pay import SandboxWeChatPay
@@ -31,7 +31,7 @@ def twin(tenant: str) -> SandboxWeChatPay:
 
 
 def buyer_in(tenant: str) -> Principal:
-    uid = accounts.login(f"dev-{unique('buyer')}", tenant).user.id
+    uid = logins.login(f"dev-{unique('buyer')}", tenant).user.id
     return Principal(tenant=tenant, subject=uid, role=Role.USER)
 
 

@@ -18,7 +18,7 @@ from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role, Tenant
 from chalicelib.errors import BadRequest, Conflict, DomainError, Forbidden
 from chalicelib.events import users_stream
-from chalicelib.services import accounts, commissions, orders, plans, referrals, reports, shares, team
+from chalicelib.services import commissions, logins, orders, plans, referrals, reports, shares, team
 from chalicelib.store import get_store
 from chalicelib.store.models import AuditModel, LedgerModel, OrderModel, ShareModel, StatsModel, UserModel
 from tests.stack import Stack, unique
@@ -45,7 +45,7 @@ def _workload(stack: Stack, tenant: str, seed: int) -> list[Principal]:
     rng = random.Random(seed)
     owner = Principal(tenant=tenant, subject="owner", role=Role.OWNER)
     plans.activate(owner, plans.create(owner, {"rates_bps": [1500, 800, 500], "cap_bps": 2800})["version"])
-    people = [Principal(tenant, accounts.login(f"dev-{unique('r')}", tenant).user.id, Role.USER) for _ in range(8)]
+    people = [Principal(tenant, logins.login(f"dev-{unique('r')}", tenant).user.id, Role.USER) for _ in range(8)]
     codes = [shares.create(p, None, rng.choice(["poster", "moments", None])).code for p in people]
     for _ in range(12):
         with contextlib.suppress(DomainError):

@@ -16,7 +16,7 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
 from chalicelib.errors import BadRequest, Conflict, DomainError, Unauthorized
 from chalicelib.ledger import BUCKETS, LedgerLine, LedgerWrite
-from chalicelib.services import accounts, payouts, withdrawals
+from chalicelib.services import logins, payouts, withdrawals
 from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity, verify_chain
 from chalicelib.withdrawal import WithdrawalState
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def promoter(stack: Stack) -> Principal:
-    return stack.principal(accounts.login(f"dev-{unique('w')}", stack.tenant).user.id)
+    return stack.principal(logins.login(f"dev-{unique('w')}", stack.tenant).user.id)
 
 
 def credit(stack: Stack, who: Principal, amount_fen: int, state: str = "available") -> None:
