@@ -21,6 +21,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/echarts.min.js": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The vendored ECharts bundle the console's dashboard draws with */
+        get: operations["get_admin_echarts_min_js"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/docs": {
         parameters: {
             query?: never;
@@ -1235,7 +1252,7 @@ export interface components {
              * Appid
              * @default null
              */
-            appid: string | null;
+            appid?: string | null;
             /** Password */
             password: string;
             /** Username */
@@ -1249,7 +1266,7 @@ export interface components {
              * Created At
              * @default null
              */
-            created_at: string | null;
+            created_at?: string | null;
             /** Id */
             id: string;
             /** Name */
@@ -1265,7 +1282,7 @@ export interface components {
              * Updated At
              * @default null
              */
-            updated_at: string | null;
+            updated_at?: string | null;
         };
         /** AdminProductPage */
         AdminProductPage: {
@@ -1298,7 +1315,7 @@ export interface components {
              * @description true: call wx.requestMerchantTransfer
              * @default null
              */
-            confirmation_required: boolean | null;
+            confirmation_required?: boolean | null;
             /**
              * Created At
              * Format: date-time
@@ -1309,7 +1326,7 @@ export interface components {
              * Fail Reason
              * @default null
              */
-            fail_reason: string | null;
+            fail_reason?: string | null;
             /**
              * Fee Fen
              * @description money in fen (1/100 yuan)
@@ -1326,29 +1343,29 @@ export interface components {
              * Not Found
              * @default null
              */
-            not_found: string | null;
+            not_found?: string | null;
             /** Promoter */
             promoter: string;
             /**
              * Provider State
              * @default null
              */
-            provider_state: string | null;
+            provider_state?: string | null;
             /**
              * Reason
              * @default null
              */
-            reason: string | null;
+            reason?: string | null;
             /**
              * Refusal
              * @default null
              */
-            refusal: string | null;
+            refusal?: string | null;
             /**
              * Run Id
              * @default null
              */
-            run_id: string | null;
+            run_id?: string | null;
             /**
              * State
              * @enum {string}
@@ -1425,12 +1442,12 @@ export interface components {
              * From
              * @default null
              */
-            from: string | null;
+            from?: string | null;
             /**
              * To
              * @default null
              */
-            to: string | null;
+            to?: string | null;
         };
         /** BadAuditRecord */
         BadAuditRecord: {
@@ -1464,7 +1481,7 @@ export interface components {
              * Product Ids
              * @default []
              */
-            product_ids: string[];
+            product_ids?: string[];
             /**
              * Starts At
              * Format: date-time
@@ -1535,26 +1552,26 @@ export interface components {
              * Id
              * @default null
              */
-            id: string | null;
+            id?: string | null;
             /** Name */
             name: string;
             /**
              * Per User Limit
              * @default 1
              */
-            per_user_limit: number;
+            per_user_limit?: number;
             /**
              * Product Ids
              * @default []
              */
-            product_ids: string[];
+            product_ids?: string[];
             /** Threshold Fen */
             threshold_fen: number;
             /**
              * Total Limit
              * @default null
              */
-            total_limit: number | null;
+            total_limit?: number | null;
             /**
              * Valid From
              * Format: date-time
@@ -1727,7 +1744,7 @@ export interface components {
              * Details
              * @default null
              */
-            details: unknown;
+            details?: unknown;
             /**
              * Message
              * @description for developers and logs, in English; not for end users
@@ -1747,7 +1764,7 @@ export interface components {
              * @description failed: why
              * @default null
              */
-            error: string | null;
+            error?: string | null;
             /** Finished At */
             finished_at: string | null;
             /**
@@ -1786,7 +1803,7 @@ export interface components {
              * @description done: the file (pre-signed S3 link, or this API's signed link)
              * @default null
              */
-            url: string | null;
+            url?: string | null;
         };
         /** ExportBody */
         ExportBody: {
@@ -1867,12 +1884,12 @@ export interface components {
              * Fixed Fen
              * @default null
              */
-            fixed_fen: number | null;
+            fixed_fen?: number | null;
             /**
              * Rate Bps
              * @default null
              */
-            rate_bps: number | null;
+            rate_bps?: number | null;
         };
         /** Login */
         Login: {
@@ -1886,14 +1903,14 @@ export interface components {
              * Appid
              * @default null
              */
-            appid: string | null;
+            appid?: string | null;
             /** Code */
             code: string;
             /**
              * Name
              * @default null
              */
-            name: string | null;
+            name?: string | null;
         };
         /** LoginUser */
         LoginUser: {
@@ -1962,19 +1979,19 @@ export interface components {
              * Amount Fen
              * @default null
              */
-            amount_fen: number | null;
+            amount_fen?: number | null;
             /** Event Id */
             event_id: string;
             /**
              * Lines
              * @default null
              */
-            lines: components["schemas"]["MerchantLineBody"][] | null;
+            lines?: components["schemas"]["MerchantLineBody"][] | null;
             /**
              * Occurred At
              * @default null
              */
-            occurred_at: string | null;
+            occurred_at?: string | null;
             /** Openid */
             openid: string;
             /** Order Id */
@@ -1983,7 +2000,7 @@ export interface components {
              * Share Code
              * @default null
              */
-            share_code: string | null;
+            share_code?: string | null;
             /**
              * Type
              * @enum {string}
@@ -2067,17 +2084,17 @@ export interface components {
              * Disabled
              * @default null
              */
-            disabled: boolean | null;
+            disabled?: boolean | null;
             /**
              * Password
              * @default null
              */
-            password: string | null;
+            password?: string | null;
             /**
              * Role
              * @default null
              */
-            role: ("owner" | "ops" | "finance" | "auditor") | null;
+            role?: ("owner" | "ops" | "finance" | "auditor") | null;
         };
         /** OperatorPage */
         OperatorPage: {
@@ -2141,14 +2158,14 @@ export interface components {
              * Coupon Id
              * @default null
              */
-            coupon_id: string | null;
+            coupon_id?: string | null;
             /** Lines */
             lines: components["schemas"]["OrderLineBody"][];
             /**
              * Share Code
              * @default null
              */
-            share_code: string | null;
+            share_code?: string | null;
         };
         /** OrderLine */
         OrderLine: {
@@ -2404,7 +2421,7 @@ export interface components {
              * Campaigns
              * @default []
              */
-            campaigns: components["schemas"]["Campaign"][];
+            campaigns?: components["schemas"]["Campaign"][];
             /** Cap Bps */
             cap_bps: number;
             /**
@@ -2412,46 +2429,46 @@ export interface components {
              * @default skip
              * @enum {string}
              */
-            inactive_upline: "skip" | "compress";
+            inactive_upline?: "skip" | "compress";
             /**
              * Ladder
              * @default []
              */
-            ladder: components["schemas"]["LadderTier"][];
+            ladder?: components["schemas"]["LadderTier"][];
             /**
              * Overrides
              * @default []
              */
-            overrides: components["schemas"]["ProductOverride"][];
+            overrides?: components["schemas"]["ProductOverride"][];
             /** Rates Bps */
             rates_bps: number[];
             /**
              * Self Purchase
              * @default false
              */
-            self_purchase: boolean;
+            self_purchase?: boolean;
             /**
              * Settle After Days
              * @default 7
              */
-            settle_after_days: number;
+            settle_after_days?: number;
             /**
              * Settlement
              * @default days_after_receipt
              * @enum {string}
              */
-            settlement: "days_after_receipt" | "weekly" | "monthly";
+            settlement?: "days_after_receipt" | "weekly" | "monthly";
             /**
              * Timezone
              * @default Asia/Shanghai
              */
-            timezone: string;
+            timezone?: string;
             /**
              * Trigger
              * @default paid
              * @enum {string}
              */
-            trigger: "paid" | "received";
+            trigger?: "paid" | "received";
         };
         /** PlanPage */
         PlanPage: {
@@ -2483,7 +2500,7 @@ export interface components {
              * Active
              * @default true
              */
-            active: boolean;
+            active?: boolean;
             /** Id */
             id: string;
             /** Name */
@@ -2494,7 +2511,7 @@ export interface components {
              * Repurchase Days
              * @default null
              */
-            repurchase_days: number | null;
+            repurchase_days?: number | null;
         };
         /** ProductOverride */
         ProductOverride: {
@@ -2519,7 +2536,7 @@ export interface components {
              * Active
              * @default true
              */
-            active: boolean;
+            active?: boolean;
             /** Name */
             name: string;
             /** Price Fen */
@@ -2528,7 +2545,7 @@ export interface components {
              * Repurchase Days
              * @default null
              */
-            repurchase_days: number | null;
+            repurchase_days?: number | null;
         };
         /** RebindBody */
         RebindBody: {
@@ -2572,7 +2589,7 @@ export interface components {
              * @description one stream, or all
              * @default null
              */
-            source: ("orders" | "users") | null;
+            source?: ("orders" | "users") | null;
         };
         /** Refund */
         Refund: {
@@ -2635,12 +2652,12 @@ export interface components {
              * @description a coupon the sharer attached: claim it
              * @default null
              */
-            coupon_id: string | null;
+            coupon_id?: string | null;
             /**
              * Reason
              * @default null
              */
-            reason: string | null;
+            reason?: string | null;
             /**
              * Status
              * @enum {string}
@@ -2673,17 +2690,17 @@ export interface components {
              * Channel
              * @default null
              */
-            channel: string | null;
+            channel?: string | null;
             /**
              * Coupon Id
              * @default null
              */
-            coupon_id: string | null;
+            coupon_id?: string | null;
             /**
              * Product Id
              * @default null
              */
-            product_id: string | null;
+            product_id?: string | null;
         };
         /** SourceRow */
         SourceRow: {
@@ -2757,7 +2774,7 @@ export interface components {
              * Children
              * @default null
              */
-            children: components["schemas"]["TreeNode"][] | null;
+            children?: components["schemas"]["TreeNode"][] | null;
             /** Id */
             id: string;
             /** Name */
@@ -2767,7 +2784,7 @@ export interface components {
              * @description pass as ?cursor= for the next page; null on the last page
              * @default null
              */
-            next_cursor: string | null;
+            next_cursor?: string | null;
         };
         /** UplineRef */
         UplineRef: {
@@ -2820,7 +2837,7 @@ export interface components {
              * Message
              * @default null
              */
-            message: string | null;
+            message?: string | null;
         };
         /**
          * WeChatNotification
@@ -2843,7 +2860,7 @@ export interface components {
              * Summary
              * @default null
              */
-            summary: string | null;
+            summary?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -2864,7 +2881,7 @@ export interface components {
              * @description true: call wx.requestMerchantTransfer
              * @default null
              */
-            confirmation_required: boolean | null;
+            confirmation_required?: boolean | null;
             /**
              * Created At
              * Format: date-time
@@ -2875,7 +2892,7 @@ export interface components {
              * Fail Reason
              * @default null
              */
-            fail_reason: string | null;
+            fail_reason?: string | null;
             /**
              * Fee Fen
              * @description money in fen (1/100 yuan)
@@ -2892,17 +2909,17 @@ export interface components {
              * Provider State
              * @default null
              */
-            provider_state: string | null;
+            provider_state?: string | null;
             /**
              * Reason
              * @default null
              */
-            reason: string | null;
+            reason?: string | null;
             /**
              * Run Id
              * @default null
              */
-            run_id: string | null;
+            run_id?: string | null;
             /**
              * State
              * @enum {string}
@@ -2923,7 +2940,7 @@ export interface components {
              * Real Name
              * @default null
              */
-            real_name: string | null;
+            real_name?: string | null;
         };
         /** WithdrawalPage */
         WithdrawalPage: {
@@ -3003,37 +3020,37 @@ export interface components {
              * Auto Approve Below Fen
              * @default null
              */
-            auto_approve_below_fen: number | null;
+            auto_approve_below_fen?: number | null;
             /**
              * Count Per Day
              * @default null
              */
-            count_per_day: number | null;
+            count_per_day?: number | null;
             /**
              * Fee Bps
              * @default null
              */
-            fee_bps: number | null;
+            fee_bps?: number | null;
             /**
              * Fee Fixed Fen
              * @default null
              */
-            fee_fixed_fen: number | null;
+            fee_fixed_fen?: number | null;
             /**
              * Max Per Day Fen
              * @default null
              */
-            max_per_day_fen: number | null;
+            max_per_day_fen?: number | null;
             /**
              * Min Fen
              * @default null
              */
-            min_fen: number | null;
+            min_fen?: number | null;
             /**
              * Real Name From Fen
              * @default null
              */
-            real_name_from_fen: number | null;
+            real_name_from_fen?: number | null;
         };
         /** WithdrawalSummary */
         WithdrawalSummary: {
@@ -3064,17 +3081,17 @@ export interface components {
              * Promoter
              * @default null
              */
-            promoter: string | null;
+            promoter?: string | null;
             /**
              * State
              * @default null
              */
-            state: ("requested" | "approved" | "sending" | "processing" | "wait_user_confirm" | "paid" | "failed" | "rejected" | "cancelled") | null;
+            state?: ("requested" | "approved" | "sending" | "processing" | "wait_user_confirm" | "paid" | "failed" | "rejected" | "cancelled") | null;
             /**
              * Updated At
              * @default null
              */
-            updated_at: string | null;
+            updated_at?: string | null;
         };
     };
     responses: never;
@@ -3101,6 +3118,71 @@ export interface operations {
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+            /** @description `BadRequestError` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `MethodNotAllowedError` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UnsupportedMediaType` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_admin_echarts_min_js: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/javascript": string;
                 };
             };
             /** @description `BadRequestError` */
