@@ -233,7 +233,7 @@ def _wechat_time(value: str | None) -> datetime:
 def sandbox_pay_success(principal: Principal, order_id: str) -> dict[str, Any]:
     """Sandbox only: the buyer pays in WeChat. The WeChat Pay twin marks the order paid on its side
     and POSTs its signed notification to the notify_url it was given (never calling a handler)."""
-    from chalicelib.wechat.pay import SandboxWeChatPay
+    from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
 
     order = _own_order(principal, order_id)
     client = get_pay(principal.tenant)

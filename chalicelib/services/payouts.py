@@ -570,7 +570,7 @@ def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:
 def sandbox_user_confirm(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
     """Sandbox only: the user confirms in WeChat; the transfer twin POSTs its callbacks to the
     notify_url the bill was created with (never calling the handler)."""
-    from chalicelib.wechat.transfer import SandboxTransfer
+    from chalicelib.wechat.transfer.sandbox import SandboxTransfer
 
     w = get_own(principal, withdrawal_id)
     provider = get_transfer(principal.tenant)

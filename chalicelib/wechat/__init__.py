@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from tempfile import gettempdir
 from typing import TYPE_CHECKING
 
+from chalicelib.errors import UpstreamError
 from chalicelib.settings import get_settings
 from chalicelib.wechat.miniprogram import LiveMiniProgram, MiniProgram, SandboxMiniProgram
 
 if TYPE_CHECKING:
-    from chalicelib.wechat.pay import PayConfig, WeChatPay
-    from chalicelib.wechat.transfer import TransferProvider
+    from chalicelib.wechat.pay.protocol import PayConfig, WeChatPay
+    from chalicelib.wechat.transfer.protocol import TransferProvider
 
 
 @lru_cache(maxsize=1)
@@ -43,21 +45,19 @@ def sandbox_dir() -> Path:
 
 def sandbox_mchid(appid: str) -> str:
     """Each sandbox tenant has a merchant account of its own (10 digits, like a real 商户号)."""
-    import hashlib
-
     return "19" + str(int(hashlib.sha256(appid.encode()).hexdigest(), 16))[:8]
 
 
 def _sandbox_config(appid: str, notify_url: str) -> tuple[PayConfig, str]:
     """A tenant's sandbox merchant: its own keys (under `<sandbox dir>/keys/<appid>`) and merchant id."""
-    from chalicelib.wechat.pay import sandbox_config
+    from chalicelib.wechat.pay.keys import sandbox_config  # function-local: the clients load on first use (cold start)
 
     return sandbox_config(notify_url, appid, sandbox_dir() / "keys" / appid, mchid=sandbox_mchid(appid))
 
 
 def _live_config(appid: str, notify_url: str) -> PayConfig:
     """The merchant account's configuration for a tenant, or UpstreamError naming what is missing."""
-    from chalicelib.wechat.pay import PayConfig, check_notify_url
+    from chalicelib.wechat.pay.protocol import PayConfig, check_notify_url  # function-local: cold start, as above
 
     settings = get_settings()
     check_notify_url(notify_url)
@@ -68,8 +68,6 @@ def _live_config(appid: str, notify_url: str) -> PayConfig:
         if not getattr(settings, name)
     ]  # fmt: skip
     if missing:
-        from chalicelib.errors import UpstreamError
-
         raise UpstreamError("WeChat Pay is not configured: " + ", ".join(missing), code="wechatpay_not_configured")
     apiv3_key, private_key = settings.wechatpay_apiv3_key, settings.wechatpay_private_key
     return PayConfig(
@@ -87,7 +85,9 @@ def _live_config(appid: str, notify_url: str) -> PayConfig:
 @lru_cache(maxsize=32)
 def get_pay(appid: str) -> WeChatPay:
     """The WeChat Pay client for a tenant: the sandbox twin, or the real merchant account."""
-    from chalicelib.wechat.pay import LiveWeChatPay, SandboxWeChatPay
+    # function-local: the clients and their twins load on first use, not at the Lambda's cold start
+    from chalicelib.wechat.pay.live import LiveWeChatPay
+    from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
 
     settings = get_settings()
     notify_url = payment_notify_url(appid)
@@ -106,8 +106,10 @@ def get_pay(appid: str) -> WeChatPay:
 def get_transfer(appid: str) -> TransferProvider:
     """The merchant-transfer client for a tenant: the sandbox twin, or the real merchant account.
     WeChat calls back at `/v1/callbacks/wechatpay/<appid>/transfer`."""
-    from chalicelib.wechat.pay import LiveWeChatPay
-    from chalicelib.wechat.transfer import LiveTransfer, SandboxTransfer
+    # function-local: the clients and their twins load on first use, not at the Lambda's cold start
+    from chalicelib.wechat.pay.live import LiveWeChatPay
+    from chalicelib.wechat.transfer.live import LiveTransfer
+    from chalicelib.wechat.transfer.sandbox import SandboxTransfer
 
     settings = get_settings()
     notify_url = transfer_notify_url(appid)

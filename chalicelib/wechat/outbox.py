@@ -22,6 +22,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from chalicelib.wechat import sandbox_dir
+from chalicelib.wechat.pay.protocol import wechat_signature_headers
+
 logger = logging.getLogger(__name__)
 
 # (url, headers, body) -> HTTP status; raises OSError (or returns >= 500) when nobody answered.
@@ -62,7 +65,7 @@ def immediate(path: Path) -> Iterator[sqlite3.Connection]:
 
 def http_transport(url: str, headers: Mapping[str, str], body: bytes) -> int:
     """POST as WeChat does: JSON body, the `Wechatpay-*` headers, a short timeout."""
-    import requests
+    import requests  # function-local: requests stays out of the Lambda's cold start
 
     try:
         answer = requests.post(
@@ -120,8 +123,6 @@ class Outbox:
 
     def deliver(self, ids: list[int] | None = None, *, now: float | None = None, limit: int = 100) -> list[Delivery]:
         """Try every due notification (or those of `ids` that are due); return what was tried."""
-        from chalicelib.wechat.pay import wechat_signature_headers
-
         moment = time.time() if now is None else now
         with self._tx() as db:
             rows = db.execute(
@@ -178,8 +179,6 @@ def deliver_due(directory: Path | None = None) -> int:
     """Deliver what is due in the outbox under `directory` (default: the sandbox's); the local
     event runner calls this on each poll."""
     if directory is None:
-        from chalicelib.wechat import sandbox_dir
-
         directory = sandbox_dir()
     path = Path(directory) / "outbox.sqlite3"
     if not path.exists():

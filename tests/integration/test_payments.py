@@ -20,7 +20,7 @@ from chalicelib.orders import OrderStatus, RefundState
 from chalicelib.services import logins, orders, refunds
 from chalicelib.store import audit, get_store
 from chalicelib.wechat import get_pay, get_transfer
-from chalicelib.wechat.pay import SandboxWeChatPay
+from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
 from tests.stack import OTHER_TENANT, TEST_TENANT, Stack, unique
 
 
@@ -110,7 +110,7 @@ def test_the_old_callback_path_without_a_tenant_is_gone(stack: Stack) -> None:
 
 
 def test_a_notify_url_with_a_query_string_is_refused_like_wechat_does(tmp_path: Any) -> None:
-    from chalicelib.wechat.pay import sandbox_config
+    from chalicelib.wechat.pay.keys import sandbox_config
 
     config, key = sandbox_config("https://api.example.com/v1/callbacks/wechatpay/payment?appid=wx1", "wx1")
     client = SandboxWeChatPay(config, key, db_path=tmp_path / "p.sqlite3")

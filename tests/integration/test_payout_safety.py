@@ -15,7 +15,8 @@ from chalicelib.errors import Conflict
 from chalicelib.services import payouts, withdrawals
 from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity, verify_chain
-from chalicelib.wechat.transfer import SandboxTransfer, TransferBill, TransferRejected
+from chalicelib.wechat.transfer import TransferBill, TransferRejected
+from chalicelib.wechat.transfer.sandbox import SandboxTransfer
 from chalicelib.withdrawal import MAX_CREATE_ATTEMPTS, NOT_FOUND_WINDOW, WithdrawalState
 from tests.integration.test_withdrawals import (
     account,

@@ -557,7 +557,8 @@ def test_the_user_cancels_a_transfer_waiting_for_confirmation(
 def test_a_refusal_of_a_bill_wechat_already_holds_records_the_bill_not_a_failure(
     stack: Stack, rules: dict[str, Any], sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chalicelib.wechat.transfer import SandboxTransfer, TransferRejected
+    from chalicelib.wechat.transfer import TransferRejected
+    from chalicelib.wechat.transfer.sandbox import SandboxTransfer
 
     who = promoter(stack)
     credit(stack, who, 1_000)

@@ -23,18 +23,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from responses import matchers
 
 from chalicelib.errors import BadRequest, Conflict, Unauthorized, UpstreamError
-from chalicelib.wechat import pay
-from chalicelib.wechat.pay import (
-    LiveWeChatPay,
-    PayConfig,
-    PaymentNotice,
-    SandboxKeys,
-    SandboxWeChatPay,
-    generate_sandbox_keys,
-    load_or_create_sandbox_keys,
-    sandbox_config,
-    wechat_signature_headers,
-)
+from chalicelib.wechat.pay import keys as sandbox_keys
+from chalicelib.wechat.pay import protocol
+from chalicelib.wechat.pay.keys import SandboxKeys, generate_sandbox_keys, load_or_create_sandbox_keys, sandbox_config
+from chalicelib.wechat.pay.live import LiveWeChatPay
+from chalicelib.wechat.pay.protocol import PayConfig, PaymentNotice, wechat_signature_headers
+from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
 
 APPID = "wx0123456789abcdef"
 NOTIFY_URL = "https://api.example.com/v1/callbacks/wechatpay/wx0123456789abcdef/payment"
@@ -101,7 +95,7 @@ def wechat_answer(keys: SandboxKeys, payload: dict[str, Any], status: int = 200,
     return {"status": status, "body": body, "content_type": "application/json", "headers": headers}
 
 
-def check_prepay_params(prepay: pay.Prepay, config: PayConfig, merchant_public_pem: str) -> None:
+def check_prepay_params(prepay: protocol.Prepay, config: PayConfig, merchant_public_pem: str) -> None:
     assert prepay.app_id == APPID
     assert prepay.sign_type == "RSA"
     assert prepay.time_stamp.isdigit() and abs(int(prepay.time_stamp) - time.time()) < 60
@@ -517,7 +511,7 @@ def test_live_refund_maps_wechats_answer(live: LiveWeChatPay, keys: SandboxKeys)
         reason="买家取消",
     )
     # Then the refund is recorded as WeChat reports it
-    assert result == pay.RefundResult(
+    assert result == protocol.RefundResult(
         out_refund_no="R20250101000022", refund_id="50000000382019052709732678859", status="SUCCESS"
     )
 
@@ -634,7 +628,7 @@ def test_sandbox_keys_are_well_formed(keys: SandboxKeys, config: PayConfig) -> N
     assert re.fullmatch(r"[0-9A-F]{40}", keys.cert_serial_no)
     assert re.fullmatch(r"PUB_KEY_ID_01\d{30}", keys.public_key_id)
     assert keys.merchant_public_key_pem != keys.wechat_public_key_pem
-    assert (config.mchid, config.appid, config.notify_url) == (pay.SANDBOX_MCHID, APPID, NOTIFY_URL)
+    assert (config.mchid, config.appid, config.notify_url) == (sandbox_keys.SANDBOX_MCHID, APPID, NOTIFY_URL)
 
 
 def test_sandbox_keys_persist_across_restarts(
@@ -646,7 +640,7 @@ def test_sandbox_keys_persist_across_restarts(
         generated.append(keys)
         return keys
 
-    monkeypatch.setattr(pay, "generate_sandbox_keys", generate)
+    monkeypatch.setattr(sandbox_keys, "generate_sandbox_keys", generate)
     directory = tmp_path / ".local" / "wechatpay"
 
     first = load_or_create_sandbox_keys(directory)
@@ -666,7 +660,7 @@ def test_sandbox_keys_persist_across_restarts(
 def test_sandbox_config_without_a_directory_is_fresh_and_consistent(
     keys: SandboxKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pay, "generate_sandbox_keys", lambda: keys)
+    monkeypatch.setattr(sandbox_keys, "generate_sandbox_keys", lambda: keys)
     config, wechat_pem = sandbox_config(NOTIFY_URL, APPID, mchid="1230000109")
     sandbox = SandboxWeChatPay(config, wechat_pem)
     headers, body = sandbox.notification_for("T20250101000029", 100, OPENID)
@@ -783,7 +777,7 @@ def test_the_twin_answers_like_the_documented_samples(sandbox: SandboxWeChatPay,
         out_trade_no="T20250101000040", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
     )
     unpaid = sandbox.query("T20250101000040")
-    documented = pay._payment_state(DOC_QUERY_UNPAID, "44_2126281063_5505")
+    documented = protocol.parse_payment_state(DOC_QUERY_UNPAID, "44_2126281063_5505")
     assert unpaid is not None
     assert (unpaid.trade_state, unpaid.transaction_id, unpaid.payer_openid, unpaid.success_time) == (
         documented.trade_state, documented.transaction_id, documented.payer_openid, documented.success_time,
@@ -797,7 +791,7 @@ def test_the_twin_answers_like_the_documented_samples(sandbox: SandboxWeChatPay,
     refund = sandbox.refund(
         out_trade_no="T20250101000040", out_refund_no="R20250101000040", total_fen=1, refund_fen=1, reason=""
     )
-    assert refund.status == pay._refund_result(DOC_REFUND, DOC_REFUND["out_refund_no"]).status == "PROCESSING"
+    assert refund.status == protocol.parse_refund_result(DOC_REFUND, DOC_REFUND["out_refund_no"]).status == "PROCESSING"
 
 
 def test_a_closed_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) -> None:
@@ -806,9 +800,9 @@ def test_a_closed_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) ->
     )
     sandbox.close("T20250101000041")
     assert sandbox.query("T20250101000041").trade_state == "CLOSED"  # type: ignore[union-attr]
-    with pytest.raises(pay.Conflict):
+    with pytest.raises(Conflict):
         sandbox.user_pays("T20250101000041")
-    with pytest.raises(pay.Conflict):  # ORDERCLOSED: a closed order is never prepaid again
+    with pytest.raises(Conflict):  # ORDERCLOSED: a closed order is never prepaid again
         sandbox.jsapi_prepay(
             out_trade_no="T20250101000041", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
         )
@@ -819,5 +813,5 @@ def test_an_expired_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) 
     sandbox.jsapi_prepay(
         out_trade_no="T20250101000042", description="x", amount_fen=1, payer_openid=OPENID, time_expire=past
     )
-    with pytest.raises(pay.Conflict):
+    with pytest.raises(Conflict):
         sandbox.user_pays("T20250101000042")

@@ -1,263 +1,35 @@
-"""WeChat merchant transfers (商家转账): one bill per withdrawal; live client and sandbox twin.
-
-`LiveTransfer` wraps `wechatpayv3`'s `mch_transfer_bills`, `mch_transfer_bills_query` and
-`mch_transfer_bills_cancel` (`/v3/fund-app/mch-transfer/transfer-bills`), sharing the merchant
-client and the notification verification of `LiveWeChatPay` (public-key mode: no start-up call).
-`SandboxTransfer` plays WeChat's side locally: bills kept in SQLite (so the API process and the
+"""A local twin of WeChat's merchant transfers: bills kept in SQLite (so the API process and the
 event runner share them), the user's confirmation, signed and encrypted MCHTRANSFER callbacks
-verified by the live code, and faults armed by tests and demos.
-
-Notes on wechatpayv3 2.0.4:
-- `mch_transfer_bills(out_bill_no, transfer_scene_id, openid, transfer_amount, transfer_remark,
-  user_name=None, user_recv_perception=None, transfer_scene_report_infos=[], appid=None,
-  notify_url=None)` encrypts `user_name` with the WeChat Pay public key itself (and sends the
-  key id as `Wechatpay-Serial`); it raises a bare Exception for an amount ≥ 2,000 yuan without
-  a name, so that is checked here first.
-- Every call returns `(status, text)` for any status and raises a bare Exception when a 2xx
-  answer's signature does not verify.
+verified by the live code, and faults (`FAULTS`) armed by tests and demos.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import re
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from chalicelib.errors import BadRequest, Conflict, NotFound
-from chalicelib.wechat.pay import LiveWeChatPay, PayConfig, SandboxWeChatPay, check_notify_url
-
-TRANSFER_STATES = (
-    "ACCEPTED",
-    "PROCESSING",
-    "WAIT_USER_CONFIRM",
-    "TRANSFERING",
-    "SUCCESS",
-    "FAIL",
-    "CANCELING",
-    "CANCELLED",
+from chalicelib.wechat.outbox import Outbox, immediate
+from chalicelib.wechat.pay.protocol import PayConfig, check_notify_url
+from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
+from chalicelib.wechat.transfer.live import LiveTransfer
+from chalicelib.wechat.transfer.protocol import (
+    NOTIFICATION_EVENT,
+    RESOURCE_TYPE,
+    TransferBill,
+    TransferRejected,
+    TransferUnclear,
+    bill_from,
+    check_bill,
+    create_answer,
+    query_answer,
 )
-FINAL_STATES = frozenset({"SUCCESS", "FAIL", "CANCELLED"})
-REAL_NAME_FROM_FEN = 200_000  # WeChat requires the (encrypted) user_name from 2,000 yuan
-MIN_TRANSFER_FEN = 10  # 0.1 yuan
-NOTIFICATION_EVENT = "MCHTRANSFER.BILL.FINISHED"
-RESOURCE_TYPE = "mch_payment"
-UNCLEAR_CODES = frozenset({"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED"})
-_OUT_BILL_NO = re.compile(r"[0-9A-Za-z]{5,32}")
-
-
-@dataclass(frozen=True, slots=True)
-class TransferBill:
-    out_bill_no: str
-    state: str
-    transfer_bill_no: str | None = None
-    package_info: str | None = None  # while WAIT_USER_CONFIRM: what wx.requestMerchantTransfer needs
-    fail_reason: str | None = None
-    amount_fen: int | None = None
-    openid: str | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-
-class TransferUnclear(Exception):
-    """Timeout, connection error, HTTP 5xx or SYSTEM_ERROR/FREQUENCY_LIMITED: the bill may or may not
-    exist at WeChat. Callers must query the bill before any retry."""
-
-
-class TransferRejected(Exception):
-    """WeChat refused the request for good (PARAM_ERROR, INVALID_REQUEST, NOT_ENOUGH, NO_AUTH, ...):
-    no bill was created."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class TransferProvider(Protocol):
-    mch_id: str
-    appid: str
-
-    def create_bill(
-        self, *, out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None = None
-    ) -> TransferBill: ...
-
-    def query_bill(self, out_bill_no: str) -> TransferBill | None: ...
-
-    def cancel_bill(self, out_bill_no: str) -> TransferBill: ...
-
-    def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> TransferBill: ...
-
-
-def check_bill(out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None) -> None:
-    """WeChat's own limits on a transfer bill, checked before calling it."""
-    if not _OUT_BILL_NO.fullmatch(out_bill_no):
-        raise BadRequest("out_bill_no must be 5-32 letters or digits", code="invalid_transfer")
-    if not openid:
-        raise BadRequest("the payee has no openid", code="invalid_transfer")
-    if isinstance(amount_fen, bool) or not isinstance(amount_fen, int) or amount_fen < MIN_TRANSFER_FEN:
-        raise BadRequest("a transfer is at least 0.1 yuan", code="invalid_transfer")
-    if not 1 <= len(remark) <= 32:
-        raise BadRequest("the transfer remark must be 1-32 characters", code="invalid_transfer")
-    if amount_fen >= REAL_NAME_FROM_FEN and not user_name:
-        raise BadRequest("transfers of 2,000 yuan or more need the payee's real name", code="real_name_required")
-
-
-def bill_from(data: Mapping[str, Any], out_bill_no: str | None = None) -> TransferBill:
-    """A bill from WeChat's answer or callback resource (state checked, the rest optional)."""
-    state = data.get("state")
-    number = data.get("out_bill_no") or out_bill_no
-    if state not in TRANSFER_STATES or not isinstance(number, str) or (out_bill_no and number != out_bill_no):
-        raise TransferUnclear(f"WeChat answered the transfer with something unexpected: {dict(data)!r:.200}")
-    amount = data.get("transfer_amount")
-    return TransferBill(
-        out_bill_no=number,
-        state=str(state),
-        transfer_bill_no=_optional(data.get("transfer_bill_no")),
-        package_info=_optional(data.get("package_info")),
-        fail_reason=_optional(data.get("fail_reason")),
-        amount_fen=int(amount) if isinstance(amount, int) and not isinstance(amount, bool) else None,
-        openid=_optional(data.get("openid")),
-    )
-
-
-def _optional(value: Any) -> str | None:
-    return str(value) if value else None
-
-
-def _china_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S+08:00", time.gmtime(epoch + 8 * 3600))
-
-
-def create_answer(bill: TransferBill, created_at: float) -> dict[str, Any]:
-    """WeChat's answer to 发起转账 (documented fields: out_bill_no, transfer_bill_no, create_time,
-    state, fail_reason, package_info). It alone carries package_info, while the user must confirm."""
-    answer: dict[str, Any] = {
-        "out_bill_no": bill.out_bill_no,
-        "transfer_bill_no": bill.transfer_bill_no,
-        "create_time": _china_time(created_at),
-        "state": bill.state,
-    }
-    if bill.fail_reason:
-        answer["fail_reason"] = bill.fail_reason
-    if bill.state == "WAIT_USER_CONFIRM" and bill.package_info:
-        answer["package_info"] = bill.package_info
-    return answer
-
-
-def query_answer(bill: TransferBill, mch_id: str, appid: str, created_at: float, updated_at: float) -> dict[str, Any]:
-    """WeChat's answer to 商户单号查询转账单 (documented fields: mch_id, out_bill_no, transfer_bill_no,
-    appid, state, transfer_amount, transfer_remark, fail_reason, openid, user_name, create_time,
-    update_time): no package_info, whatever the state. The twin keeps no remark or name, so it
-    leaves those two out."""
-    answer: dict[str, Any] = {
-        "mch_id": mch_id,
-        "out_bill_no": bill.out_bill_no,
-        "transfer_bill_no": bill.transfer_bill_no,
-        "appid": appid,
-        "state": bill.state,
-        "transfer_amount": bill.amount_fen,
-        "openid": bill.openid,
-        "create_time": _china_time(created_at),
-        "update_time": _china_time(updated_at),
-    }
-    if bill.fail_reason:
-        answer["fail_reason"] = bill.fail_reason
-    return answer
-
-
-# --- the live client --------------------------------------------------------------------------
-
-
-class LiveTransfer:
-    """The real transfer API through `wechatpayv3`, sharing `LiveWeChatPay`'s client and checks."""
-
-    def __init__(self, pay: LiveWeChatPay, config: PayConfig, *, scene_id: str, report_infos: list[dict[str, str]]):
-        self._pay = pay
-        self._config = config
-        self._scene_id = scene_id
-        self._report_infos = [dict(info) for info in report_infos]
-        self.mch_id = config.mchid
-        self.appid = config.appid
-
-    def _call(self, request: Callable[[], Any], *, not_found_is_none: bool = False) -> dict[str, Any] | None:
-        import requests
-
-        try:
-            status, text = request()
-        except requests.RequestException as exc:
-            raise TransferUnclear(f"WeChat Pay is unreachable: {exc}") from exc
-        except Exception as exc:  # an answer whose signature does not verify: trust nothing, query later
-            raise TransferUnclear(f"WeChat Pay answer refused: {exc}") from exc
-        status = int(status)
-        try:
-            data = json.loads(text) if text else {}
-        except ValueError:
-            data = None
-        if status >= 500 or status == 429 or not isinstance(data, dict):
-            raise TransferUnclear(f"WeChat Pay answered HTTP {status}")
-        if 200 <= status < 300:
-            return data
-        code, message = str(data.get("code", "")), str(data.get("message", ""))
-        if code in UNCLEAR_CODES:
-            raise TransferUnclear(f"WeChat Pay answered {code}: {message}")
-        if not_found_is_none and (status == 404 or code == "NOT_FOUND"):
-            return None
-        raise TransferRejected(code or f"HTTP_{status}", message)
-
-    def create_bill(
-        self, *, out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None = None
-    ) -> TransferBill:
-        check_bill(out_bill_no, openid, amount_fen, remark, user_name)
-        client = self._pay.client
-        data = self._call(
-            lambda: client.mch_transfer_bills(
-                out_bill_no=out_bill_no,
-                transfer_scene_id=self._scene_id,
-                openid=openid,
-                transfer_amount=amount_fen,
-                transfer_remark=remark,
-                user_name=user_name,
-                transfer_scene_report_infos=self._report_infos,
-                notify_url=self._config.notify_url,
-            )
-        )
-        return bill_from(data or {}, out_bill_no)
-
-    def query_bill(self, out_bill_no: str) -> TransferBill | None:
-        client = self._pay.client
-        data = self._call(lambda: client.mch_transfer_bills_query(out_bill_no=out_bill_no), not_found_is_none=True)
-        return None if data is None else bill_from(data, out_bill_no)
-
-    def cancel_bill(self, out_bill_no: str) -> TransferBill:
-        client = self._pay.client
-        data = self._call(lambda: client.mch_transfer_bills_cancel(out_bill_no))
-        return bill_from(data or {}, out_bill_no)
-
-    def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> TransferBill:
-        data = self._pay.verified_callback(headers, body)
-        try:
-            resource = data["resource"]
-            if data.get("event_type") != NOTIFICATION_EVENT or not isinstance(resource, dict):
-                raise BadRequest("not a transfer notification", code="bad_notification")
-            # WeChat names the merchant `mch_id` in this resource, `mchid` in others: accept either
-            if (resource.get("mch_id") or resource.get("mchid")) != self.mch_id:
-                raise BadRequest("the notification is for another merchant", code="bad_notification")
-            return bill_from(resource)
-        except (KeyError, TypeError, TransferUnclear) as exc:
-            raise BadRequest("the notification lacks expected fields", code="bad_notification") from exc
-
-
-# --- the sandbox twin -------------------------------------------------------------------------
 
 FAULTS = frozenset(
     {
@@ -309,8 +81,6 @@ class SandboxTransfer:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One connection and one immediate (write-locking) transaction: safe across processes."""
-        from chalicelib.wechat.outbox import immediate
-
         with immediate(self._db) as db:
             yield db
 
@@ -484,8 +254,6 @@ class SandboxTransfer:
 
     def _post(self, bodies: list[bytes], delay: float) -> None:
         """Queue WeChat's callbacks for the notify_url and (unless delayed) try them at once."""
-        from chalicelib.wechat.outbox import Outbox
-
         outbox = Outbox(self._db.parent / "outbox.sqlite3")
         due = self._clock() + delay
         ids = [

@@ -23,8 +23,13 @@ from typing import Any
 
 from chalicelib.errors import BadRequest, Unauthorized, UpstreamError
 from chalicelib.wechat.pay.protocol import (
+    NONCE_HEADER,
     NOTIFICATION_MAX_SKEW_SECONDS,
+    SERIAL_HEADER,
+    SIGNATURE_HEADER,
     SIGNATURE_TYPE,
+    SIGNATURE_TYPE_HEADER,
+    TIMESTAMP_HEADER,
     PayConfig,
     PaymentNotice,
     PaymentState,
@@ -33,6 +38,12 @@ from chalicelib.wechat.pay.protocol import (
     check_prepay,
     check_refund,
     china_time,
+    notification_headers,
+    notification_text,
+    parse_answer,
+    parse_notice,
+    parse_payment_state,
+    parse_refund_result,
 )
 
 HTTP_TIMEOUT = (3.05, 10)
@@ -53,6 +64,7 @@ class LiveWeChatPay:
         clock: Callable[[], float] = time.time,
         timeout: tuple[float, float] = HTTP_TIMEOUT,
     ) -> None:
+        # heavy: wechatpayv3 (with cryptography and requests) loads with the first client, not at cold start
         from wechatpayv3 import WeChatPayType
         from wechatpayv3.utils import load_public_key
 
@@ -61,7 +73,7 @@ class LiveWeChatPay:
         try:
             self._public_key = load_public_key(config.public_key_pem)
             if client is None:
-                from wechatpayv3 import WeChatPay as Client
+                from wechatpayv3 import WeChatPay as Client  # heavy: see above
 
                 client = Client(
                     wechatpay_type=WeChatPayType.JSAPI,
@@ -84,7 +96,7 @@ class LiveWeChatPay:
 
     def _call(self, request: Callable[[], Any]) -> dict[str, Any]:
         """Run one library call; transport failures and unverifiable answers become UpstreamError."""
-        import requests
+        import requests  # heavy: not at cold start
 
         try:
             status, text = request()
@@ -92,7 +104,7 @@ class LiveWeChatPay:
             raise UpstreamError(f"WeChat Pay is unreachable: {exc}", code="wechatpay_unavailable") from exc
         except Exception as exc:  # the library's "failed to verify the signature" is a bare Exception
             raise UpstreamError(f"WeChat Pay answer refused: {exc}", code="wechatpay_error") from exc
-        return _answer(int(status), text)
+        return parse_answer(int(status), text)
 
     def jsapi_prepay(
         self, *, out_trade_no: str, description: str, amount_fen: int, payer_openid: str, time_expire: datetime
@@ -132,7 +144,7 @@ class LiveWeChatPay:
         """Verify (public key, serial, freshness) and decrypt a notification; map it to a PaymentNotice."""
         data = self.verified_callback(headers, body)
         try:
-            notice = _notice(data)
+            notice = parse_notice(data)
             resource = data["resource"]
             # A refund's resource names no appid; a payment's must be this mini-program's.
             ours = resource["mchid"] == self._config.mchid and resource.get("appid", self._config.appid) == (
@@ -147,22 +159,24 @@ class LiveWeChatPay:
     def verified_callback(self, headers: Mapping[str, str], body: bytes | str) -> dict[str, Any]:
         """A notification's body with its resource decrypted, once its signature type, key id,
         freshness and signature are checked (any WeChat Pay notification: payments, transfers)."""
-        found = _canonical_headers(headers)
-        if found[_SIGNATURE_TYPE] != SIGNATURE_TYPE:
+        found = notification_headers(headers)
+        if found[SIGNATURE_TYPE_HEADER] != SIGNATURE_TYPE:
             raise Unauthorized("unsupported notification signature type", code="bad_signature")
         # Checked here: for an unknown serial the library would go and download platform certificates.
-        if found[_SERIAL] != self._config.public_key_id:
+        if found[SERIAL_HEADER] != self._config.public_key_id:
             raise Unauthorized("the notification is signed with an unknown key", code="bad_signature")
-        self._check_fresh(found[_TIMESTAMP])
-        text = _text(body)
+        self._check_fresh(found[TIMESTAMP_HEADER])
+        text = notification_text(body)
         try:
             data = self._client.callback(found, text)
         except Exception as exc:  # signed, but not the JSON/resource WeChat sends
             raise BadRequest("the notification is malformed", code="bad_notification") from exc
         if not data:
-            from wechatpayv3.utils import rsa_verify
+            from wechatpayv3.utils import rsa_verify  # heavy: not at cold start
 
-            if not rsa_verify(found[_TIMESTAMP], found[_NONCE], text, found[_SIGNATURE], self._public_key):
+            if not rsa_verify(
+                found[TIMESTAMP_HEADER], found[NONCE_HEADER], text, found[SIGNATURE_HEADER], self._public_key
+            ):
                 raise Unauthorized("the notification's signature does not verify", code="bad_signature")
             raise BadRequest("the notification could not be decrypted", code="bad_notification")
         if not isinstance(data, dict):
@@ -196,7 +210,7 @@ class LiveWeChatPay:
             if (exc.details or {}).get("wechatpay_code") in {"ORDER_NOT_EXIST", "ORDERNOTEXIST", "NOT_FOUND"}:
                 return None
             raise
-        return _payment_state(data, out_trade_no)
+        return parse_payment_state(data, out_trade_no)
 
     def query_refund(self, out_refund_no: str) -> RefundResult | None:
         """A refund as WeChat Pay knows it; None when it knows no such refund (RESOURCE_NOT_EXISTS)."""
@@ -206,7 +220,7 @@ class LiveWeChatPay:
             if (exc.details or {}).get("wechatpay_code") in {"RESOURCE_NOT_EXISTS", "NOT_FOUND"}:
                 return None
             raise
-        return _refund_result(data, out_refund_no)
+        return parse_refund_result(data, out_refund_no)
 
     def refund(
         self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str
@@ -221,4 +235,4 @@ class LiveWeChatPay:
                 reason=reason or None,
             )
         )
-        return _refund_result(data, out_refund_no)
+        return parse_refund_result(data, out_refund_no)

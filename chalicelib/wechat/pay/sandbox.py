@@ -13,21 +13,21 @@ import json
 import secrets
 import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-import time
 
 from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.wechat.outbox import Outbox, immediate
 from chalicelib.wechat.pay.live import LiveWeChatPay
 from chalicelib.wechat.pay.protocol import (
     CHINA_TZ,
+    PayConfig,
     PaymentNotice,
     PaymentState,
-    PayConfig,
     Prepay,
     RefundResult,
     check_notify_url,
@@ -98,7 +98,7 @@ class SandboxWeChatPay:
         db_path: Path | None = None,
         refund_seconds: float = DEFAULT_REFUND_SECONDS,
     ) -> None:
-        if _public_pem(wechat_private_key_pem).strip() != config.public_key_pem.strip():
+        if public_pem(wechat_private_key_pem).strip() != config.public_key_pem.strip():
             raise ValueError("the sandbox's WeChat-side key does not match config.public_key_pem")
         self._config = config
         self._wechat_key_pem = wechat_private_key_pem
@@ -106,13 +106,9 @@ class SandboxWeChatPay:
         self._live = LiveWeChatPay(config, clock=clock)
         self._refund_seconds = refund_seconds
         if db_path is None:
-            import tempfile
-
             db_path = Path(tempfile.mkdtemp(prefix="fenxiao-paytwin-")) / "payments.sqlite3"
         self._db = Path(db_path)
         self._db.parent.mkdir(parents=True, exist_ok=True)
-        import sqlite3
-
         db = sqlite3.connect(self._db, timeout=30)
         try:
             db.executescript(_PAY_SCHEMA)  # idempotent; executescript manages its own transaction
@@ -134,7 +130,6 @@ class SandboxWeChatPay:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Any]:
-        from chalicelib.wechat.outbox import immediate
 
         with immediate(self._db) as db:
             yield db
@@ -348,7 +343,6 @@ class SandboxWeChatPay:
 
     def _post(self, url: str, body: bytes, *, due_at: float, at_once: bool = False) -> None:
         """Queue the notification for `url` and, like WeChat right after a payment, try it now."""
-        from chalicelib.wechat.outbox import Outbox
 
         outbox = Outbox(self.outbox_path)
         row = outbox.add(
@@ -426,7 +420,7 @@ class SandboxWeChatPay:
     def _notification(
         self, event_type: str, summary: str, original_type: str, resource: Mapping[str, Any], now: float
     ) -> tuple[dict[str, str], bytes]:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # heavy: loaded on first use, not at cold start
 
         nonce = secrets.token_hex(6)  # WeChat uses a 12-character nonce
         plaintext = json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode()

@@ -29,12 +29,12 @@ SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 CHINA_TZ = timezone(timedelta(hours=8))
 REFUND_STATES = frozenset({"SUCCESS", "PROCESSING", "ABNORMAL", "CLOSED"})
 
-_TIMESTAMP = "Wechatpay-Timestamp"
-_NONCE = "Wechatpay-Nonce"
-_SIGNATURE = "Wechatpay-Signature"
-_SERIAL = "Wechatpay-Serial"
-_SIGNATURE_TYPE = "Wechatpay-Signature-Type"
-_NOTIFICATION_HEADERS = (_TIMESTAMP, _NONCE, _SIGNATURE, _SERIAL, _SIGNATURE_TYPE)
+TIMESTAMP_HEADER = "Wechatpay-Timestamp"
+NONCE_HEADER = "Wechatpay-Nonce"
+SIGNATURE_HEADER = "Wechatpay-Signature"
+SERIAL_HEADER = "Wechatpay-Serial"
+SIGNATURE_TYPE_HEADER = "Wechatpay-Signature-Type"
+NOTIFICATION_HEADERS = (TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER, SERIAL_HEADER, SIGNATURE_TYPE_HEADER)
 
 _OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{6,32}")
 _OUT_REFUND_NO = re.compile(r"[0-9A-Za-z_\-|*@]{1,64}")
@@ -142,6 +142,7 @@ class WeChatPay(Protocol):
         self, *, out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str
     ) -> RefundResult: ...
 
+
 # --- WeChat's limits, answers and notifications ----------------------------------------------
 
 
@@ -169,7 +170,7 @@ def china_time(moment: datetime) -> str:
     return moment.astimezone(CHINA_TZ).isoformat(timespec="seconds")
 
 
-def _payment_state(data: Mapping[str, Any], out_trade_no: str) -> PaymentState:
+def parse_payment_state(data: Mapping[str, Any], out_trade_no: str) -> PaymentState:
     state = data.get("trade_state")
     if not isinstance(state, str) or data.get("out_trade_no") != out_trade_no:
         raise UpstreamError("WeChat Pay answered the order query with something unexpected", code="wechatpay_error")
@@ -212,7 +213,7 @@ def wechatpay_error(status: int, code: str, message: str) -> DomainError:
     return UpstreamError(text, code="wechatpay_error", details=details)
 
 
-def _answer(status: int, text: str | bytes) -> dict[str, Any]:
+def parse_answer(status: int, text: str | bytes) -> dict[str, Any]:
     """The JSON object of a WeChat Pay answer, or the domain error it stands for."""
     if status >= 500:
         raise UpstreamError(f"WeChat Pay answered HTTP {status}", code="wechatpay_unavailable")
@@ -227,7 +228,7 @@ def _answer(status: int, text: str | bytes) -> dict[str, Any]:
     raise wechatpay_error(status, str(data.get("code", "")), str(data.get("message", "")))
 
 
-def _refund_result(data: Mapping[str, Any], out_refund_no: str) -> RefundResult:
+def parse_refund_result(data: Mapping[str, Any], out_refund_no: str) -> RefundResult:
     status = data.get("status")
     if status not in REFUND_STATES or data.get("out_refund_no") != out_refund_no:
         raise UpstreamError("WeChat Pay answered the refund with something unexpected", code="wechatpay_error")
@@ -237,11 +238,11 @@ def _refund_result(data: Mapping[str, Any], out_refund_no: str) -> RefundResult:
     )
 
 
-def _canonical_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def notification_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The five `Wechatpay-*` headers under their canonical names, whatever case they arrived in."""
     lowered = {str(name).lower(): value for name, value in headers.items()}
     found: dict[str, str] = {}
-    for name in _NOTIFICATION_HEADERS:
+    for name in NOTIFICATION_HEADERS:
         value = lowered.get(name.lower())
         if not isinstance(value, str) or not value:
             raise Unauthorized(f"the notification has no {name} header", code="bad_signature")
@@ -249,7 +250,7 @@ def _canonical_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _text(body: bytes | str) -> str:
+def notification_text(body: bytes | str) -> str:
     if isinstance(body, str):
         return body
     try:
@@ -262,7 +263,7 @@ def _optional(value: Any) -> str | None:
     return str(value) if value else None
 
 
-def _notice(data: Mapping[str, Any]) -> PaymentNotice:
+def parse_notice(data: Mapping[str, Any]) -> PaymentNotice:
     """The decrypted notification (the library's `callback()` shape) as a PaymentNotice."""
     resource = data["resource"]
     event_type = str(data["event_type"])
@@ -290,12 +291,14 @@ def _notice(data: Mapping[str, Any]) -> PaymentNotice:
         event_type=event_type,
     )
 
+
 # --- signatures -------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=16)
-def _rsa_private_key(pem: str) -> RSAPrivateKey:
+def rsa_private_key(pem: str) -> RSAPrivateKey:
     """The key of a PEM, parsed (and validated, which is slow) once per process."""
+    # heavy: cryptography is loaded on first use, not at the Lambda's cold start
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -306,11 +309,11 @@ def _rsa_private_key(pem: str) -> RSAPrivateKey:
 
 
 @lru_cache(maxsize=16)
-def _public_pem(private_pem: str) -> str:
+def public_pem(private_pem: str) -> str:
     """The public half of a private key PEM, as a PEM."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # heavy: not at cold start
 
-    public = _rsa_private_key(private_pem).public_key()
+    public = rsa_private_key(private_pem).public_key()
     return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
@@ -321,17 +324,18 @@ def wechat_signature_headers(
 
     Signs `timestamp\\nnonce\\nbody\\n` with RSA-SHA256 (PKCS#1 v1.5), as WeChat Pay does.
     """
+    # heavy: cryptography is loaded on first use, not at the Lambda's cold start
     from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
     from cryptography.hazmat.primitives.hashes import SHA256
 
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     nonce = secrets.token_hex(16).upper()
     message = f"{stamp}\n{nonce}\n{body}\n".encode()
-    signature = _rsa_private_key(private_key_pem).sign(message, PKCS1v15(), SHA256())
+    signature = rsa_private_key(private_key_pem).sign(message, PKCS1v15(), SHA256())
     return {
-        _TIMESTAMP: stamp,
-        _NONCE: nonce,
-        _SIGNATURE: base64.b64encode(signature).decode("ascii"),
-        _SERIAL: public_key_id,
-        _SIGNATURE_TYPE: SIGNATURE_TYPE,
+        TIMESTAMP_HEADER: stamp,
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: base64.b64encode(signature).decode("ascii"),
+        SERIAL_HEADER: public_key_id,
+        SIGNATURE_TYPE_HEADER: SIGNATURE_TYPE,
     }

@@ -37,11 +37,11 @@ class SandboxKeys:
 
     @property
     def merchant_public_key_pem(self) -> str:
-        return _public_pem(self.merchant_private_key_pem)
+        return public_pem(self.merchant_private_key_pem)
 
     @property
     def wechat_public_key_pem(self) -> str:
-        return _public_pem(self.wechat_private_key_pem)
+        return public_pem(self.wechat_private_key_pem)
 
     @property
     def cert_serial_no(self) -> str:
@@ -69,6 +69,7 @@ class SandboxKeys:
 
 def generate_sandbox_keys() -> SandboxKeys:
     """Fresh RSA-2048 key pairs and a 32-character APIv3 key (takes a fraction of a second)."""
+    # heavy: cryptography is loaded on first use, not at the Lambda's cold start
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -84,7 +85,6 @@ def generate_sandbox_keys() -> SandboxKeys:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """An exclusive lock on the directory, so two local processes starting together agree on one set of keys."""
-    import fcntl
 
     with (directory / ".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
