@@ -58,7 +58,7 @@ class LiveMiniProgram:
         self, secrets: dict[str, str], http: Any = None, base_url: str = API_BASE, env_version: str = "release"
     ) -> None:
         if http is None:
-            import requests
+            import requests  # function-local: requests stays out of the Lambda's cold start
 
             http = requests.Session()
         self._secrets = secrets
@@ -143,7 +143,7 @@ class SandboxMiniProgram:
         return Session(openid=f"sbx-{digest}")
 
     def wxacode(self, appid: str, scene: str, page: str) -> bytes:
-        import segno
+        import segno  # function-local: only the sandbox draws codes; kept out of the Lambda's cold start
 
         check_scene(scene)
         qr = segno.make(f"{self._base}/mp/{page}?scene={scene}", error="m")

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
 from chalicelib.wechat.pay.keys import SandboxKeys, generate_sandbox_keys
 from chalicelib.wechat.pay.live import LiveWeChatPay
-from chalicelib.wechat.pay.protocol import PayConfig
+from chalicelib.wechat.pay.protocol import PayConfig, wechat_signature_headers
 from chalicelib.wechat.transfer import TransferBill, TransferRejected, TransferUnclear
 from chalicelib.wechat.transfer.live import LiveTransfer
+from chalicelib.wechat.transfer.protocol import bill_from
 from chalicelib.wechat.transfer.sandbox import SandboxTransfer
 from tests.unit.test_wechat_pay import wechat_answer
 
@@ -231,8 +232,6 @@ def test_forged_and_foreign_callbacks_are_refused(
         live.parse_notification(headers, body.replace(b"MCHTRANSFER", b"MCHTRANSFEX"))
     rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rogue_pem = rogue.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
-    from chalicelib.wechat.pay.protocol import wechat_signature_headers
-
     forged = wechat_signature_headers(rogue_pem, config.public_key_id, body.decode())
     with pytest.raises(Unauthorized):
         live.parse_notification(forged, body)
@@ -329,8 +328,6 @@ DOCUMENTED_QUERY_ANSWER = {
 
 
 def test_documented_answers_read_as_bills_and_only_the_create_answer_has_a_package() -> None:
-    from chalicelib.wechat.transfer.protocol import bill_from
-
     created = bill_from(DOCUMENTED_CREATE_ANSWER, "plfk2020042013")
     assert created.package_info == "affffddafdfafddffda==" and created.amount_fen is None
     queried = bill_from(DOCUMENTED_QUERY_ANSWER, "plfk2020042013")
