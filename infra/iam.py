@@ -78,7 +78,7 @@ class Function:
 ALL_STORE = ("*",)
 FAN_OUT = Function(store=("queue",), tables={"TenantsTable": ("dynamodb:Scan",)}, send=("JobsQueue",))  # jobs.fan_out
 EXPORT_WRITER = ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:DeleteObject")
-STREAM = ("commerce", "orders", "users", "audit", "parked", "catalog", "shares", "shards", "base")
+STREAM = ("plans", "ledger", "orders", "users", "audit", "parked", "catalog", "shares", "shards", "base")
 
 FUNCTIONS: dict[str, Function] = {
     "APIHandler": Function(
@@ -97,12 +97,14 @@ FUNCTIONS: dict[str, Function] = {
                 "audit",
                 "base",
                 "catalog",
-                "commerce",
+                "ledger",
                 "orders",
                 "parked",
+                "plans",
                 "queue",
                 "shards",
                 "shares",
+                "tenants",
                 "users",
                 "withdrawals",
                 "exports",
@@ -115,7 +117,7 @@ FUNCTIONS: dict[str, Function] = {
         exports=EXPORT_WRITER,
     ),
     "SendPayout": Function(
-        store=("withdrawals", "audit", "users", "admins", "shards", "base"),
+        store=("withdrawals", "audit", "users", "admins", "tenants", "shards", "base"),
         consume="PayoutQueue",
         secrets=("app", "wechatpay"),
     ),

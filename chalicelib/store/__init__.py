@@ -13,16 +13,18 @@ from typing import TYPE_CHECKING
 from chalicelib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from chalicelib.store.admins import AdminStore, TenantStore
+    from chalicelib.store.admins import AdminStore
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.catalog import CouponStore, ProductStore
-    from chalicelib.store.commerce import LedgerStore, PlanStore
     from chalicelib.store.exports import ExportStore
+    from chalicelib.store.ledger import LedgerStore
     from chalicelib.store.merchants import MerchantStore
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
     from chalicelib.store.parked import ParkedStore
+    from chalicelib.store.plans import PlanStore
     from chalicelib.store.shares import ShareStore
+    from chalicelib.store.tenants import TenantStore
     from chalicelib.store.users import UserStore
     from chalicelib.store.withdrawals import WithdrawalStore
 
@@ -48,18 +50,20 @@ class Store:
 
 def build_store(settings: Settings) -> Store:
     """A store bound to these settings' tables."""
-    from chalicelib.store.admins import AdminStore, TenantStore
+    from chalicelib.store.admins import AdminStore
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.base import Transactions
     from chalicelib.store.catalog import CouponStore, ProductStore
-    from chalicelib.store.commerce import LedgerStore, PlanStore
     from chalicelib.store.exports import ExportStore
+    from chalicelib.store.ledger import LedgerStore
     from chalicelib.store.merchants import MerchantStore
     from chalicelib.store.models import configure
     from chalicelib.store.nonces import NonceStore
     from chalicelib.store.orders import OrderStore
     from chalicelib.store.parked import ParkedStore
+    from chalicelib.store.plans import PlanStore
     from chalicelib.store.shares import ShareStore
+    from chalicelib.store.tenants import TenantStore
     from chalicelib.store.users import UserStore
     from chalicelib.store.withdrawals import WithdrawalStore
 

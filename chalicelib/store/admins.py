@@ -1,4 +1,4 @@
-"""Admin accounts (operators) and tenants.
+"""Admin accounts (operators).
 
 Operators: one item per operator (pk `tenant#username`); a tenant's operators are read page by
 page from the `by_tenant` index (it projects no password hash). Every change made through the
@@ -16,12 +16,12 @@ from pynamodb.expressions.update import Action
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso, parse_iso
-from chalicelib.entities import Admin, AuditEvent, Page, Role, Tenant
+from chalicelib.entities import Admin, AuditEvent, Page, Role
 from chalicelib.errors import BadRequest
 from chalicelib.operators import Operator, Written
 from chalicelib.store import audit
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
-from chalicelib.store.models import AdminModel, AuditModel, TenantModel
+from chalicelib.store.models import AdminModel, AuditModel
 
 ATTEMPTS = 3  # transaction conflicts: another change of the same operator at the same moment
 INDEX_KEYS = {"pk", "tenant", "username"}
@@ -178,19 +178,3 @@ class AdminStore:
 
             self._tx = Transactions(get_settings())
         return self._tx
-
-
-class TenantStore:
-    def get(self, tenant: str) -> Tenant | None:
-        try:
-            item = TenantModel.get(tenant)
-        except TenantModel.DoesNotExist:
-            return None
-        return Tenant(item.tenant, item.name, item.timezone)
-
-    def all(self) -> list[Tenant]:
-        """Every tenant (a handful per deployment: a scan is fine here)."""
-        return [Tenant(i.tenant, i.name, i.timezone) for i in TenantModel.scan()]
-
-    def put(self, tenant: Tenant, when: datetime) -> None:
-        TenantModel(tenant=tenant.id, name=tenant.name, timezone=tenant.timezone, created_at=iso(when)).save()

@@ -95,7 +95,7 @@ class NonceStore:
         """Add a refund to the order and remember the event id, both or neither.
 
         The order must still be as read (status, amount, refunded_fen), so the event data's
-        `refunded_before_fen` is exact. The order update is `commerce.refund_update`, as in `OrderStore.add_refund`.
+        `refunded_before_fen` is exact. The order update is `orders.refund_update`, as in `OrderStore.add_refund`.
         """
         from chalicelib.store.orders import Change, ExtraWriteRefused, OrderStore
 
