@@ -41,6 +41,7 @@ function confirmReceipt(confirmation: Schemas["Confirmation"]): Promise<void> {
 Page({
   data: {
     amountText: "",
+    realName: "",
     quote: null as Schemas["WithdrawalQuote"] | null,
     fee: "",
     net: "",
@@ -67,6 +68,10 @@ Page({
     this.setData({ amountText: event.detail.value, quote: null, key: "" });
   },
 
+  onRealName(event: WechatMiniprogram.Input) {
+    this.setData({ realName: event.detail.value });
+  },
+
   async quote() {
     const amount = parseFen(this.data.amountText);
     if (amount === undefined || amount <= 0) {
@@ -83,11 +88,16 @@ Page({
   },
 
   async request() {
-    const { quote, key } = this.data;
+    const { quote, key, realName } = this.data;
     if (!quote) return;
+    // From 2,000 yuan WeChat needs the payee's real name (the quote says so).
+    if (quote.real_name_required && !realName.trim()) {
+      wx.showToast({ title: "请填写真实姓名", icon: "none" });
+      return;
+    }
     try {
       const withdrawal = await api.POST("/v1/withdrawals", {
-        body: { amount_fen: quote.amount_fen },
+        body: { amount_fen: quote.amount_fen, real_name: quote.real_name_required ? realName.trim() : null },
         header: { "Idempotency-Key": key },
       });
       wx.showToast({ title: `已申请 ¥${yuan(withdrawal.amount_fen)}` });
