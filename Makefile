@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | sha1sum | cut -c
 export AWS_DEFAULT_REGION ?= ap-shanghai
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: run reset test venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock clean
+.PHONY: run reset test venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock client clean
 
 # The venv installs the hashed lock, never the loose pins: `make lock` after editing requirements*.txt.
 $(STAMP): requirements-dev.lock
@@ -61,6 +61,12 @@ e2e: venv
 browser: venv
 	$(BIN)/python -m devtools.ensure_browser
 	$(PYTEST) tests/browser
+
+# The mini-program client (clients/miniprogram): types from /v1/openapi.json (openapi-typescript) and the
+# error texts from its table; commit clients/miniprogram/src after a route or model change.
+client: venv
+	$(BIN)/python clients/miniprogram/generate.py build/miniprogram/openapi.json clients/miniprogram/src/errors.ts
+	cd clients/miniprogram && { test -d node_modules || npm ci --no-audit --no-fund; } && npm run --silent generate
 
 bench: venv
 	$(BIN)/python -m bench
