@@ -13,7 +13,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent
-from chalicelib.store.base import Transactions, unless_exists
+from chalicelib.store.base import Transactions, conditional_write
 from chalicelib.store.models import AuditModel, ShareModel
 
 DAY_SHARDS = 8
@@ -197,7 +197,7 @@ def day_records(tenant: str, day: str) -> list[tuple[str, str]]:
 
 def put_once(record: AuditModel) -> bool:
     """Put a record unless one with its key exists; False when it did."""
-    return unless_exists(lambda: record.save(condition=AuditModel.pk.does_not_exist()))
+    return conditional_write(lambda: record.save(condition=AuditModel.pk.does_not_exist()))
 
 
 def action_record(tenant: str, event: AuditEvent, when: datetime) -> AuditModel:

@@ -55,8 +55,9 @@ class Transactions:
         return TxOutcome(committed=True)
 
 
-def unless_exists(write: Callable[[], object]) -> bool:
-    """Run a conditional write; False (instead of an exception) when its condition failed."""
+def conditional_write(write: Callable[[], object]) -> bool:
+    """Run a conditional write (any condition: not-exists, a version, a state); True when it was
+    written, False (instead of an exception) when its condition failed."""
     from pynamodb.exceptions import PynamoDBException
 
     try:

@@ -21,7 +21,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent
 from chalicelib.orders import Order
-from chalicelib.store.base import Transactions, unless_exists
+from chalicelib.store.base import Transactions, conditional_write
 from chalicelib.store.models import NonceModel
 from chalicelib.store.orders import refund_update
 
@@ -57,7 +57,7 @@ class NonceStore:
         """Remember a nonce for `ttl_seconds`; False when it is remembered already (a replay)."""
         now = utcnow()
         item = NonceModel(pk=nonce_key(tenant, merchant, nonce), expires_at=now + timedelta(seconds=ttl_seconds))
-        return unless_exists(lambda: item.save(condition=_forgotten(now)))
+        return conditional_write(lambda: item.save(condition=_forgotten(now)))
 
     def hit(self, key: str, window_ends: datetime) -> int:
         """Count one attempt against a throttle key for the window ending at `window_ends`."""

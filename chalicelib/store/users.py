@@ -16,7 +16,7 @@ from chalicelib.entities import AuditEvent, Page, TeamMember, User
 from chalicelib.errors import BadRequest
 from chalicelib.referral import MAX_LEVELS, Node
 from chalicelib.store.audit import canonical, version_actions
-from chalicelib.store.base import decode_cursor, encode_cursor, unless_exists
+from chalicelib.store.base import conditional_write, decode_cursor, encode_cursor
 from chalicelib.store.models import TeamL1Index, TeamL2Index, TeamL3Index, UserModel
 
 _TEAM_INDEXES = {1: ("l1k", UserModel.team_l1), 2: ("l2k", UserModel.team_l2), 3: ("l3k", UserModel.team_l3)}
@@ -109,7 +109,7 @@ class UserStore:
             event_actor=event.actor,
             event_data=canonical(event.data),
         )
-        return unless_exists(lambda: item.save(condition=UserModel.pk.does_not_exist()))
+        return conditional_write(lambda: item.save(condition=UserModel.pk.does_not_exist()))
 
     def bind(
         self, tenant: str, uid: str, upline: tuple[str, ...], *, via: str, when: datetime, event: AuditEvent
@@ -147,7 +147,7 @@ class UserStore:
         return self._update(tenant, uid, actions, UserModel.pk.exists() & _upline_is(expected))
 
     def _update(self, tenant: str, uid: str, actions: list[Any], condition: Any) -> bool:
-        return unless_exists(lambda: UserModel(_key(tenant, uid)).update(actions=actions, condition=condition))
+        return conditional_write(lambda: UserModel(_key(tenant, uid)).update(actions=actions, condition=condition))
 
     def team(self, tenant: str, uid: str, level: int, cursor: str | None, limit: int) -> Page[TeamMember]:
         """Users at `level` below `uid`, newest binding first, read from the level's index."""
