@@ -20,13 +20,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from chalicelib import orders as rules
 from chalicelib import signing
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, User
 from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from chalicelib.observability import count, logger
-from chalicelib.orders import Order, OrderStatus, PricedLine, Snapshot
+from chalicelib.orders import TRANSITIONS, Order, OrderStatus, PricedLine, Snapshot
 from chalicelib.services import logins, merchant_credentials, shares
 from chalicelib.store import get_store
 
@@ -187,7 +186,7 @@ def _paid(tenant: str, caller: Caller, event: MerchantEvent, paid_at: datetime) 
         return False, _past(order, OrderStatus.PAID, "not_payable")
     data = _data(event, amount_fen=order.amount_fen, paid_at=iso(paid_at))
     fields = {"paid_at": iso(paid_at), "transaction_id": event.order_id}  # the payment is the merchant's order
-    return _advance(order, caller, rules.TRANSITIONS["pay"], OrderStatus.PAID, fields, data)
+    return _advance(order, caller, TRANSITIONS["pay"], OrderStatus.PAID, fields, data)
 
 
 def _received(tenant: str, caller: Caller, event: MerchantEvent, received_at: datetime) -> tuple[bool, Order]:
@@ -196,7 +195,7 @@ def _received(tenant: str, caller: Caller, event: MerchantEvent, received_at: da
     if order.status is not OrderStatus.PAID:
         return False, _past(order, OrderStatus.RECEIVED, "cannot_receive")
     fields = {"received_at": iso(received_at)}
-    return _advance(order, caller, rules.TRANSITIONS["receive"], OrderStatus.RECEIVED, fields, _data(event, **fields))
+    return _advance(order, caller, TRANSITIONS["receive"], OrderStatus.RECEIVED, fields, _data(event, **fields))
 
 
 _STEPS = (OrderStatus.CREATED, OrderStatus.PAID, OrderStatus.RECEIVED)  # the road of a merchant order
@@ -321,7 +320,7 @@ def _refunded(tenant: str, caller: Caller, event: MerchantEvent) -> tuple[bool, 
             return False, order
         if applied_to is not None:
             raise Conflict("this event_id was applied to another order", code="event_id_reused")
-        if order.status not in rules.TRANSITIONS["refund"]:
+        if order.status not in TRANSITIONS["refund"]:
             raise Conflict(f"the order is {order.status.value}", code="not_refundable")
         if not 0 < amount <= order.refundable_fen:
             raise BadRequest(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")

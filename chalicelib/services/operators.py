@@ -13,12 +13,23 @@ from __future__ import annotations
 from datetime import datetime
 
 from chalicelib import auth, throttle
-from chalicelib import operators as rules
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Page, Principal, Role
 from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
 from chalicelib.observability import count, logger
-from chalicelib.operators import Change, Operator, Written
+from chalicelib.operators import (
+    Change,
+    Operator,
+    Written,
+    apply,
+    change_events,
+    check_password,
+    check_role,
+    check_username,
+    created_event,
+    loses_an_owner,
+    valid_username,
+)
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 
@@ -34,13 +45,13 @@ def listing(principal: Principal, cursor: str | None, limit: int) -> Page[Operat
 def create(principal: Principal, username: str, password: str, role: Role) -> Operator:
     """A new operator of the caller's mini-program (409 `operator_exists` when the name is taken)."""
     auth.require_role(principal, Role.OWNER)
-    rules.check_username(username)
-    rules.check_password(password)
-    rules.check_role(role)
+    check_username(username)
+    check_password(password)
+    check_role(role)
     now = utcnow()
     operator = Operator(principal.tenant, username, role, disabled=False, created_at=now)
     admin = Admin(principal.tenant, username, auth.hash_password(password), role)
-    if not get_store().admins.create(admin, now, rules.created_event(operator, principal.actor)):
+    if not get_store().admins.create(admin, now, created_event(operator, principal.actor)):
         raise Conflict("an operator with this username exists", code="operator_exists")
     count("OperatorsCreated")
     logger.info("operator created", extra={"tenant": principal.tenant, "operator": username, "role": role.value})
@@ -55,10 +66,10 @@ def change(
     if role is None and disabled is None and password is None:
         raise BadRequest("name at least one of role, disabled, password", code="empty_change")
     if role is not None:
-        rules.check_role(role)
+        check_role(role)
     if password is not None:
-        rules.check_password(password)
-    if not rules.valid_username(username):
+        check_password(password)
+    if not valid_username(username):
         raise NotFound("operator not found", code="unknown_operator")
     wanted = Change(role=role, disabled=disabled, password=password is not None)
     password_hash = auth.hash_password(password) if password is not None else None
@@ -68,10 +79,10 @@ def change(
         before = store.operator(principal.tenant, username)
         if before is None:
             raise NotFound("operator not found", code="unknown_operator")
-        events = rules.change_events(before, wanted, principal.actor)
+        events = change_events(before, wanted, principal.actor)
         if not events:
             return before  # nothing changes: nothing written, tokens keep working
-        after = rules.apply(before, wanted)
+        after = apply(before, wanted)
         keeper = _keeper(principal.tenant, before, after, gone)
         written = store.change(before, after, events, utcnow(), password_hash=password_hash, keeper=keeper)
         if written is Written.DONE:
@@ -88,7 +99,7 @@ def change(
 
 def _keeper(tenant: str, before: Operator, after: Operator, gone: set[str]) -> str | None:
     """Another enabled owner, when the change takes one away (409 `last_owner` when none is)."""
-    if not rules.loses_an_owner(before, after):
+    if not loses_an_owner(before, after):
         return None
     for name in get_store().admins.enabled_owners(tenant):
         if name != before.username and name not in gone:
@@ -102,7 +113,7 @@ def change_own_password(principal: Principal, current: str, new: str, source_ip:
     A wrong current password is a failed login for the throttle (`throttle.ADMIN_PER_USER` and
     `ADMIN_PER_IP`): a stolen token cannot be used to guess the password behind it."""
     auth.require_role(principal)
-    rules.check_password(new)
+    check_password(new)
     now = utcnow()
     user_key = f"{principal.tenant}#{principal.subject}"
     limits = ((throttle.ADMIN_PER_USER, user_key), (throttle.ADMIN_PER_IP, source_ip))
@@ -118,8 +129,8 @@ def change_own_password(principal: Principal, current: str, new: str, source_ip:
         raise Forbidden("the current password is wrong", code="wrong_password")
     before = Operator(admin.tenant, admin.username, admin.role, admin.disabled, None, admin.token_version)
     wanted = Change(password=True)
-    after = rules.apply(before, wanted)
-    events = rules.change_events(before, wanted, principal.actor)
+    after = apply(before, wanted)
+    events = change_events(before, wanted, principal.actor)
     written = store.admins.change(before, after, events, now, password_hash=auth.hash_password(new))
     if written is not Written.DONE:
         raise Unauthorized("your access changed; log in again", code="token_revoked")

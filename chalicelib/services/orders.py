@@ -8,12 +8,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib import orders as rules
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
 from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, Unauthorized
 from chalicelib.observability import count, logger
-from chalicelib.orders import Order, OrderStatus, Snapshot
+from chalicelib.orders import TRANSITIONS, Order, OrderStatus, Snapshot, price
 from chalicelib.services import catalog, refunds, shares
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
@@ -90,7 +89,7 @@ def place(
         tenant=tenant,
         id=order_id,
         buyer=buyer.id,
-        lines=rules.price(items, discount),
+        lines=price(items, discount),
         status=OrderStatus.CREATED,
         snapshot=Snapshot(
             upline=buyer.upline,
@@ -320,7 +319,7 @@ def auto_receipt(
 
 
 def _move(order: Order, transition: str, status: OrderStatus, actor: str, extra: dict[str, str]) -> None:
-    expected = rules.TRANSITIONS[transition]
+    expected = TRANSITIONS[transition]
     if order.status not in expected:
         raise Conflict(f"the order is {order.status.value}", code=f"cannot_{transition}")
     event = AuditEvent(entity=f"order:{order.id}", action=f"order.{status.value}", actor=actor, data=extra)

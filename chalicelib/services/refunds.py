@@ -20,13 +20,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib import orders as rules
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, UpstreamError
 from chalicelib.observability import count, logger
-from chalicelib.orders import MAX_REFUNDS, Order, OrderStatus, Refund, RefundState
+from chalicelib.orders import (
+    MAX_REFUNDS,
+    TRANSITIONS,
+    Order,
+    OrderStatus,
+    Refund,
+    RefundState,
+    refund_number,
+    refund_outcome,
+)
 from chalicelib.store import get_store
 from chalicelib.wechat import get_pay
 
@@ -59,14 +67,14 @@ def request(
     if known is not None:
         return view(order, _ask_wechat(order, known)), False
     _check_refundable(order, amount_fen)
-    number = rules.refund_number(order.id, len(order.refunds) + 1)
+    number = refund_number(order.id, len(order.refunds) + 1)
     now = utcnow()
     refund = Refund(number, amount_fen, RefundState.REQUESTED, reason, now, actor=principal.actor, key=key)
 
     def decide(current: Order) -> tuple[tuple[Refund, ...], int, AuditEvent] | None:
         if current.refund(number) is not None or len(current.refunds) != len(order.refunds):
             return None  # recorded by a concurrent request (a double submit), or another refund came first
-        if current.status not in rules.TRANSITIONS["refund"] or amount_fen > current.refundable_fen:
+        if current.status not in TRANSITIONS["refund"] or amount_fen > current.refundable_fen:
             return None
         data = {
             "refund_id": number,
@@ -109,7 +117,7 @@ def _same_request(
 
 
 def _check_refundable(order: Order, amount_fen: int) -> None:
-    if order.status not in rules.TRANSITIONS["refund"]:
+    if order.status not in TRANSITIONS["refund"]:
         raise Conflict(f"the order is {order.status.value}", code="not_refundable")
     if not 0 < amount_fen <= order.refundable_fen:
         raise BadRequest(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")
@@ -135,7 +143,7 @@ def _ask_wechat(order: Order, refund: Refund) -> Refund:
             return refund  # reconciliation asks again
         _finish(order.tenant, order.id, refund.number, RefundState.FAILED, f"{exc.code}: {exc.message}")
         raise
-    outcome = rules.refund_outcome(result.status)
+    outcome = refund_outcome(result.status)
     if outcome is None:
         return refund
     after = _finish(order.tenant, order.id, refund.number, outcome, result.status)
@@ -144,7 +152,7 @@ def _ask_wechat(order: Order, refund: Refund) -> Refund:
 
 def notified(tenant: str, order_id: str, number: str, status: str) -> None:
     """A REFUND.* notification (verified): finish the refund it names."""
-    outcome = rules.refund_outcome(status)
+    outcome = refund_outcome(status)
     if outcome is None:
         return
     order = get_store().orders.get(tenant, order_id)
@@ -241,7 +249,7 @@ def reconcile(order: Order, now: datetime) -> int:
             except DomainError:
                 logger.exception("refund refused on reconciliation", extra={"refund": refund.number})
             continue
-        outcome = rules.refund_outcome(known.status)
+        outcome = refund_outcome(known.status)
         if outcome is not None and _finish(order.tenant, order.id, refund.number, outcome, known.status):
             finished += 1
     return finished
