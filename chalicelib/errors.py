@@ -1,4 +1,6 @@
-"""Domain errors, mapped to HTTP in one place (`chalicelib.api.http`)."""
+"""Domain errors, named for what went wrong; each class carries the HTTP status and default code
+that `chalicelib.api.http` (the one place that turns them into responses) sends.
+"""
 
 from __future__ import annotations
 
@@ -26,44 +28,58 @@ class DomainError(Exception):
         return {"error": error}
 
 
-class BadRequest(DomainError):
+class InvalidInput(DomainError):
+    """What was asked is malformed or breaks a rule (an amount below the minimum, bad rules)."""
+
     status = 400
     code = "bad_request"
 
 
-class Unauthorized(DomainError):
+class NotAuthenticated(DomainError):
+    """The caller is not who it claims: no, a forged or an expired token; wrong credentials."""
+
     status = 401
     code = "unauthorized"
 
 
-class Forbidden(DomainError):
+class NotAllowed(DomainError):
+    """The caller is known but its role (or tenant) may not do this."""
+
     status = 403
     code = "forbidden"
 
 
-class NotFound(DomainError):
+class Missing(DomainError):
+    """The thing asked for does not exist (codes `unknown_*`)."""
+
     status = 404
     code = "not_found"
 
 
-class Conflict(DomainError):
+class StateConflict(DomainError):
+    """The thing is in a state (or was changed meanwhile) that does not allow this."""
+
     status = 409
     code = "conflict"
 
 
-class Gone(DomainError):
+class Ended(DomainError):
     """What the client asks for existed but is over for good (e.g. an expired coupon)."""
 
     status = 410
     code = "gone"
 
 
-class PayloadTooLarge(DomainError):
+class TooLarge(DomainError):
+    """The request is larger than we accept."""
+
     status = 413
     code = "body_too_large"
 
 
-class TooManyRequests(DomainError):
+class Throttled(DomainError):
+    """Too many attempts (or WeChat's rate limit): try again after `retry_after` seconds."""
+
     status = 429
     code = "rate_limited"
 
@@ -72,7 +88,7 @@ class TooManyRequests(DomainError):
         self.retry_after = max(1, retry_after)  # seconds, sent as Retry-After
 
 
-class Unavailable(DomainError):
+class NotConfigured(DomainError):
     """The deployment is not set up for what was asked (a missing setting); retrying won't help
     until an operator fixes it."""
 
@@ -85,3 +101,16 @@ class UpstreamError(DomainError):
 
     status = 502
     code = "upstream_error"
+
+
+# The HTTP names the code used before the errors had domain names: the same classes, kept while
+# services, blueprints and the WeChat clients move to the domain names (pure rules use those).
+BadRequest = InvalidInput
+Unauthorized = NotAuthenticated
+Forbidden = NotAllowed
+NotFound = Missing
+Conflict = StateConflict
+Gone = Ended
+PayloadTooLarge = TooLarge
+TooManyRequests = Throttled
+Unavailable = NotConfigured

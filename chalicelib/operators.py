@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from chalicelib.entities import ADMIN_ROLES, AuditEvent, Role
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 
 USERNAME = re.compile(r"[a-z0-9_.\-]{3,32}")
 MIN_PASSWORD = 10
@@ -65,17 +65,17 @@ def valid_username(username: str) -> bool:
 
 def check_username(username: str) -> None:
     if not valid_username(username):
-        raise BadRequest("the username must be 3-32 of a-z, 0-9, _ . -", code="invalid_username")
+        raise InvalidInput("the username must be 3-32 of a-z, 0-9, _ . -", code="invalid_username")
 
 
 def check_password(password: str) -> None:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise BadRequest(f"the password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters", code="invalid_password")
+        raise InvalidInput(f"the password needs {MIN_PASSWORD} to {MAX_PASSWORD} characters", code="invalid_password")
 
 
 def check_role(role: Role) -> None:
     if role not in ADMIN_ROLES:
-        raise BadRequest("the role must be owner, ops, finance or auditor", code="invalid_role")
+        raise InvalidInput("the role must be owner, ops, finance or auditor", code="invalid_role")
 
 
 def entity(username: str) -> str:

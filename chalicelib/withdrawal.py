@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.money import apply_bps, format_yuan
 
 
@@ -203,7 +203,7 @@ _RULE_BOUNDS = {
 
 
 def parse_rules(data: Mapping[str, Any], base: WithdrawalRules | None = None) -> WithdrawalRules:
-    """Rules from operator input (a partial update of `base`), or a BadRequest naming each problem."""
+    """Rules from operator input (a partial update of `base`), or an InvalidInput naming each problem."""
     values = (base or WithdrawalRules()).as_dict()
     problems: list[dict[str, str]] = []
     for name, value in data.items():
@@ -221,7 +221,7 @@ def parse_rules(data: Mapping[str, Any], base: WithdrawalRules | None = None) ->
     if not problems and rules.min_fen > rules.max_per_day_fen:
         problems.append({"field": "min_fen", "message": "the minimum is above the daily maximum"})
     if problems:
-        raise BadRequest("the withdrawal rules are invalid", code="invalid_rules", details=problems)
+        raise InvalidInput("the withdrawal rules are invalid", code="invalid_rules", details=problems)
     return rules
 
 
@@ -240,15 +240,15 @@ class Quote:
 
 
 def quote(rules: WithdrawalRules, amount_fen: int) -> Quote:
-    """What a withdrawal of `amount_fen` costs, or a BadRequest saying which rule it breaks."""
+    """What a withdrawal of `amount_fen` costs, or an InvalidInput saying which rule it breaks."""
     if amount_fen < rules.min_fen:
-        raise BadRequest(f"the minimum withdrawal is {format_yuan(rules.min_fen)} yuan", code="below_minimum")
+        raise InvalidInput(f"the minimum withdrawal is {format_yuan(rules.min_fen)} yuan", code="below_minimum")
     if amount_fen > rules.max_per_day_fen:
-        raise BadRequest(f"at most {format_yuan(rules.max_per_day_fen)} yuan a day", code="daily_amount_exceeded")
+        raise InvalidInput(f"at most {format_yuan(rules.max_per_day_fen)} yuan a day", code="daily_amount_exceeded")
     charge = fee(rules, amount_fen)
     net = amount_fen - charge
     if net < WECHAT_MIN_TRANSFER_FEN:
-        raise BadRequest("after the fee less than 0.1 yuan would be paid", code="below_minimum")
+        raise InvalidInput("after the fee less than 0.1 yuan would be paid", code="below_minimum")
     return Quote(
         amount_fen=amount_fen,
         fee_fen=charge,
