@@ -303,10 +303,57 @@ def test_a_bad_range_shows_the_servers_error(page: Page, seeded: dict[str, Any])
 # --- the README's screenshot ----------------------------------------------------------------------
 
 
+def seed_showcase(tenant: str, live_api: LiveApi) -> Principal:
+    """A livelier day for the README's picture: a three-level team, shares on three channels,
+    three products, buyers who order once or twice or never, one payout waiting."""
+    owner = Principal(tenant, "owner", Role.OWNER)
+    ops = Principal(tenant, "ops", Role.OPS)
+    plans.activate(owner, plans.create(owner, {"rates_bps": [1000, 500, 200], "cap_bps": 2000})["version"])
+    for pid, name, price in (("lipstick", "口红", 12_900), ("mask", "面膜礼盒", 8_800), ("serum", "精华液", 25_900)):
+        catalog.create_product(ops, pid, name, price)
+    top, mid, lead, other = (user(tenant) for _ in range(4))
+    referrals.scan(mid, shares.create(top, None, "moments").code)
+    referrals.scan(lead, shares.create(mid, None, "group").code)
+    codes = {
+        "moments": shares.create(lead, "lipstick", "moments").code,
+        "poster": shares.create(lead, "serum", "poster").code,
+        "group": shares.create(other, "mask", "group").code,
+    }
+    plan = [
+        ("moments", [("lipstick", 2)], 2),
+        ("poster", [("serum", 1)], 1),
+        ("group", [("mask", 1), ("lipstick", 1)], 2),
+        ("moments", [("mask", 3)], 1),
+        (None, [("serum", 1)], 1),
+    ]
+    for channel, lines, repeat in plan:
+        buyer = user(tenant)
+        if channel:
+            referrals.scan(buyer, codes[channel])
+        for _ in range(repeat):
+            paid_order(buyer, lines, codes[channel] if channel else None)
+    for channel in ("moments", "poster", "poster"):
+        referrals.scan(user(tenant), codes[channel])  # visitors who bound and bought nothing yet
+    who = promoter_with(tenant, 20_000, live_api)
+    approved, _ = withdrawals.request(who, 8_800)
+    withdrawals.approve(Principal(tenant, "finance", Role.FINANCE), approved["id"])
+    return owner
+
+
 @pytest.mark.skipif(not os.environ.get("UPDATE_SCREENSHOTS"), reason="writes docs/screenshots/: UPDATE_SCREENSHOTS=1")
-def test_write_the_dashboard_screenshot(page: Page, seeded: dict[str, Any]) -> None:
-    log_in(page, "owner", appid=seeded["tenant"])
+def test_write_the_dashboard_screenshot(page: Page, live_api: LiveApi) -> None:
+    tenant = new_tenant()
+    owner = seed_showcase(tenant, live_api)
+    today = local_today()
+
+    def counted() -> bool:
+        day = reports.daily(owner, today, today)["days"][0]
+        return day["orders"] == 7 and day["commission_fen"]["3"] > 0 and day["new_bindings"] == 9
+
+    eventually(counted, timeout=90)
+    log_in(page, "owner", appid=tenant)
     open_page(page, "dashboard", "dash-kpis", "src-rows", "funnel")
-    page.wait_for_timeout(800)  # the charts' entry animation
+    page.wait_for_timeout(1_000)  # the charts' entry animation
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
