@@ -1,4 +1,11 @@
-"""The admin console: one static page (`chalicelib/web/admin.html`) that calls the admin API."""
+"""The admin console: one static page (`chalicelib/web/admin.html`) that calls the admin API,
+and the chart library its dashboard draws with.
+
+The charts are Apache ECharts, vendored from npm (`echarts@6.1.0`, `dist/echarts.min.js`, with its
+LICENSE and NOTICE beside it) and served by this app at `/admin/echarts.min.js`: no CDN. The page
+loads it with a subresource-integrity hash, so a changed file is refused by the browser; replacing
+the version means replacing the file, its hash in the page and `ECHARTS_SHA256` below together.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,11 @@ from chalice.app import Blueprint, Response
 
 bp = Blueprint(__name__)
 
-PAGE = Path(__file__).resolve().parent.parent / "web" / "admin.html"
+WEB = Path(__file__).resolve().parent.parent / "web"
+PAGE = WEB / "admin.html"
+ECHARTS = WEB / "echarts.min.js"
+ECHARTS_VERSION = "6.1.0"
+ECHARTS_SHA256 = "b66b25aeb4df84e33199dc21694014d336d222cbd9deb0e5a7c14bd6aa0d0fd0"  # the npm release's file
 _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
@@ -31,15 +42,16 @@ def _csp_hash(source: str) -> str:
 def console_page() -> Page:
     """The page and its headers, read once per process.
 
-    The page is self-contained, so its policy allows exactly its own inline script and style
-    (by hash) and requests to this API only: a name a user typed cannot run as script here.
+    The page's policy allows exactly its own inline script and style (by hash), scripts from this
+    origin (the vendored chart library, pinned by its integrity hash in the page) and requests to
+    this API only: a name a user typed cannot run as script here.
     """
     html = PAGE.read_text(encoding="utf-8")
     blocks = {kind: [_csp_hash(body) for k, body in _INLINE.findall(html) if k == kind] for kind in ("script", "style")}
     policy = "; ".join(
         [
             "default-src 'none'",
-            "script-src " + " ".join(blocks["script"]),
+            "script-src 'self' " + " ".join(blocks["script"]),
             "style-src " + " ".join(blocks["style"]),
             "connect-src 'self'",
             "img-src 'self' data:",
@@ -62,3 +74,18 @@ def console_page() -> Page:
 def admin_console() -> Response:
     page = console_page()
     return Response(body=page.html, status_code=200, headers=page.headers)
+
+
+@functools.cache
+def _echarts() -> str:
+    return ECHARTS.read_text(encoding="utf-8")
+
+
+@bp.route("/admin/echarts.min.js", methods=["GET"])
+def echarts_bundle() -> Response:
+    headers: dict[str, str | list[str]] = {
+        "Content-Type": "application/javascript; charset=utf-8",
+        "Cache-Control": "public, max-age=86400",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return Response(body=_echarts(), status_code=200, headers=headers)

@@ -771,6 +771,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     # pages
     ("GET", "/admin"): Route("The admin console (HTML)", "pages", None, auth=Auth.NONE, media="text/html"),
+    ("GET", "/admin/echarts.min.js"): Route(
+        "The vendored ECharts bundle the console's dashboard draws with",
+        "pages",
+        None,
+        auth=Auth.NONE,
+        media="application/javascript",
+    ),
     ("GET", "/docs"): Route("This reference (HTML)", "pages", None, auth=Auth.NONE, media="text/html"),
     ("GET", "/docs/redoc.standalone.js"): Route(
         "The vendored Redoc bundle /docs uses", "pages", None, auth=Auth.NONE, media="application/javascript"
