@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock | sha1sum | cut -c1-12)
+RUN_STAMP := $(VENV)/.run-$(shell cat requirements-local.lock | sha1sum | cut -c1-12)
 export AWS_DEFAULT_REGION ?= ap-shanghai
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: run reset test venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock client clean
+.PHONY: run reset test venv run-venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock client clean
 
 # The venv installs the hashed lock, never the loose pins: `make lock` after editing requirements*.txt.
 $(STAMP): requirements-dev.lock
@@ -17,6 +18,15 @@ $(STAMP): requirements-dev.lock
 
 venv: $(STAMP)
 
+# `make run` needs only the runtime, the local API server and the AWS SDK (requirements-local.lock);
+# the test tools (pytest, Playwright, schemathesis, linters) come with `make test`.
+$(RUN_STAMP): requirements-local.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-local.lock
+	@rm -f $(VENV)/.run-* && touch $(RUN_STAMP)
+
+run-venv: $(RUN_STAMP)
+
 # requirements.txt (runtime) and requirements-dev.txt are the human-edited inputs; the locks pin
 # every transitive dependency with hashes. The runtime lock is resolved inside the dev lock, so the
 # Lambda package and the tests run the same versions. Python 3.11 = the Lambda runtime chalice picks.
@@ -25,12 +35,13 @@ LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --genera
 lock: venv
 	$(LOCK) requirements-dev.txt -o requirements-dev.lock
 	$(LOCK) -c requirements-dev.lock requirements.txt -o requirements.lock
+	$(LOCK) -c requirements-dev.lock requirements-local.txt -o requirements-local.lock
 
-run: venv
+run: run-venv
 	$(BIN)/python -m devtools.stack
 
 # Wipe the local stack's data and seed the demo again (stop `make run` first).
-reset: venv
+reset: run-venv
 	$(BIN)/python -m devtools.stack --reset
 
 test: venv lint typecheck
@@ -77,7 +88,7 @@ load: venv
 
 # Recompute the audit trail's hashes, chains and seals: every tenant of `make run`'s stack, the
 # last 7 days (TENANT=, FROM=, TO= narrow it; in AWS set TABLE_PREFIX and credentials instead).
-audit-verify: venv
+audit-verify: run-venv
 	$(BIN)/python -m devtools.audit verify --local \
 		$(if $(TENANT),--tenant $(TENANT)) $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
 

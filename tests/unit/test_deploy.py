@@ -25,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-REGENERATE = "run `make lock` and commit requirements.lock and requirements-dev.lock"
+REGENERATE = "run `make lock` and commit requirements.lock, requirements-local.lock and requirements-dev.lock"
 PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(?P<version>[^\s;\\]+)")
 
 
@@ -94,7 +94,8 @@ def lock_drift(pins: dict[str, str], inputs: set[str], lock_text: str) -> list[s
 
 LOCKS = {
     "requirements.lock": ("requirements.txt",),
-    "requirements-dev.lock": ("requirements-dev.txt", "requirements.txt"),
+    "requirements-local.lock": ("requirements-local.txt", "requirements.txt"),
+    "requirements-dev.lock": ("requirements-dev.txt", "requirements-local.txt", "requirements.txt"),
 }
 
 
@@ -107,12 +108,22 @@ def test_lock_matches_its_inputs(lock: str) -> None:
     assert "make lock" in text.splitlines()[1], f"{lock} was not written by `make lock`: {REGENERATE}"
 
 
-def test_runtime_lock_has_the_versions_the_tests_run() -> None:
-    runtime = parse_lock((ROOT / "requirements.lock").read_text())
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-local.lock"])
+def test_runtime_and_local_locks_have_the_versions_the_tests_run(lock: str) -> None:
+    narrow = parse_lock((ROOT / lock).read_text())
     dev = parse_lock((ROOT / "requirements-dev.lock").read_text())
-    differ = {n: (e.versions, dev[n].versions if n in dev else None) for n, e in runtime.items()}
+    differ = {n: (e.versions, dev[n].versions if n in dev else None) for n, e in narrow.items()}
     differ = {n: v for n, v in differ.items() if v[1] is None or not v[0] <= v[1]}
-    assert not differ, f"the Lambda would run other versions than the tests: {differ}. {REGENERATE}."
+    assert not differ, f"{lock} would run other versions than the tests: {differ}. {REGENERATE}."
+
+
+def test_make_run_installs_only_the_local_lock_and_no_test_tools() -> None:
+    out = make("-n", "-W", "requirements-local.lock", "run").stdout
+    installs = [line for line in out.splitlines() if "pip install" in line]
+    assert installs and all("--require-hashes -r requirements-local.lock" in line for line in installs), out
+    local = parse_lock((ROOT / "requirements-local.lock").read_text())
+    assert {"chalice", "boto3", "pynamodb"} <= set(local)
+    assert not {"pytest", "playwright", "schemathesis", "ruff", "mypy", "moto"} & set(local)
 
 
 LOCK_TEXT = """\
