@@ -126,6 +126,8 @@ def stack_env(config: StackConfig) -> dict[str, str]:
         "TABLE_PREFIX": TABLE_PREFIX,
         "JWT_SECRET": jwt_secret(),
         "MERCHANT_KEY": merchant_key(),
+        # The app's JSON logs at WARNING unless LOG_LEVEL says otherwise: INFO lines would bury the banner.
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL") or "WARNING",
         "WECHAT_MODE": "sandbox",
         "DEFAULT_TENANT": DEFAULT_TENANT,
         "PUBLIC_BASE_URL": config.api_url,
@@ -211,6 +213,12 @@ def banner(config: StackConfig, info: dict[str, Any]) -> str:
     """Return the block printed once the stack is up."""
     users = list(info.get("demo_users") or ["alice"])
     merchant = dict(info.get("merchant") or {})
+    interval = os.environ.get("SCHEDULE_INTERVAL")
+    schedules = (
+        f"every job every {interval} s (SCHEDULE_INTERVAL)"
+        if interval
+        else "each job at its own rate (settle hourly, payouts daily...); SCHEDULE_INTERVAL=<s> runs all every <s> s"
+    )
     login = (
         f"curl -X POST {config.api_url}/v1/auth/login -H 'Content-Type: application/json' "
         f"""-d '{{"code":"dev-{users[0]}"}}'"""
@@ -227,6 +235,9 @@ def banner(config: StackConfig, info: dict[str, Any]) -> str:
         f"  Demo users      {', '.join(users)}  (login code: dev-<name>)",
         f"  Demo merchant   {merchant.get('id')} / {merchant.get('secret')}  (POST /v1/merchant/order-events)",
         f"  User login      {login}",
+        "  WeChat          sandbox twins (dev-<name> logs anyone in; /v1/sandbox/* pays)",
+        f"  Schedules       {schedules}",
+        f"  Logs            LOG_LEVEL={os.environ.get('LOG_LEVEL') or 'WARNING'} (LOG_LEVEL=INFO shows every request)",
         "",
     ]
     return "\n".join(lines)
