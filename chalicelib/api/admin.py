@@ -36,7 +36,7 @@ def rebind(uid: str) -> dict[str, Any]:
     principal = principal_of(bp.current_request)
     body = parse_body(bp.current_request, RebindBody)
     user = referrals.rebind(principal, uid, body.parent_id, body.reason)
-    return {**team.user_view(user), "upline": list(user.upline)}
+    return {**team.user_view(user), "upline": team.upline_refs(user.tenant, user.upline)}
 
 
 @bp.route("/v1/admin/jobs/{name}/run", methods=["POST"])

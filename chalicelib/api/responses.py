@@ -111,14 +111,14 @@ class TreeNode(Out):
 
 
 class UserTree(User):
-    upline: list[str]
+    upline: list[UplineRef] = Field(description="level 1 first")
     team_counts: dict[str, int]
     children: list[TreeNode]
     next_cursor: Cursor
 
 
 class RebindResult(User):
-    upline: list[str]
+    upline: list[UplineRef] = Field(description="level 1 first")
 
 
 class Share(Out):
@@ -578,3 +578,38 @@ class Funnel(Out):
     scans: int
     bindings: int
     first_orders: int
+
+
+class PlanFigures(Out):
+    commission_fen: PerLevel
+    total_fen: int
+    cost_bps: int = Field(description="total commission as basis points of sales_fen")
+
+
+class PromoterChanges(Out):
+    gain: int
+    lose: int
+    same: int
+
+
+class PromoterChange(Out):
+    promoter: str
+    name: str
+    active_fen: int
+    draft_fen: int
+
+
+class Simulation(Out):
+    """Paid orders of the last `days` local days replayed under the draft and the active plan."""
+
+    days: int
+    from_: str = Field(alias="from", description="first local day replayed (YYYY-MM-DD)")
+    to: str = Field(description="last local day replayed (today)")
+    active_version: int | None = Field(description="the active plan's version; null: no active plan (all zero)")
+    orders: int
+    sales_fen: int = Field(description="paid less refunded, of the orders replayed")
+    draft: PlanFigures
+    active: PlanFigures
+    promoters: PromoterChanges = Field(description="promoters earning under either plan, draft against active")
+    top_changes: list[PromoterChange] = Field(description="largest changes first, at most 10")
+    cap_breaches: int = Field(description="orders whose commission the draft's cap trims")

@@ -29,15 +29,18 @@ def me(principal: Principal) -> dict[str, Any]:
     user = store.users.get(principal.tenant, principal.subject)
     if user is None:
         raise Unauthorized("the user of this token does not exist", code="unknown_user")
-    upline = None
-    if user.upline:
-        names = store.users.names(principal.tenant, [user.upline[0]])
-        upline = {"id": user.upline[0], "name": names.get(user.upline[0], "")}
+    upline = upline_refs(principal.tenant, user.upline[:1])[0] if user.upline else None
     return {
         **user_view(user),
         "upline": upline,
         "team_counts": team_counts(principal.tenant, user.id),
     }
+
+
+def upline_refs(tenant: str, upline: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
+    """An upline as `{"id", "name"}` refs, nearest first: the one shape of an upline everywhere."""
+    names = get_store().users.names(tenant, list(upline)) if upline else {}
+    return [{"id": uid, "name": names.get(uid, "")} for uid in upline]
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -66,7 +69,11 @@ def tree(principal: Principal, uid: str, depth: int, limit: int, cursor: str | N
     user = store.users.get(principal.tenant, uid)
     if user is None:
         raise NotFound("user not found", code="unknown_user")
-    node = {**user_view(user), "upline": list(user.upline), "team_counts": team_counts(principal.tenant, uid)}
+    node = {
+        **user_view(user),
+        "upline": upline_refs(principal.tenant, user.upline),
+        "team_counts": team_counts(principal.tenant, uid),
+    }
     node.update(_children(principal.tenant, uid, depth, limit, cursor))
     return node
 

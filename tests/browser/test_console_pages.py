@@ -25,16 +25,39 @@ from tests.e2e.conftest import LiveApi
 from tests.integration.test_withdrawals import credit
 from tests.stack import OPEN_RULES, unique
 
-ALL_PAGES = ["console", "withdrawals", "payout-runs", "catalog", "plans", "settings", "parked", "audit", "operators"]
+ALL_PAGES = [
+    "console",
+    "dashboard",
+    "withdrawals",
+    "payout-runs",
+    "catalog",
+    "plans",
+    "settings",
+    "parked",
+    "audit",
+    "exports",
+    "operators",
+]
 # The roles each page's routes accept (chalicelib/api/*.py; x-roles in /v1/openapi.json).
 VISIBLE = {
     "owner": ALL_PAGES,
-    "ops": ["console", "withdrawals", "payout-runs", "catalog", "plans", "settings", "parked"],
-    "finance": ["console", "withdrawals", "payout-runs", "catalog", "plans", "settings"],
-    "auditor": ["console", "withdrawals", "payout-runs", "catalog", "plans", "settings", "audit"],
+    "ops": ["console", "dashboard", "withdrawals", "payout-runs", "catalog", "plans", "settings", "parked"],
+    "finance": ["console", "dashboard", "withdrawals", "payout-runs", "catalog", "plans", "settings", "exports"],
+    "auditor": [
+        "console",
+        "dashboard",
+        "withdrawals",
+        "payout-runs",
+        "catalog",
+        "plans",
+        "settings",
+        "audit",
+        "exports",
+    ],
 }
 # The route each page reads first: whoever may call it sees the page.
 READS = {
+    "dashboard": "/v1/admin/reports/daily",
     "withdrawals": "/v1/admin/withdrawals",
     "payout-runs": "/v1/admin/payout-runs",
     "catalog": "/v1/admin/products",
@@ -42,10 +65,12 @@ READS = {
     "settings": "/v1/admin/settings/withdrawals",
     "parked": "/v1/admin/parked",
     "audit": "/v1/admin/audit",
+    "exports": "/v1/admin/exports",
     "operators": "/v1/admin/operators",
 }
 # What shows that a page loaded its data (the attribute is set only after a successful answer).
 LOADED = {
+    "dashboard": ["dash-kpis", "src-rows", "funnel"],
     "withdrawals": ["wd-rows"],
     "payout-runs": ["runs-rows"],
     "catalog": ["products-rows", "coupons-rows"],
@@ -53,6 +78,7 @@ LOADED = {
     "settings": ["settings-fields"],
     "parked": ["parked-rows"],
     "audit": ["audit-rows"],
+    "exports": ["exports-rows"],
     "operators": ["op-rows"],
 }
 

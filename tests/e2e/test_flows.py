@@ -81,7 +81,7 @@ def test_operator_rebind_moves_the_downline_through_the_stream(live_api: LiveApi
     moved = live_api.call("POST", f"/v1/admin/users/{m}/rebind", owner, json={"parent_id": new, "reason": "wrong team"})
 
     assert moved.status_code == 200, moved.text
-    assert moved.json()["upline"] == [new]
+    assert [u["id"] for u in moved.json()["upline"]] == [new]
     eventually(lambda: _upline(live_api, g_tok) == [k, m, new])
     eventually(
         lambda: (
@@ -99,7 +99,7 @@ def test_operator_rebind_moves_the_downline_through_the_stream(live_api: LiveApi
 def _upline(api: LiveApi, token: str) -> list[str]:
     me = api.call("GET", "/v1/me", token).json()
     tree_of = api.call("GET", f"/v1/admin/users/{me['id']}/tree?depth=1", api.admin("auditor")).json()
-    return list(tree_of["upline"])
+    return [ref["id"] for ref in tree_of["upline"]]
 
 
 def test_jobs_run_on_demand(live_api: LiveApi) -> None:

@@ -2570,8 +2570,11 @@ export interface components {
             name: string;
             /** Promoter */
             promoter: boolean;
-            /** Upline */
-            upline: string[];
+            /**
+             * Upline
+             * @description level 1 first
+             */
+            upline: components["schemas"]["UplineRef"][];
         };
         /** Redrive */
         Redrive: {
@@ -2820,8 +2823,11 @@ export interface components {
             team_counts: {
                 [key: string]: number;
             };
-            /** Upline */
-            upline: string[];
+            /**
+             * Upline
+             * @description level 1 first
+             */
+            upline: components["schemas"]["UplineRef"][];
         };
         /**
          * WeChatAck
