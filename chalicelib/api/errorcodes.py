@@ -135,6 +135,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_plan": _e(400, "", "the plan is not well formed or breaks a rule; `details` lists why"),
     "forbidden_fee": _e(400, "", "plans cannot charge promoters or pay for recruiting"),
     "unknown_plan": _e(404, "", "no such plan version"),
+    "invalid_days": _e(400, "", "days is a whole number from 1 to 90"),
+    "too_many_orders": _e(413, "", "more orders in those days than one simulation replays: fewer days"),
     # --- audit trail -------------------------------------------------------------------------
     "invalid_date": _e(400, "", "from and to are dates like 2026-11-29"),
     "invalid_range": _e(400, "", "from is after to"),

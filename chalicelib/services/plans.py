@@ -80,13 +80,19 @@ def plan_view(stored: StoredPlan, active: int | None) -> dict[str, Any]:
     }
 
 
-def create(principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    """Validate and store a new plan version (not active until activated)."""
-    require_role(principal, Role.OWNER)
+def validated(body: dict[str, Any]) -> Plan:
+    """The plan a body describes, or a 400 listing everything wrong with it (saved or simulated)."""
     plan = plan_from_body(body)
     errors = commission.plan_errors(plan)
     if errors:
         raise BadRequest("the plan cannot be used: " + "; ".join(errors), code="invalid_plan", details=errors)
+    return plan
+
+
+def create(principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate and store a new plan version (not active until activated)."""
+    require_role(principal, Role.OWNER)
+    validated(body)
     store = get_store()
     for _ in range(3):
         stored = store.plans.create(principal.tenant, body, principal.actor, utcnow())

@@ -307,6 +307,19 @@ class PendingAtWeChatIndex(GlobalSecondaryIndex["OrderModel"]):
     pending_since = UnicodeAttribute(range_key=True)
 
 
+class SoldOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
+    """Every paid order of a tenant by time of payment, across receipt and refunds (sparse: the
+    key is set when the order is paid and never removed); the plan simulator replays days of it.
+    Projects what the commission rules need, so a replay reads nothing else per order."""
+
+    class Meta:
+        index_name = "sold"
+        projection = IncludeProjection(["order_id", "buyer", "lines", "attribution", "amount_fen", "refunded_fen"])
+
+    sold_key = UnicodeAttribute(hash_key=True)  # tenant#sold#n
+    paid_at = UnicodeAttribute(range_key=True)
+
+
 class OrderModel(Model):
     """An order with its attribution snapshot; its stream drives the commission engine."""
 
@@ -334,6 +347,7 @@ class OrderModel(Model):
     received_at = UnicodeAttribute(null=True)
     transaction_id = UnicodeAttribute(null=True)
     open_key = UnicodeAttribute(null=True)
+    sold_key = UnicodeAttribute(null=True)
     pending_key = UnicodeAttribute(null=True)
     pending_since = UnicodeAttribute(null=True)
     prepaid_at = UnicodeAttribute(null=True)
@@ -349,6 +363,7 @@ class OrderModel(Model):
 
     by_buyer = BuyerOrdersIndex()
     open_orders = OpenOrdersIndex()
+    sold = SoldOrdersIndex()
     pending_at_wechat = PendingAtWeChatIndex()
 
 
