@@ -341,24 +341,21 @@ class AdminWithdrawal(Withdrawal):
     not_found: str | None = None
 
 
-class WithdrawalSummary(Out):
-    id: str
-    amount_fen: Fen
-    fee_fen: Fen
-    net_fen: Fen
-    created_at: Timestamp
-    state: WithdrawalState | None = None
-    promoter: str | None = None
-    updated_at: Timestamp | None = None
+class AdminWithdrawalRow(AdminWithdrawal):
+    promoter_name: str = Field(description="the promoter's display name")
 
 
 class WithdrawalPage(Out):
-    items: list[WithdrawalSummary]
+    """Each row has the fields of the withdrawal's own page."""
+
+    items: list[Withdrawal]
     next_cursor: Cursor
 
 
-class AdminWithdrawalPage(WithdrawalPage):
+class AdminWithdrawalPage(Out):
     state: WithdrawalState
+    items: list[AdminWithdrawalRow]
+    next_cursor: Cursor
 
 
 class Confirmation(Out):

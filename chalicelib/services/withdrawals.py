@@ -187,8 +187,11 @@ def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int
 
 
 def mine(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
-    page = get_store().withdrawals.by_promoter(principal.tenant, principal.subject, cursor, limit)
-    return {"items": page.items, "next_cursor": page.next_cursor}
+    """The caller's withdrawals, newest first: each row has the fields of `GET /v1/withdrawals/{id}`."""
+    store = get_store()
+    page = store.withdrawals.by_promoter(principal.tenant, principal.subject, cursor, limit)
+    rows = store.withdrawals.get_many(principal.tenant, [row["id"] for row in page.items])
+    return {"items": [view(w) for w in rows], "next_cursor": page.next_cursor}
 
 
 def get_own(principal: Principal, withdrawal_id: str) -> Withdrawal:
@@ -271,8 +274,13 @@ def admin_list(principal: Principal, state: str | None, cursor: str | None, limi
     except ValueError:
         names = ", ".join(s.value for s in WithdrawalState)
         raise BadRequest(f"state must be one of {names}", code="invalid_state") from None
-    page = get_store().withdrawals.by_state(principal.tenant, wanted, cursor, limit)
-    return {"state": wanted.value, "items": page.items, "next_cursor": page.next_cursor}
+    store = get_store()
+    page = store.withdrawals.by_state(principal.tenant, wanted, cursor, limit)
+    rows = store.withdrawals.get_many(principal.tenant, [row["id"] for row in page.items])
+    promoters = store.users.names(principal.tenant, [w.promoter for w in rows]) if rows else {}
+    # each row has the fields of GET /v1/admin/withdrawals/{id}, and the promoter's display name
+    items = [{**admin_view(w), "promoter_name": promoters.get(w.promoter, "")} for w in rows]
+    return {"state": wanted.value, "items": items, "next_cursor": page.next_cursor}
 
 
 def get_rules(principal: Principal) -> dict[str, Any]:

@@ -102,6 +102,12 @@ class WithdrawalStore:
         except WithdrawalModel.DoesNotExist:
             return None
 
+    def get_many(self, tenant: str, withdrawal_ids: list[str]) -> list[Withdrawal]:
+        """Whole withdrawals for a list page, in the order of `withdrawal_ids` (one batch get)."""
+        keys = [f"{tenant}#{wid}" for wid in dict.fromkeys(withdrawal_ids)]
+        found = {item.pk: _to_withdrawal(item) for item in WithdrawalModel.batch_get(keys, consistent_read=True)}
+        return [found[f"{tenant}#{wid}"] for wid in withdrawal_ids if f"{tenant}#{wid}" in found]
+
     def account_day(self, tenant: str, promoter: str) -> tuple[int, str | None, int, int]:
         """(available, limits day, count that day, fen that day) of a promoter's account."""
         try:

@@ -405,6 +405,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/plans/simulate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replay the last days of paid orders under a draft plan and the active one
+         * @description Roles: owner, ops, finance. Uses the commission rules the engine runs, each order's attribution snapshot and the ladder's month-to-date sales as the replay accumulates them; writes nothing.
+         */
+        post: operations["post_v1_admin_plans_simulate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/plans/{version}": {
         parameters: {
             query?: never;
@@ -1381,7 +1401,7 @@ export interface components {
         /** AdminWithdrawalPage */
         AdminWithdrawalPage: {
             /** Items */
-            items: components["schemas"]["WithdrawalSummary"][];
+            items: components["schemas"]["AdminWithdrawalRow"][];
             /**
              * Next Cursor
              * @description pass as ?cursor= for the next page; null on the last page
@@ -1392,6 +1412,95 @@ export interface components {
              * @enum {string}
              */
             state: "requested" | "approved" | "sending" | "processing" | "wait_user_confirm" | "paid" | "failed" | "rejected" | "cancelled";
+        };
+        /** AdminWithdrawalRow */
+        AdminWithdrawalRow: {
+            /**
+             * Amount
+             * @description amount_fen in yuan, for display
+             */
+            amount: string;
+            /**
+             * Amount Fen
+             * @description money in fen (1/100 yuan)
+             */
+            amount_fen: number;
+            /** Attempts */
+            attempts: number;
+            /** Bill No */
+            bill_no: string | null;
+            /**
+             * Confirmation Required
+             * @description true: call wx.requestMerchantTransfer
+             * @default null
+             */
+            confirmation_required?: boolean | null;
+            /**
+             * Created At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            created_at: string;
+            /**
+             * Fail Reason
+             * @default null
+             */
+            fail_reason?: string | null;
+            /**
+             * Fee Fen
+             * @description money in fen (1/100 yuan)
+             */
+            fee_fen: number;
+            /** Id */
+            id: string;
+            /**
+             * Net Fen
+             * @description money in fen (1/100 yuan)
+             */
+            net_fen: number;
+            /**
+             * Not Found
+             * @default null
+             */
+            not_found?: string | null;
+            /** Promoter */
+            promoter: string;
+            /**
+             * Promoter Name
+             * @description the promoter's display name
+             */
+            promoter_name: string;
+            /**
+             * Provider State
+             * @default null
+             */
+            provider_state?: string | null;
+            /**
+             * Reason
+             * @default null
+             */
+            reason?: string | null;
+            /**
+             * Refusal
+             * @default null
+             */
+            refusal?: string | null;
+            /**
+             * Run Id
+             * @default null
+             */
+            run_id?: string | null;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "requested" | "approved" | "sending" | "processing" | "wait_user_confirm" | "paid" | "failed" | "rejected" | "cancelled";
+            /**
+             * Updated At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            updated_at: string;
         };
         /** AuditPage */
         AuditPage: {
@@ -2470,6 +2579,17 @@ export interface components {
              */
             trigger?: "paid" | "received";
         };
+        /** PlanFigures */
+        PlanFigures: {
+            commission_fen: components["schemas"]["PerLevel"];
+            /**
+             * Cost Bps
+             * @description total commission as basis points of sales_fen
+             */
+            cost_bps: number;
+            /** Total Fen */
+            total_fen: number;
+        };
         /** PlanPage */
         PlanPage: {
             /** Items */
@@ -2546,6 +2666,26 @@ export interface components {
              * @default null
              */
             repurchase_days?: number | null;
+        };
+        /** PromoterChange */
+        PromoterChange: {
+            /** Active Fen */
+            active_fen: number;
+            /** Draft Fen */
+            draft_fen: number;
+            /** Name */
+            name: string;
+            /** Promoter */
+            promoter: string;
+        };
+        /** PromoterChanges */
+        PromoterChanges: {
+            /** Gain */
+            gain: number;
+            /** Lose */
+            lose: number;
+            /** Same */
+            same: number;
         };
         /** RebindBody */
         RebindBody: {
@@ -2704,6 +2844,63 @@ export interface components {
              * @default null
              */
             product_id?: string | null;
+        };
+        /**
+         * SimulateBody
+         * @description A draft plan (the body POST /v1/admin/plans takes) and how many local days to replay.
+         */
+        SimulateBody: {
+            /**
+             * Days
+             * @description the last N local days, today included
+             * @default 30
+             */
+            days?: number;
+            plan: components["schemas"]["PlanBody"];
+        };
+        /**
+         * Simulation
+         * @description Paid orders of the last `days` local days replayed under the draft and the active plan.
+         */
+        Simulation: {
+            active: components["schemas"]["PlanFigures"];
+            /**
+             * Active Version
+             * @description the active plan's version; null: no active plan (all zero)
+             */
+            active_version: number | null;
+            /**
+             * Cap Breaches
+             * @description orders whose commission the draft's cap trims
+             */
+            cap_breaches: number;
+            /** Days */
+            days: number;
+            draft: components["schemas"]["PlanFigures"];
+            /**
+             * From
+             * @description first local day replayed (YYYY-MM-DD)
+             */
+            from: string;
+            /** Orders */
+            orders: number;
+            /** @description promoters earning under either plan, draft against active */
+            promoters: components["schemas"]["PromoterChanges"];
+            /**
+             * Sales Fen
+             * @description paid less refunded, of the orders replayed
+             */
+            sales_fen: number;
+            /**
+             * To
+             * @description last local day replayed (today)
+             */
+            to: string;
+            /**
+             * Top Changes
+             * @description largest changes first, at most 10
+             */
+            top_changes: components["schemas"]["PromoterChange"][];
         };
         /** SourceRow */
         SourceRow: {
@@ -2948,10 +3145,13 @@ export interface components {
              */
             real_name?: string | null;
         };
-        /** WithdrawalPage */
+        /**
+         * WithdrawalPage
+         * @description Each row has the fields of the withdrawal's own page.
+         */
         WithdrawalPage: {
             /** Items */
-            items: components["schemas"]["WithdrawalSummary"][];
+            items: components["schemas"]["Withdrawal"][];
             /**
              * Next Cursor
              * @description pass as ?cursor= for the next page; null on the last page
@@ -3057,47 +3257,6 @@ export interface components {
              * @default null
              */
             real_name_from_fen?: number | null;
-        };
-        /** WithdrawalSummary */
-        WithdrawalSummary: {
-            /**
-             * Amount Fen
-             * @description money in fen (1/100 yuan)
-             */
-            amount_fen: number;
-            /**
-             * Created At
-             * Format: date-time
-             * @description UTC, ISO-8601
-             */
-            created_at: string;
-            /**
-             * Fee Fen
-             * @description money in fen (1/100 yuan)
-             */
-            fee_fen: number;
-            /** Id */
-            id: string;
-            /**
-             * Net Fen
-             * @description money in fen (1/100 yuan)
-             */
-            net_fen: number;
-            /**
-             * Promoter
-             * @default null
-             */
-            promoter?: string | null;
-            /**
-             * State
-             * @default null
-             */
-            state?: ("requested" | "approved" | "sending" | "processing" | "wait_user_confirm" | "paid" | "failed" | "rejected" | "cancelled") | null;
-            /**
-             * Updated At
-             * @default null
-             */
-            updated_at?: string | null;
         };
     };
     responses: never;
@@ -5397,6 +5556,105 @@ export interface operations {
                 };
             };
             /** @description `body_too_large` */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UnsupportedMediaType` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    post_v1_admin_plans_simulate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the calling mini-program; must match the token's (merchants: signed) */
+                "X-Appid"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SimulateBody"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Simulation"];
+                };
+            };
+            /** @description `BadRequestError`, `body_too_deep`, `forbidden_fee`, `invalid_body`, `invalid_days`, `invalid_json`, `invalid_plan` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `invalid_token`, `missing_token`, `tenant_mismatch`, `token_expired`, `token_revoked` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `MethodNotAllowedError` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `body_too_large`, `too_many_orders` */
             413: {
                 headers: {
                     [name: string]: unknown;

@@ -8,7 +8,7 @@ import { api, showError } from "../../api";
 interface Row {
   id: string;
   amount: string;
-  state: Schemas["WithdrawalSummary"]["state"];
+  state: Schemas["Withdrawal"]["state"];
   waiting: boolean;
 }
 
