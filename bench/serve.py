@@ -51,6 +51,9 @@ def main() -> None:
 
     signal.signal(signal.SIGUSR1, write_snapshot)
 
+    from devtools.local_api import install
+
+    install()  # unknown routes answer as `make run`'s server does
     from chalice.cli import main as chalice_main
 
     sys.argv = ["chalice", "local", "--host", args.host, "--port", str(args.port), "--stage", args.stage]

@@ -150,12 +150,11 @@ def prepare_data() -> dict[str, Any]:
 
 
 def start_chalice(config: StackConfig) -> subprocess.Popen[bytes]:
-    """Start ``chalice local`` (the venv's) in its own process group; output goes to this terminal."""
-    chalice = Path(sys.executable).parent / "chalice"
-    # No autoreload: DynamoDB Local's data files live under the project and would restart it.
+    """Start `chalice local` (`devtools.local_api`: unknown routes answer our 404 as in production)
+    in its own process group; output goes to this terminal."""
     cmd = [
-        str(chalice), "local", "--host", "127.0.0.1", "--port", str(config.api_port), "--stage", STAGE,
-        "--no-autoreload",
+        sys.executable, "-m", "devtools.local_api", "--host", "127.0.0.1", "--port", str(config.api_port),
+        "--stage", STAGE,
     ]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), start_new_session=True)
 

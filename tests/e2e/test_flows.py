@@ -109,3 +109,12 @@ def test_jobs_run_on_demand(live_api: LiveApi) -> None:
     assert response.json()["job"] == "seal_audit"
     again = live_api.call("POST", "/v1/admin/jobs/seal_audit/run", owner).json()
     assert again["summary"]["sealed"] is False  # sealing twice seals once
+
+
+def test_an_unknown_route_answers_our_404_and_never_echoes_the_token(live_api: LiveApi) -> None:
+    token = live_api.admin("owner")
+    for path in ("/v1/admin/nope", "/v1/nothing/here"):
+        response = live_api.call("GET", path, token)
+        assert response.status_code == 404, response.text
+        assert response.json() == {"error": {"code": "not_found", "message": "no such route"}}
+        assert token not in response.text
