@@ -139,14 +139,21 @@ def _trimmed(
 
 
 class Promoters:
-    """Who is an active promoter today, read in batches as the replay meets new users."""
+    """Who is an active promoter today, read in batches as the replay meets new users: uplines,
+    and buyers only where a plan pays self-purchase and the buyer was a promoter when ordering
+    (nobody else asks about a buyer)."""
 
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: str, self_purchase: bool) -> None:
         self.tenant = tenant
+        self.self_purchase = self_purchase
         self.known: dict[str, bool] = {}
 
+    def _users(self, sale: Sale) -> tuple[str, ...]:
+        upline = sale.snapshot.upline
+        return (sale.buyer, *upline) if self.self_purchase and sale.snapshot.buyer_is_promoter else upline
+
     def learn(self, sales: Iterable[Sale]) -> None:
-        new = {uid for s in sales for uid in (s.buyer, *s.snapshot.upline) if uid not in self.known}
+        new = {uid for s in sales for uid in self._users(s) if uid not in self.known}
         if new:
             active = get_store().users.promoters(self.tenant, sorted(new))
             self.known.update({uid: uid in active for uid in new})
@@ -225,7 +232,7 @@ def _replay(tenant: str, span: Window, replays: tuple[Replay, ...]) -> tuple[int
     """Feed every order paid since `span.read_from` to each replay, oldest first; the number of
     orders in the window and what is still paid of them."""
     orders = sales_fen = 0
-    promoters = Promoters(tenant)
+    promoters = Promoters(tenant, any(r.plan is not None and r.plan.self_purchase for r in replays))
     sales = get_store().orders.sales(tenant, span.read_from, span.end)
     while chunk := list(itertools.islice(sales, CHUNK)):
         promoters.learn(chunk)

@@ -257,3 +257,23 @@ def test_a_bad_plan_gets_the_validators_messages(stack: Stack, client: Client) -
     )
     auditor = _token(client, tenant, Role.AUDITOR)
     assert _simulate(client, auditor, {"plan": PLAN, "days": 1})[0] == 403
+
+
+def test_a_self_purchase_draft_pays_the_buying_promoter(stack: Stack) -> None:
+    # Given one 10,000 fen order of a promoter bound to a sharer, under 10/5/2
+    tenant = _tenant()
+    owner = _owner(tenant, PLAN)
+    sharer, buyer = _chain(tenant, 2)
+    _paid(stack, buyer, _product(tenant, 10_000))
+    stack.drain()
+
+    # When the draft pays self-purchase: the buyer is level 1, the sharer level 2
+    result = simulator.simulate(owner, {"plan": {**PLAN, "self_purchase": True}, "days": 1})
+
+    # Then the buyer gains 1,000 fen and the sharer drops from 1,000 to 500
+    assert result["draft"]["commission_fen"] == {"1": 1_000, "2": 500, "3": 0}
+    assert {(c["promoter"], c["active_fen"], c["draft_fen"]) for c in result["top_changes"]} == {
+        (buyer.subject, 0, 1_000),
+        (sharer.subject, 1_000, 500),
+    }
+    assert result["promoters"] == {"gain": 1, "lose": 1, "same": 0}
