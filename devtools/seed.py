@@ -26,8 +26,11 @@ DEMO_PRODUCTS = (
 DEMO_PLAN = {"rates_bps": [1000, 500, 200], "cap_bps": 3000, "settle_after_days": 7}
 
 
-def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
-    """Create what is missing of the demo tenant; running it again changes nothing."""
+def seed_demo(tenant_id: str | None = None, merchant: tuple[str, str] = DEMO_MERCHANT) -> dict[str, Any]:
+    """Create what is missing of the demo tenant; running it again changes nothing.
+
+    `merchant` (id, secret) is the demo merchant: merchant ids are unique across tenants, so a
+    second demo tenant in the same tables (the README test's) needs one of its own."""
     from chalicelib.services import logins, referrals, shares
     from chalicelib.store import get_store
 
@@ -40,7 +43,7 @@ def seed_demo(tenant_id: str | None = None) -> dict[str, Any]:
         if store.admins.get(tenant_id, username) is None:
             store.admins.put(Admin(tenant_id, username, hash_password(DEMO_PASSWORD), role), now)
     _seed_catalog_and_plan(tenant_id)
-    merchant_id, merchant_secret = DEMO_MERCHANT
+    merchant_id, merchant_secret = merchant
     if get_settings().merchant_key is not None and store.merchants.get(merchant_id) is None:
         from chalicelib.services import merchant_credentials
 
