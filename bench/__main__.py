@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import binding, coldstart, commission, cost, export, payout, reports
+from bench import binding, coldstart, commission, cost, export, payout, reports, simulator
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -29,9 +29,10 @@ def main() -> None:
     parser.add_argument("--cost-orders", type=int, default=300, help="orders of the cost model's load run")
     parser.add_argument("--team", type=int, default=100_000, help="team size of the large promoter (reports)")
     parser.add_argument("--export-rows", type=int, default=1_000_000, help="ledger rows of the large export")
+    parser.add_argument("--sim-orders", type=int, default=10_000, help="paid orders the plan simulator replays")
     parser.add_argument(
         "--only",
-        choices=["coldstart", "binding", "commission", "payout", "cost", "reports", "export"],
+        choices=["coldstart", "binding", "commission", "payout", "cost", "reports", "export", "simulator"],
         help="run one benchmark",
     )
     args = parser.parse_args()
@@ -44,6 +45,7 @@ def main() -> None:
         "cost": lambda: cost.run(args.cost_promoters, args.cost_orders),
         "export": lambda: export.run(args.export_rows // 10, args.export_rows),
         "reports": lambda: reports.run(args.team),
+        "simulator": lambda: simulator.run(args.sim_orders),
     }
     for name, bench in benchmarks.items():
         if args.only and name != args.only:

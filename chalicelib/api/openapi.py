@@ -118,6 +118,13 @@ class PlanBody(BaseModel):
     timezone: str = "Asia/Shanghai"
 
 
+class SimulateBody(BaseModel):
+    """A draft plan (the body POST /v1/admin/plans takes) and how many local days to replay."""
+
+    plan: PlanBody
+    days: int = Field(default=30, ge=1, le=90, description="the last N local days, today included")
+
+
 class WithdrawalRulesBody(BaseModel):
     """A partial update: name only the rules to change."""
 
@@ -404,6 +411,17 @@ ROUTES: dict[tuple[str, str], Route] = {
         body=PlanBody,
         status=201,
         errors=("invalid_plan", "forbidden_fee", "busy"),
+    ),
+    ("POST", "/v1/admin/plans/simulate"): Route(
+        "Replay the last days of paid orders under a draft plan and the active one",
+        "admin: plans",
+        r.Simulation,
+        auth=Auth.OPERATOR,
+        roles=(OWNER, OPS, FINANCE),
+        body=SimulateBody,
+        errors=("invalid_plan", "forbidden_fee", "invalid_days", "too_many_orders"),
+        description="Uses the commission rules the engine runs, each order's attribution snapshot and the "
+        "ladder's month-to-date sales as the replay accumulates them; writes nothing.",
     ),
     ("GET", "/v1/admin/plans"): Route("Plan versions", "admin: plans", r.PlanPage, auth=Auth.OPERATOR, query=PAGED),
     ("GET", "/v1/admin/plans/{version}"): Route(
