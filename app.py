@@ -21,6 +21,7 @@ from chalicelib.api import (
     orders,
     parked,
     reports,
+    simulator,
     withdrawals,
 )
 from chalicelib.services import jobs
@@ -39,6 +40,7 @@ app.register_blueprint(openapi.bp)
 app.register_blueprint(operators.bp)
 app.register_blueprint(reports.bp)
 app.register_blueprint(exports.bp)
+app.register_blueprint(simulator.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.
