@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import LiveApi
+from tests.stack import reset_caches
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "http://127.0.0.1:8000"
@@ -370,10 +371,13 @@ def statuses_of(err: str) -> tuple[list[int], str]:
 @pytest.fixture(scope="module")
 def demo(live_api: LiveApi) -> tuple[str, str]:
     """The README's demo tenant and merchant, seeded in a tenant and merchant of this module's own."""
+    from chalicelib.store import get_store
     from devtools.seed import DEMO_MERCHANT, seed_demo
 
     tenant, merchant = f"wxrd{uuid.uuid4().hex[:12]}", f"rd{uuid.uuid4().hex[:8]}"
+    reset_caches()  # settings as the session's stack set them, whatever a module before changed
     seed_demo(tenant, merchant=(merchant, DEMO_MERCHANT[1]))
+    assert get_store().merchants.get(merchant) is not None, "no MERCHANT_KEY: the demo merchant was not seeded"
     return tenant, merchant
 
 
