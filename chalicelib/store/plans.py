@@ -61,7 +61,7 @@ class PlanStore:
     def activate(self, tenant: str, version: int, actor: str, when: datetime) -> bool:
         """Make `version` the tenant's active plan; False if that version does not exist."""
         event = AuditEvent(entity=f"plan:{version}", action="plan.activated", actor=actor, data={"version": version})
-        record = audit.build(tenant, event, when, None)
+        record = audit.action_record(tenant, event, when)  # chained to the plan's creation (and earlier activations)
 
         def write(tx: TransactWrite) -> None:
             tx.update(

@@ -352,8 +352,7 @@ class WithdrawalStore:
 
     def set_rules(self, tenant: str, rules_json: str, event: AuditEvent, when: datetime) -> None:
         """Replace the tenant's rules and audit the change (the tenant entity's chain)."""
-        previous = audit.latest(tenant, event.entity)
-        record = audit.build(tenant, event, when, previous.hash if previous else None)
+        record = audit.action_record(tenant, event, when)
 
         def body(tx: TransactWrite) -> None:
             tx.save(record, condition=AuditModel.pk.does_not_exist())

@@ -183,3 +183,17 @@ def test_make_audit_verify_exits_1_on_an_altered_record(tenant: str, capsys: pyt
     assert cli.main(["verify", "--tenant", tenant, "--from", first, "--to", last]) == 1
     printed = json.loads(capsys.readouterr().out)
     assert printed["first_bad"]["id"] == rows[0].sk and printed["tenant"] == tenant
+
+
+def test_plans_and_rules_changed_by_operators_keep_their_chains(tenant: str) -> None:
+    from chalicelib.services import plans, withdrawals
+
+    boss = owner(tenant)
+    version = plans.create(boss, {"rates_bps": [1000, 500, 200], "cap_bps": 3000})["version"]
+    plans.activate(boss, version)
+    plans.activate(boss, version)  # again: a second activation record on the same chain
+    withdrawals.set_rules(boss, {"min_fen": 200})
+    withdrawals.set_rules(boss, {"min_fen": 300})
+    today = utcnow().date().isoformat()
+    assert audit_trail.verify(boss, today, today)["first_bad"] is None
+    assert audit.verify_chain(list(audit.for_entity(tenant, f"plan:{version}")))

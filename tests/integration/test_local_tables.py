@@ -1,0 +1,34 @@
+"""`make run` keeps its data: a table made by an older model gets the indexes a newer one adds."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from chalicelib.store.models import AdminModel
+from devtools.tables import add_missing_indexes
+from tests.stack import Stack, unique
+
+
+def test_an_index_the_model_added_is_created_on_the_existing_table(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"{stack.prefix}-{unique('oldadmins')}"
+    client = boto3.client("dynamodb", region_name=AdminModel.Meta.region, endpoint_url=stack.endpoint)
+    client.create_table(  # the admins table as it was before the by_tenant index
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    monkeypatch.setattr(AdminModel.Meta, "table_name", name)
+    monkeypatch.setattr(AdminModel, "_connection", None)
+    try:
+        assert add_missing_indexes(AdminModel) == ["by_tenant"]
+        assert add_missing_indexes(AdminModel) == []  # twice: nothing to do
+        indexes = client.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]
+        assert [i["IndexName"] for i in indexes] == ["by_tenant"]
+    finally:
+        client.delete_table(TableName=name)
+        monkeypatch.undo()
+        AdminModel._connection = None
