@@ -26,7 +26,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from chalicelib import commission, counters
@@ -39,7 +39,9 @@ from chalicelib.money import BPS_DENOMINATOR, apply_bps
 from chalicelib.referral import MAX_LEVELS
 from chalicelib.services import plans, tenants
 from chalicelib.store import get_store
-from chalicelib.store.orders import Sale
+
+if TYPE_CHECKING:  # the store's models load PynamoDB and botocore: not at `import app` (cold start)
+    from chalicelib.store.orders import Sale
 
 MAX_DAYS = 90
 DEFAULT_DAYS = 30

@@ -38,7 +38,10 @@ class Transactions:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._connection = Connection(region=settings.aws_region, host=settings.dynamodb_endpoint, max_retry_attempts=3)
+        retries = 8 if settings.dynamodb_endpoint else 3  # as the models (chalicelib.store.models.configure)
+        self._connection = Connection(
+            region=settings.aws_region, host=settings.dynamodb_endpoint, max_retry_attempts=retries
+        )
 
     def run(self, body: TransactionBody) -> TxOutcome:
         """Commit the writes `body` adds; a cancelled transaction returns what failed."""

@@ -723,5 +723,7 @@ def configure(settings: Settings) -> None:
         meta.table_name = table_name(settings, logical)
         meta.host = settings.dynamodb_endpoint
         meta.region = settings.aws_region
-        meta.max_retry_attempts = 3
+        # DynamoDB Local on a busy laptop or CI box can refuse connections for a few seconds (its
+        # accept queue is short): retry longer there; AWS keeps PynamoDB's usual three retries.
+        meta.max_retry_attempts = 8 if settings.dynamodb_endpoint else 3
         model._connection = None

@@ -21,7 +21,7 @@ from chalicelib.store import get_store
 from chalicelib.withdrawal import WithdrawalState
 from tests.browser.conftest import SCREENSHOTS, save_failure_screenshot
 from tests.browser.test_console import expect_error, log_in
-from tests.e2e.conftest import LiveApi
+from tests.e2e.conftest import LiveApi, eventually
 from tests.integration.test_withdrawals import credit
 from tests.stack import OPEN_RULES, unique
 
@@ -281,6 +281,8 @@ def test_payout_run_and_its_report(page: Page, live_api: LiveApi) -> None:
     log_in(page, "owner", appid=tenant)
     page.get_by_test_id("job-payout_run").click()
     expect(page.get_by_test_id("job-result")).to_contain_text('"job": "payout_run"')
+    # the run enqueued the withdrawal; the event runner's queue worker sends it: open the report after
+    eventually(lambda: _state(tenant, approved["id"]) is not WithdrawalState.APPROVED)
 
     open_page(page, "payout-runs")
     page.get_by_test_id("runs-rows").locator("button").first.click()
@@ -289,6 +291,11 @@ def test_payout_run_and_its_report(page: Page, live_api: LiveApi) -> None:
     expect(page.get_by_test_id("run-report-states").locator("tr")).to_have_count(1)
     expect(page.get_by_test_id("run-report-states")).to_contain_text("12.00")
     expect(page.get_by_test_id("run-report-failures")).to_contain_text("没有失败")
+
+
+def _state(tenant: str, withdrawal_id: str) -> WithdrawalState | None:
+    found = get_store().withdrawals.get(tenant, withdrawal_id)
+    return found.state if found is not None else None
 
 
 def test_plans_are_created_from_json_with_the_servers_validation_and_activated(page: Page, tenant: str) -> None:
