@@ -297,6 +297,7 @@ def local_stack(meter: Meter, work: Path) -> Iterator[LocalStack]:
     processes: list[subprocess.Popen[bytes]] = [ddb]
     stop_runner = threading.Event()
     runner_thread: threading.Thread | None = None
+    saved_env = dict(os.environ)  # put back on exit: a test process goes on with its own stack
     try:
         endpoint = f"http://127.0.0.1:{ddb_port}"
         prefix = f"load{uuid.uuid4().hex[:6]}"
@@ -341,6 +342,11 @@ def local_stack(meter: Meter, work: Path) -> Iterator[LocalStack]:
         for proc in processes[1:]:
             stop_group(proc)  # type: ignore[arg-type]
         stop(ddb)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        from tests.stack import reset_caches
+
+        reset_caches()  # settings, store and clients were built for the load's tables
 
 
 # ---------------------------------------------------------------------- the scenario
