@@ -13,11 +13,12 @@ other, each on fresh users:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ from typing import Any
 TARGET = 0.5
 
 
-def run(binds: int, threads: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def fresh_ddb_local() -> Iterator[str]:
+    """A DynamoDB Local of the benchmark's own (in memory, a free port), with dummy AWS
+    credentials in the environment; yields its endpoint and stops it afterwards."""
     from devtools.ddb_local import ensure_ddb_local, free_port, local_aws_env, start_ddb_local, stop
 
     root = Path(__file__).resolve().parents[1]
@@ -35,9 +39,14 @@ def run(binds: int, threads: int) -> dict[str, Any]:
     )
     try:
         os.environ.update(local_aws_env(f"http://127.0.0.1:{port}"))
-        return _measure(f"http://127.0.0.1:{port}", binds, threads)
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+def run(binds: int, threads: int) -> dict[str, Any]:
+    with fresh_ddb_local() as endpoint:
+        return _measure(endpoint, binds, threads)
 
 
 def _runner(endpoint: str, prefix: str) -> Any:

@@ -10,33 +10,20 @@ Target: large / small ≤ 1.2.
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.binding import _setup
+from bench.binding import _setup, fresh_ddb_local
 
 TARGET = 1.2
 TENANT = "wxbench000000001"
 
 
 def run(team: int, rounds: int = 200) -> dict[str, Any]:
-    from devtools.ddb_local import ensure_ddb_local, free_port, local_aws_env, start_ddb_local, stop
-
-    root = Path(__file__).resolve().parents[1]
-    port = free_port()
-    proc = start_ddb_local(
-        port, None, Path(tempfile.mkdtemp()) / "ddb.log", jar_dir=ensure_ddb_local(root / ".local" / "ddb")
-    )
-    try:
-        os.environ.update(local_aws_env(f"http://127.0.0.1:{port}"))
-        _setup(f"http://127.0.0.1:{port}")
+    with fresh_ddb_local() as endpoint:
+        _setup(endpoint)
         return _measure(team, rounds)
-    finally:
-        stop(proc)
 
 
 def _promoter(uid: str, size: int) -> None:

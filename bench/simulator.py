@@ -15,17 +15,14 @@ Measured, in interleaved rounds after a warm-up:
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-from bench.binding import _setup
+from bench.binding import _setup, fresh_ddb_local
 
 TARGET = 0.5
 TENANT = "wxbench000000001"
@@ -39,19 +36,9 @@ DRAFT = {**PLAN, "rates_bps": [1100, 500, 200]}
 
 
 def run(orders: int, rounds: int = 3) -> dict[str, Any]:
-    from devtools.ddb_local import ensure_ddb_local, free_port, local_aws_env, start_ddb_local, stop
-
-    root = Path(__file__).resolve().parents[1]
-    port = free_port()
-    proc = start_ddb_local(
-        port, None, Path(tempfile.mkdtemp()) / "ddb.log", jar_dir=ensure_ddb_local(root / ".local" / "ddb")
-    )
-    try:
-        os.environ.update(local_aws_env(f"http://127.0.0.1:{port}"))
-        _setup(f"http://127.0.0.1:{port}")
+    with fresh_ddb_local() as endpoint:
+        _setup(endpoint)
         return _measure(orders, rounds)
-    finally:
-        stop(proc)
 
 
 def _seed(orders: int) -> Any:
