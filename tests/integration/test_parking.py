@@ -269,3 +269,41 @@ def test_the_command_line_lists_parked_records_with_their_content_and_redrives_o
     ]
     audit = [r for r in for_entity(stack.tenant, "parked:users") if r.actor.startswith("cli:")]
     assert audit
+
+
+def test_a_failing_user_event_parks_and_its_replay_counts_the_team_once(
+    patient_runner: Stack, owner: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The users stream now writes the report counters (team sizes) in its audit transaction: a
+    binding whose record fails until parked is counted once when replayed, and the user's later
+    versions (an operator's rebind) go through after it."""
+    from chalicelib.events import users_stream
+    from chalicelib.services import logins, referrals, shares, team
+    from tests.stack import unique
+
+    stack = patient_runner
+    head, other_head = (stack.principal(logins.login(f"dev-{unique('h')}", stack.tenant).user.id) for _ in range(2))
+    friend = stack.principal(logins.login(f"dev-{unique('f')}", stack.tenant).user.id)
+    stack.drain()
+
+    # When the users stream keeps failing on the friend's records while the friend binds
+    fault = Fault(users_stream.process_records, {friend.subject})
+    monkeypatch.setattr(users_stream, "process_records", fault)
+    assert referrals.scan(friend, shares.create(head, None, None).code).status.value == "bound"
+    stack.drain()
+    waiting = get_store().parked.waiting_records(stack.tenant, "users", f"{stack.tenant}#{friend.subject}")
+    assert waiting and waiting[0].reason is Reason.FAILED
+    assert team.team_counts(stack.tenant, head.subject)["1"] == 0  # not counted while parked
+
+    # Then the redrive applies it once, and a later rebind of the friend flows straight through
+    fault.on = False
+    jobs.run_for_tenant("redrive_parked", stack.tenant, actor="system:redrive_parked")
+    stack.drain()
+    assert team.team_counts(stack.tenant, head.subject)["1"] == 1
+    jobs.run_for_tenant("redrive_parked", stack.tenant, actor="system:redrive_parked")  # nothing twice
+    assert team.team_counts(stack.tenant, head.subject)["1"] == 1
+    referrals.rebind(owner, friend.subject, other_head.subject, "moved by the test")
+    stack.drain()
+    assert get_store().parked.waiting_records(stack.tenant, "users", f"{stack.tenant}#{friend.subject}") == []
+    assert team.team_counts(stack.tenant, head.subject)["1"] == 0
+    assert team.team_counts(stack.tenant, other_head.subject)["1"] == 1
