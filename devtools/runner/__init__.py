@@ -34,7 +34,7 @@ CLI: ``python -m devtools.runner --app-dir . [--once|--drain] [--job NAME] [--sc
 from __future__ import annotations
 
 from devtools.runner.cli import DEFAULT_STATE_DIR, load_app, main, prefixed_table_name
-from devtools.runner.delivery import LocalLambdaContext, _Item, _Outcome
+from devtools.runner.delivery import LocalLambdaContext
 from devtools.runner.discovery import (
     Job,
     app_infra_template,
@@ -44,7 +44,7 @@ from devtools.runner.discovery import (
     schedule_interval_seconds,
 )
 from devtools.runner.engine import EventRunner
-from devtools.runner.streams import CheckpointStore, _Progress, partition_lane
+from devtools.runner.streams import CheckpointStore, partition_lane
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -52,9 +52,6 @@ __all__ = [
     "EventRunner",
     "Job",
     "LocalLambdaContext",
-    "_Item",
-    "_Outcome",
-    "_Progress",
     "app_infra_template",
     "discover_jobs",
     "load_app",

@@ -23,14 +23,9 @@ import boto3
 import pytest
 from chalice.app import Chalice, DynamoDBEvent
 
-from devtools.runner import (
-    EventRunner,
-    _Item,
-    _Progress,
-    app_infra_template,
-    parallelization_factors,
-    partition_lane,
-)
+from devtools.runner import EventRunner, app_infra_template, parallelization_factors, partition_lane
+from devtools.runner.delivery import _Item
+from devtools.runner.streams import _Progress
 
 pytestmark = pytest.mark.integration
 
