@@ -47,19 +47,19 @@ def get_withdrawal(withdrawal_id: str) -> dict[str, Any]:
 @bp.route("/v1/withdrawals/{withdrawal_id}/cancel", methods=["POST"])
 @handled
 def cancel_withdrawal(withdrawal_id: str) -> dict[str, Any]:
-    return payouts.cancel(principal_of(bp.current_request), withdrawal_id)
+    return withdrawals.take_back(principal_of(bp.current_request), withdrawal_id)
 
 
 @bp.route("/v1/withdrawals/{withdrawal_id}/confirmation", methods=["GET"])
 @handled
 def withdrawal_confirmation(withdrawal_id: str) -> dict[str, str]:
-    return payouts.confirmation(principal_of(bp.current_request), withdrawal_id)
+    return withdrawals.confirmation(principal_of(bp.current_request), withdrawal_id)
 
 
 @bp.route("/v1/sandbox/withdrawals/{withdrawal_id}/user-confirm", methods=["POST"])
 @handled
 def sandbox_user_confirm(withdrawal_id: str) -> dict[str, Any]:
-    return payouts.sandbox_user_confirm(principal_of(bp.current_request), withdrawal_id)
+    return withdrawals.sandbox_user_confirm(principal_of(bp.current_request), withdrawal_id)
 
 
 @bp.route("/v1/callbacks/wechatpay/{appid}/transfer", methods=["POST"])
@@ -116,10 +116,10 @@ def change_withdrawal_rules() -> dict[str, Any]:
 @handled
 def payout_runs() -> dict[str, Any]:
     params = query(bp.current_request)
-    return payouts.runs(principal_of(bp.current_request), params.get("cursor"), page_limit(params))
+    return withdrawals.runs(principal_of(bp.current_request), params.get("cursor"), page_limit(params))
 
 
 @bp.route("/v1/admin/payout-runs/{run_id}", methods=["GET"])
 @handled
 def payout_run_report(run_id: str) -> dict[str, Any]:
-    return payouts.run_report(principal_of(bp.current_request), run_id)
+    return withdrawals.run_report(principal_of(bp.current_request), run_id)

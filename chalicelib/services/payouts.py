@@ -33,6 +33,9 @@ NOT_FOUND_WINDOW (30 min) after the last create attempt. That is safe because:
 
 A withdrawal whose bill WeChat showed before (processing, waiting for the user) and then does
 not find is a contradiction, not an absence: it is counted and left for an operator.
+
+What people do (cancel, confirm, read runs) is `services.withdrawals`, which calls `record` and
+`release_day` here; this module never imports it.
 """
 
 from __future__ import annotations
@@ -48,13 +51,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import observability, withdrawal
-from chalicelib.auth import require_role
 from chalicelib.clock import iso, parse_iso, utcnow
-from chalicelib.entities import AuditEvent, Principal
-from chalicelib.errors import Conflict, DomainError, NotFound, UpstreamError
+from chalicelib.entities import AuditEvent
+from chalicelib.errors import Conflict, DomainError, NotFound
 from chalicelib.observability import gauge, logger
 from chalicelib.services import tenants
-from chalicelib.services.withdrawals import READERS, get_own, release_day, view
 from chalicelib.store import get_store
 from chalicelib.wechat import get_transfer
 from chalicelib.withdrawal import FINAL, BillNotFound, Withdrawal, WithdrawalState
@@ -66,7 +67,6 @@ QUEUE = "payouts"
 PAGE = 500
 STALE_SENDING = timedelta(minutes=10)  # a worker may still be waiting for WeChat before this
 REMARK = "佣金提现"
-MAX_FAILURES_SHOWN = 100
 MISMATCH = "transfer_mismatch"  # the code of a WeChat answer that contradicts the withdrawal
 RECONCILE_MAX_PER_RUN = 1000  # bill queries per reconciliation run (the oldest first; the rest next run)
 RECONCILE_WORKERS = 8  # queries in parallel (WeChat allows 100 QPS per merchant)
@@ -85,6 +85,14 @@ def count(name: str, value: int = 1) -> None:
 
 class PayoutUnclear(Exception):
     """WeChat's answer was unclear: the message is retried (and queries the bill first)."""
+
+
+def release_day(w: Withdrawal, target: WithdrawalState, now: datetime) -> str | None:
+    """The tenant's day whose limits `w` stops counting towards when it reaches `target` at `now`
+    (the day it was requested on, if it ends unpaid that same day), or None."""
+    timezone = tenants.get(w.tenant).timezone
+    requested = withdrawal.local_day(w.created_at, timezone)
+    return requested if withdrawal.gives_back_day(target, requested, withdrawal.local_day(now, timezone)) else None
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -531,86 +539,3 @@ def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState, now:
         return "mismatches"
     changed = after.state is not w.state or after.provider_state != w.provider_state
     return "corrected" if changed else "checked"
-
-
-# --- the mini-program's and the operator's side ----------------------------------------------
-
-
-def cancel(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
-    """The promoter takes a withdrawal back: before it is sent the money simply returns; while the
-    transfer waits for their confirmation in WeChat, the bill is cancelled at WeChat first."""
-    from chalicelib.services import withdrawals
-    from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
-
-    w = get_own(principal, withdrawal_id)
-    if w.state is not WithdrawalState.WAIT_USER_CONFIRM:
-        return withdrawals.cancel(principal, withdrawal_id)
-    try:
-        bill = get_transfer(principal.tenant).cancel_bill(w.id)
-    except TransferUnclear as exc:
-        raise UpstreamError("WeChat did not answer; try again", code="wechatpay_unavailable") from exc
-    except TransferRejected as exc:
-        raise Conflict(f"WeChat refused to cancel the transfer ({exc.code})", code="not_cancellable") from exc
-    return view(record(principal.tenant, bill, "cancel", principal.actor))
-
-
-def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:
-    """What `wx.requestMerchantTransfer` needs while the transfer waits for the user."""
-    w = get_own(principal, withdrawal_id)
-    if w.state is not WithdrawalState.WAIT_USER_CONFIRM or not w.package_info:
-        raise Conflict(
-            f"the withdrawal is {w.state.value}, not waiting for your confirmation",
-            code="not_waiting_for_confirmation",
-            details={"state": w.state.value},
-        )
-    provider = get_transfer(principal.tenant)
-    return {"package_info": w.package_info, "mch_id": provider.mch_id, "appid": provider.appid}
-
-
-def sandbox_user_confirm(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
-    """Sandbox only: the user confirms in WeChat; the transfer twin POSTs its callbacks to the
-    notify_url the bill was created with (never calling the handler)."""
-    from chalicelib.wechat.transfer.sandbox import SandboxTransfer
-
-    w = get_own(principal, withdrawal_id)
-    provider = get_transfer(principal.tenant)
-    if not isinstance(provider, SandboxTransfer):
-        raise NotFound("not available", code="not_found")
-    provider.user_confirm(w.id)
-    return view(get_own(principal, withdrawal_id))
-
-
-def runs(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
-    require_role(principal, *READERS)
-    page = get_store().withdrawals.runs(principal.tenant, cursor, limit)
-    return {"items": page.items, "next_cursor": page.next_cursor}
-
-
-def run_report(principal: Principal, run_id: str) -> dict[str, Any]:
-    """A payout run: what it enqueued, then counts and sums by state and the failures with reasons."""
-    require_role(principal, *READERS)
-    store = get_store()
-    run = store.withdrawals.run(principal.tenant, run_id)
-    if run is None:
-        raise NotFound("no such payout run", code="unknown_run")
-    by_state: dict[str, dict[str, int]] = {}
-    failures: list[dict[str, Any]] = []
-    failed_total = 0
-    for row in store.withdrawals.of_run(principal.tenant, run_id):
-        bucket = by_state.setdefault(row["state"], {"count": 0, "amount_fen": 0, "net_fen": 0})
-        bucket["count"] += 1
-        bucket["amount_fen"] += row["amount_fen"]
-        bucket["net_fen"] += row["amount_fen"] - row["fee_fen"]
-        if row["state"] == WithdrawalState.FAILED.value:
-            failed_total += 1
-            if len(failures) < MAX_FAILURES_SHOWN:
-                failures.append({"id": row["id"], "amount_fen": row["amount_fen"], "reason": row["fail_reason"]})
-    sent = sum(b["count"] for b in by_state.values())
-    return {
-        **run,
-        "sent": sent,
-        "not_sent_yet": max(0, run["enqueued"] - sent),
-        "by_state": by_state,
-        "failures": failures,
-        "failures_total": failed_total,
-    }

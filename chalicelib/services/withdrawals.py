@@ -4,7 +4,12 @@ The request reserves the money (available → withdrawing) with one conditional 
 account that also checks the day's count and amount limits, so concurrent requests can never
 overdraw or exceed a limit. Rejections and cancellations put the money back in the same
 transaction that records them; one that ends on the day it was requested also gives that day's
-count and amount back (`withdrawal.gives_back_day`).
+count and amount back (`withdrawal.gives_back_day`, through `payouts.release_day`).
+
+This module is what people do and see: the promoter's requests, cancellations and transfer
+confirmations, the operators' review, lists and payout-run reports. Sending and WeChat's answers
+are `services.payouts`, which this module calls (to record WeChat's answer to a cancelled bill)
+and which never calls back here.
 """
 
 from __future__ import annotations
@@ -12,22 +17,24 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import datetime
 from typing import Any
 
 from chalicelib import withdrawal
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import BadRequest, Conflict, NotFound, UpstreamError
 from chalicelib.money import format_yuan
 from chalicelib.observability import count, logger
-from chalicelib.services import tenants
+from chalicelib.services import payouts, tenants
 from chalicelib.store import get_store
+from chalicelib.wechat import get_transfer
+from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
 from chalicelib.withdrawal import Withdrawal, WithdrawalRules, WithdrawalState
 
 REVIEWERS = (Role.OWNER, Role.FINANCE)
 READERS = (Role.OWNER, Role.FINANCE, Role.OPS, Role.AUDITOR)
+MAX_FAILURES_SHOWN = 100  # a payout run's report lists at most this many failures
 
 
 def rules_of(tenant: str) -> WithdrawalRules:
@@ -159,14 +166,6 @@ def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
     )
 
 
-def release_day(w: Withdrawal, target: WithdrawalState, now: datetime) -> str | None:
-    """The tenant's day whose limits `w` stops counting towards when it reaches `target` at `now`
-    (the day it was requested on, if it ends unpaid that same day), or None."""
-    timezone = tenants.get(w.tenant).timezone
-    requested = withdrawal.local_day(w.created_at, timezone)
-    return requested if withdrawal.gives_back_day(target, requested, withdrawal.local_day(now, timezone)) else None
-
-
 def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int, day: str) -> Conflict:
     """Why the reservation was refused (read after the fact: the write decided, this explains)."""
     available, wd_day, day_count, day_fen = get_store().withdrawals.account_day(tenant, promoter)
@@ -215,6 +214,49 @@ def cancel(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
     return view(_act(w, "cancel", principal.actor, {}))
 
 
+def take_back(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
+    """The promoter takes a withdrawal back (the cancel route): before it is sent the money simply
+    returns (`cancel`); while the transfer waits for their confirmation in WeChat, the bill is
+    cancelled at WeChat first and WeChat's answer recorded (`payouts.record`)."""
+    w = get_own(principal, withdrawal_id)
+    if w.state is not WithdrawalState.WAIT_USER_CONFIRM:
+        return cancel(principal, withdrawal_id)
+    try:
+        bill = get_transfer(principal.tenant).cancel_bill(w.id)
+    except TransferUnclear as exc:
+        raise UpstreamError("WeChat did not answer; try again", code="wechatpay_unavailable") from exc
+    except TransferRejected as exc:
+        raise Conflict(f"WeChat refused to cancel the transfer ({exc.code})", code="not_cancellable") from exc
+    return view(payouts.record(principal.tenant, bill, "cancel", principal.actor))
+
+
+def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:
+    """What `wx.requestMerchantTransfer` needs while the transfer waits for the user."""
+    w = get_own(principal, withdrawal_id)
+    if w.state is not WithdrawalState.WAIT_USER_CONFIRM or not w.package_info:
+        raise Conflict(
+            f"the withdrawal is {w.state.value}, not waiting for your confirmation",
+            code="not_waiting_for_confirmation",
+            details={"state": w.state.value},
+        )
+    provider = get_transfer(principal.tenant)
+    return {"package_info": w.package_info, "mch_id": provider.mch_id, "appid": provider.appid}
+
+
+def sandbox_user_confirm(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
+    """Sandbox only: the user confirms in WeChat; the transfer twin POSTs its callbacks to the
+    notify_url the bill was created with (never calling the handler)."""
+    # function-local: cold start (the sandbox twin loads the pay client and cryptography)
+    from chalicelib.wechat.transfer.sandbox import SandboxTransfer
+
+    w = get_own(principal, withdrawal_id)
+    provider = get_transfer(principal.tenant)
+    if not isinstance(provider, SandboxTransfer):
+        raise NotFound("not available", code="not_found")
+    provider.user_confirm(w.id)
+    return view(get_own(principal, withdrawal_id))
+
+
 def approve(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
     require_role(principal, *REVIEWERS)
     w = _admin_get(principal, withdrawal_id)
@@ -256,7 +298,7 @@ def _act(
         )
         moves = withdrawal.account_moves(target, w.amount_fen)
         changes = {**(extra or {}), **({"real_name": None} if target in withdrawal.FINAL else {})}
-        released = release_day(w, target, now)
+        released = payouts.release_day(w, target, now)
         if store.withdrawals.move(w, target, event, now, account=moves, extra=changes, release_day=released):
             logger.info("withdrawal moved", extra={"withdrawal": w.id, "to": target.value, "actor": actor})
             return store.withdrawals.get(w.tenant, w.id) or w
@@ -297,3 +339,42 @@ def set_rules(principal: Principal, changes: dict[str, Any]) -> dict[str, Any]:
     event = AuditEvent(entity="settings:withdrawals", action="settings.withdrawals", actor=principal.actor, data=data)
     get_store().withdrawals.set_rules(principal.tenant, json.dumps(after.as_dict(), sort_keys=True), event, utcnow())
     return after.as_dict()
+
+
+# --- payout runs, as operators read them ---------------------------------------------------
+
+
+def runs(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
+    require_role(principal, *READERS)
+    page = get_store().withdrawals.runs(principal.tenant, cursor, limit)
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+def run_report(principal: Principal, run_id: str) -> dict[str, Any]:
+    """A payout run: what it enqueued, then counts and sums by state and the failures with reasons."""
+    require_role(principal, *READERS)
+    store = get_store()
+    run = store.withdrawals.run(principal.tenant, run_id)
+    if run is None:
+        raise NotFound("no such payout run", code="unknown_run")
+    by_state: dict[str, dict[str, int]] = {}
+    failures: list[dict[str, Any]] = []
+    failed_total = 0
+    for row in store.withdrawals.of_run(principal.tenant, run_id):
+        bucket = by_state.setdefault(row["state"], {"count": 0, "amount_fen": 0, "net_fen": 0})
+        bucket["count"] += 1
+        bucket["amount_fen"] += row["amount_fen"]
+        bucket["net_fen"] += row["amount_fen"] - row["fee_fen"]
+        if row["state"] == WithdrawalState.FAILED.value:
+            failed_total += 1
+            if len(failures) < MAX_FAILURES_SHOWN:
+                failures.append({"id": row["id"], "amount_fen": row["amount_fen"], "reason": row["fail_reason"]})
+    sent = sum(b["count"] for b in by_state.values())
+    return {
+        **run,
+        "sent": sent,
+        "not_sent_yet": max(0, run["enqueued"] - sent),
+        "by_state": by_state,
+        "failures": failures,
+        "failures_total": failed_total,
+    }

@@ -103,7 +103,6 @@ def test_the_per_tenant_redrive_still_publishes_the_parked_gauge_its_alarm_watch
 
 
 def test_the_second_tenants_transfer_is_paid_through_its_own_notify_url(stack: Stack, both_open: None) -> None:
-    from chalicelib.services import payouts
     from chalicelib.wechat import get_transfer
 
     # Given the second tenant's withdrawal sent to WeChat by its own run
@@ -117,6 +116,6 @@ def test_the_second_tenants_transfer_is_paid_through_its_own_notify_url(stack: S
     # When the user confirms in WeChat: the twin POSTs to that URL (the default tenant is the first one)
     w = get_store().withdrawals.get(OTHER_TENANT, wid)
     assert w is not None
-    payouts.sandbox_user_confirm(Principal(OTHER_TENANT, w.promoter, Role.USER), wid)
+    withdrawals.sandbox_user_confirm(Principal(OTHER_TENANT, w.promoter, Role.USER), wid)
     # Then the withdrawal is paid
     assert state(OTHER_TENANT, wid) is WithdrawalState.PAID

@@ -64,7 +64,6 @@ from chalicelib.services import (
     jobs,
     logins,
     orders,
-    payouts,
     plans,
     referrals,
     refunds,
@@ -528,7 +527,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         if not succeed:
             self.transfer_twin.inject("fail", out_bill_no=w.id)
-        after = payouts.sandbox_user_confirm(w.who, w.id)
+        after = withdrawals.sandbox_user_confirm(w.who, w.id)
         assert after["state"] == ("paid" if succeed else "failed")
 
     # --- delivery and faults -------------------------------------------------------------------

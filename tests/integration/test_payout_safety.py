@@ -86,7 +86,7 @@ def test_a_refusal_while_a_concurrent_create_lands_later_never_pays_twice(
     )
     reconcile_at(LATER)  # the reconciliation job finds the bill and records it
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
-    payouts.sandbox_user_confirm(who, w["id"])
+    withdrawals.sandbox_user_confirm(who, w["id"])
     assert state_of(stack, w["id"]) is WithdrawalState.PAID
     assert account(stack, who)["paid_fen"] == 1_000 and account(stack, who)["available_fen"] == 0
     assert_money_conserved(stack, who)
@@ -261,10 +261,10 @@ def test_reconciliation_keeps_the_package_the_user_needs_to_confirm(
     credit(stack, who, 1_000)
     w = request(who, 1_000)
     pay_out(stack, w["id"])
-    package = payouts.confirmation(who, w["id"])["package_info"]
+    package = withdrawals.confirmation(who, w["id"])["package_info"]
     sandbox.inject("query_delay", times=1, seconds=0)  # any query answer: WAIT_USER_CONFIRM, no package
     reconcile_at(LATER)
-    assert payouts.confirmation(who, w["id"])["package_info"] == package
+    assert withdrawals.confirmation(who, w["id"])["package_info"] == package
     records_before = len(actions(stack, w["id"]))
     reconcile_at(LATER)  # nothing new: no audit record either
     assert len(actions(stack, w["id"])) == records_before
@@ -280,7 +280,7 @@ def test_a_lost_create_answer_still_gives_the_user_a_package_to_confirm(
     pay_out(stack, w["id"])
     reconcile_at(LATER)
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
-    assert payouts.confirmation(who, w["id"])["package_info"] == sandbox.create_answer(w["id"])["package_info"]
+    assert withdrawals.confirmation(who, w["id"])["package_info"] == sandbox.create_answer(w["id"])["package_info"]
 
 
 # --- 3.11: ended withdrawals stop counting towards the day's limits -------------------------------

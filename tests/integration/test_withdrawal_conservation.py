@@ -108,7 +108,7 @@ class WithdrawalMachine(RuleBasedStateMachine):
             return
         if not succeed:
             self.sandbox.inject("fail", out_bill_no=wid)
-        after = payouts.sandbox_user_confirm(self.who, wid)
+        after = withdrawals.sandbox_user_confirm(self.who, wid)
         assert after["state"] == ("paid" if succeed else "failed")
         if not succeed:
             self.available += w.amount_fen

@@ -253,14 +253,14 @@ def test_payout_confirm_and_paid(stack: Stack, rules: dict[str, Any], sandbox: A
     w = request(who, 2_000)
     pay_out(stack, w["id"])
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
-    confirmation = payouts.confirmation(who, w["id"])
+    confirmation = withdrawals.confirmation(who, w["id"])
     assert confirmation["package_info"] and confirmation["appid"] == stack.tenant and confirmation["mch_id"]
     with pytest.raises(Conflict):
         withdrawals.cancel(who, w["id"])  # sent: only the payouts service may cancel it, at WeChat
-    assert payouts.sandbox_user_confirm(who, w["id"])["state"] == "paid"
+    assert withdrawals.sandbox_user_confirm(who, w["id"])["state"] == "paid"
     assert account(stack, who) == {**dict.fromkeys(BUCKETS, 0), "paid_fen": 2_000}
     with pytest.raises(Conflict):
-        payouts.confirmation(who, w["id"])
+        withdrawals.confirmation(who, w["id"])
     assert_money_conserved(stack, who)
     actions = [r.action for r in for_entity(stack.tenant, f"withdrawal:{w['id']}")]
     assert actions == [
@@ -284,7 +284,7 @@ def _one_paid(stack: Stack, who: Principal, wid: str, amount: int, sandbox: Any)
 
 def _confirm_when_waiting(stack: Stack, who: Principal, wid: str) -> None:
     if state_of(stack, wid) is WithdrawalState.WAIT_USER_CONFIRM:
-        payouts.sandbox_user_confirm(who, wid)
+        withdrawals.sandbox_user_confirm(who, wid)
 
 
 def _reconcile_later() -> dict[str, Any]:
@@ -337,7 +337,7 @@ def test_a_transfer_failing_at_wechat_returns_the_money(stack: Stack, rules: dic
     w = request(who, 1_300)
     pay_out(stack, w["id"])
     sandbox.inject("fail", out_bill_no=w["id"])
-    assert payouts.sandbox_user_confirm(who, w["id"])["state"] == "failed"
+    assert withdrawals.sandbox_user_confirm(who, w["id"])["state"] == "failed"
     assert account(stack, who)["available_fen"] == 1_300
     assert account(stack, who)["paid_fen"] == 0
     assert_money_conserved(stack, who)
@@ -349,7 +349,7 @@ def test_repeated_callbacks_change_nothing_more(stack: Stack, rules: dict[str, A
     w = request(who, 1_000)
     pay_out(stack, w["id"])
     sandbox.inject("repeat_callbacks", times=3, out_bill_no=w["id"])
-    payouts.sandbox_user_confirm(who, w["id"])
+    withdrawals.sandbox_user_confirm(who, w["id"])
     headers, body = sandbox.notification_for(w["id"])
     for _ in range(3):
         payouts.transfer_notification(stack.tenant, headers, body)
@@ -378,7 +378,7 @@ def test_a_worker_crash_between_the_transfer_and_its_record_is_recovered_by_quer
     assert crashed, "the crash was not exercised"
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
     monkeypatch.setattr(payouts, "record", real_record)
-    payouts.sandbox_user_confirm(who, w["id"])
+    withdrawals.sandbox_user_confirm(who, w["id"])
     _one_paid(stack, who, w["id"], 1_100, sandbox)
 
 
@@ -466,12 +466,12 @@ def test_the_payout_run_report(stack: Stack, rules: dict[str, Any], sandbox: Any
     _past_the_not_found_window()  # the refused one fails once WeChat surely has no bill
     run_id = get_store().withdrawals.get(stack.tenant, ids[0]).run_id  # type: ignore[union-attr]
     assert run_id
-    report = payouts.run_report(owner, run_id)
+    report = withdrawals.run_report(owner, run_id)
     assert report["status"] == "done" and report["enqueued"] >= 3
     assert report["by_state"]["wait_user_confirm"]["count"] >= 1
     assert report["by_state"]["paid"] == {"count": 1, "amount_fen": 1_000, "net_fen": 1_000}
     assert [f["id"] for f in report["failures"]] == [ids[2]]
-    assert run_id in [r["id"] for r in payouts.runs(owner, None, 50)["items"]]
+    assert run_id in [r["id"] for r in withdrawals.runs(owner, None, 50)["items"]]
     assert_money_conserved(stack, who)
 
 
@@ -485,7 +485,7 @@ def test_a_second_payout_run_sends_nothing_twice(stack: Stack, rules: dict[str, 
     stack.drain()
     w_after = get_store().withdrawals.get(stack.tenant, w["id"])
     assert w_after is not None and w_after.state is WithdrawalState.WAIT_USER_CONFIRM and w_after.attempts == 1
-    payouts.sandbox_user_confirm(who, w["id"])
+    withdrawals.sandbox_user_confirm(who, w["id"])
     _one_paid(stack, who, w["id"], 1_000, sandbox)
 
 
@@ -540,7 +540,7 @@ def test_the_user_cancels_a_transfer_waiting_for_confirmation(
     w = request(who, 250_000, real_name="李四")
     pay_out(stack, w["id"])
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
-    cancelled = payouts.cancel(who, w["id"])
+    cancelled = withdrawals.take_back(who, w["id"])
     assert cancelled["state"] == "failed" and cancelled["provider_state"] == "CANCELLED"
     assert account(stack, who)["available_fen"] == 250_000
     bill = sandbox.query_bill(w["id"])
@@ -550,7 +550,7 @@ def test_the_user_cancels_a_transfer_waiting_for_confirmation(
     last = list(for_entity(stack.tenant, f"withdrawal:{w['id']}"))[-1]
     assert (last.action, last.actor) == ("withdrawal.failed", who.actor)
     with pytest.raises(Conflict):
-        payouts.cancel(who, w["id"])
+        withdrawals.take_back(who, w["id"])
     assert_money_conserved(stack, who)
 
 
