@@ -144,6 +144,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "invalid_filter": _e(400, "", "an entity, action or actor filter is too long"),
     "invalid_month": _e(400, "月份格式不正确", "month is a month like 2026-11"),
     "invalid_by": _e(400, "", "a sources report is by channel, product or promoter"),
+    # --- the console's promoters and orders -------------------------------------------------------
+    "invalid_query": _e(400, "", "a promoter search (q) is at most 64 characters"),
+    "invalid_promoter": _e(400, "", "the promoter filter of the orders list is at most 64 characters"),
     # --- withdrawals and payouts --------------------------------------------------------------
     "below_minimum": _e(400, "未达到最低提现金额", "below the tenant's minimum withdrawal"),
     "daily_amount_exceeded": _e((400, 409), "已超过今日提现额度", "the daily amount would be exceeded"),

@@ -610,3 +610,92 @@ class Simulation(Out):
     promoters: PromoterChanges = Field(description="promoters earning under either plan, draft against active")
     top_changes: list[PromoterChange] = Field(description="largest changes first, at most 10")
     cap_breaches: int = Field(description="orders whose commission the draft's cap trims")
+
+
+# --- the console's promoters and orders pages ------------------------------------------------------
+
+
+class AdminPromoter(Out):
+    """A promoter as the console lists them: every figure from counters and the account item."""
+
+    id: str
+    name: str
+    openid: str = Field(description="masked: the first and last four characters")
+    promoter: bool
+    joined_at: Timestamp
+    bound_at: Timestamp | None
+    upline: list[UplineRef] = Field(description="level 1 first")
+    team_counts: dict[str, int] = Field(description='members per level now: {"1": n, "2": n, "3": n}')
+    month: str = Field(description="this month in the tenant's timezone (YYYY-MM)")
+    sales_fen: Fen = Field(description="this month's sales of the orders the promoter earns on, all levels")
+    commission_fen: Fen = Field(description="this month's commission, all levels")
+    account: Account
+
+
+class AdminPromoterPage(Out):
+    items: list[AdminPromoter]
+    next_cursor: Cursor = Field(description="null on the last page; a page may be short while it is set")
+
+
+class AdminCommissionLine(Out):
+    promoter: UplineRef
+    order_id: str
+    level: int = Field(ge=1, le=3)
+    event: str = Field(description="paid / received / refund-<id> ...")
+    amount_fen: Fen = Field(description="negative for reversals and clawbacks")
+    state: str
+    buyer: UplineRef
+    trace: dict[str, Any] = Field(description="the rule trace: `words`, base_fen, rate_bps, ladder tier, cap ...")
+    created_at: Timestamp
+    frozen_until: Timestamp | None
+
+
+class AdminCommissionPage(Out):
+    items: list[AdminCommissionLine]
+    next_cursor: Cursor
+
+
+class AdminPromoterDetail(AdminPromoter):
+    commissions: AdminCommissionPage = Field(description="by order id, newest orders first; ?lines_cursor=")
+    team: TeamPage = Field(description="level 1, newest binding first; ?team_cursor=")
+
+
+class AdminOrderRow(Out):
+    id: str
+    buyer: UplineRef
+    status: OrderStatus
+    amount_fen: Fen
+    refunded_fen: Fen
+    placed_at: Timestamp
+    paid_at: Timestamp | None
+    upline: list[UplineRef] = Field(description="the attribution snapshot's upline, level 1 first")
+
+
+class AdminOrderPage(Out):
+    items: list[AdminOrderRow]
+    next_cursor: Cursor = Field(description="null on the last page; a page may be short while it is set")
+
+
+class Attribution(Out):
+    upline: list[UplineRef] = Field(description="level 1 first, as taken when the order was placed")
+    share_code: str | None
+    plan_version: int | None
+    buyer_is_promoter: bool
+
+
+class AdminRefund(Out):
+    refund_id: str
+    amount_fen: Fen
+    state: Literal["requested", "succeeded", "failed"]
+    reason: str
+    requested_at: Timestamp
+    actor: str
+
+
+class AdminOrder(Order):
+    buyer: UplineRef
+    source: str = Field(description="miniprogram, or merchant:<id>")
+    attribution: Attribution
+    refundable_fen: Fen = Field(description="what a refund may still return (0 unless paid or received)")
+    refunds: list[AdminRefund]
+    commissions: list[AdminCommissionLine] = Field(description="every line of the order, level 1 first")

@@ -56,6 +56,32 @@ class TeamL3Index(GlobalSecondaryIndex["UserModel"]):
     bound_at = UnicodeAttribute(range_key=True)
 
 
+class UsersJoinedIndex(GlobalSecondaryIndex["UserModel"]):
+    """A tenant's users by when they joined, newest first (the console's promoters list). Keys are
+    attributes every user has from creation and never change, and only `promoter` is projected:
+    the index is written when a user is created (and if the promoter flag changes), not on every
+    bind or version; the list reads the page's users whole afterwards (one batch get)."""
+
+    class Meta:
+        index_name = "joined"
+        projection = IncludeProjection(["promoter"])
+
+    tenant = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class UsersNamedIndex(GlobalSecondaryIndex["UserModel"]):
+    """A tenant's users by display name (the console's search by name prefix); written like
+    `joined`: on creation only."""
+
+    class Meta:
+        index_name = "named"
+        projection = IncludeProjection(["promoter"])
+
+    tenant = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
 class UserModel(Model):
     """A shopper (every shopper may promote) with the upline copied at bind time."""
 
@@ -90,6 +116,8 @@ class UserModel(Model):
     team_l1 = TeamL1Index()
     team_l2 = TeamL2Index()
     team_l3 = TeamL3Index()
+    joined = UsersJoinedIndex()
+    named = UsersNamedIndex()
 
 
 class ShareModel(Model):
@@ -320,6 +348,21 @@ class SoldOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
     paid_at = UnicodeAttribute(range_key=True)
 
 
+class ListedOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
+    """Every order of a tenant by time of placing, newest first over its shards (the console's
+    orders list): the key is set when the order is created and never changes. Projects what the
+    list shows and filters on (status, the attribution's upline)."""
+
+    class Meta:
+        index_name = "listed"
+        projection = IncludeProjection(
+            ["order_id", "buyer", "status", "amount_fen", "refunded_fen", "attribution", "paid_at"]
+        )
+
+    listed_key = UnicodeAttribute(hash_key=True)  # tenant#orders#n
+    placed_at = UnicodeAttribute(range_key=True)
+
+
 class OrderModel(Model):
     """An order with its attribution snapshot; its stream drives the commission engine."""
 
@@ -348,6 +391,7 @@ class OrderModel(Model):
     transaction_id = UnicodeAttribute(null=True)
     open_key = UnicodeAttribute(null=True)
     sold_key = UnicodeAttribute(null=True)
+    listed_key = UnicodeAttribute(null=True)
     pending_key = UnicodeAttribute(null=True)
     pending_since = UnicodeAttribute(null=True)
     prepaid_at = UnicodeAttribute(null=True)
@@ -364,6 +408,7 @@ class OrderModel(Model):
     by_buyer = BuyerOrdersIndex()
     open_orders = OpenOrdersIndex()
     sold = SoldOrdersIndex()
+    listed = ListedOrdersIndex()
     pending_at_wechat = PendingAtWeChatIndex()
 
 

@@ -6,6 +6,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.counters import Deltas
 from chalicelib.entities import AuditEvent, Page
+from chalicelib.errors import BadRequest
 from chalicelib.orders import Order, OrderStatus, PricedLine, Refund, RefundState, Snapshot
 from chalicelib.store import audit, shards, stats
 from chalicelib.store.audit import canonical, version_actions
@@ -298,6 +300,7 @@ class OrderStore:
             coupon=order.coupon,
             attribution=_snapshot_json(order.snapshot),
             placed_at=iso(order.placed_at),
+            listed_key=shards.key(f"{order.tenant}#orders", order.id),
             version=1,
             audit_hash=record.hash,
             event_at=iso(order.placed_at),
@@ -533,3 +536,132 @@ class OrderStore:
             for i in result
         ]
         return Page(items, encode_cursor(result.last_evaluated_key))
+
+    def listed(
+        self,
+        tenant: str,
+        *,
+        start: datetime,
+        end: datetime,
+        status: str | None,
+        promoter: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page[dict[str, Any]]:
+        """One page of the orders placed in [start, end), newest first over every shard of the
+        `listed` index, optionally only those in `status` or with `promoter` at level 1-3 of their
+        attribution. See `ListedPages` for how filtered shards stay in order across pages."""
+        condition: Any = None
+        if status is not None:
+            condition = OrderModel.status == status
+        if promoter is not None:
+            has = OrderModel.attribution.contains(json.dumps(promoter))  # narrows; checked exactly below
+            condition = has if condition is None else condition & has
+        low, high = iso(start), iso(end)
+
+        def read(partition: str, start_key: dict[str, Any] | None, room: int) -> tuple[list[Any], Any]:
+            result = OrderModel.listed.query(
+                partition,
+                OrderModel.placed_at.between(low, high),
+                filter_condition=condition,
+                scan_index_forward=False,
+                limit=room,
+                last_evaluated_key=start_key,
+            )
+            # One index page only: iterating the result would read on until `room` items match.
+            page = next(result.page_iter)
+            items = [OrderModel.from_raw_data(raw) for raw in page.get("Items", [])]
+            items = [i for i in items if str(i.placed_at) != high]
+            if promoter is not None:
+                items = [i for i in items if promoter in (json.loads(i.attribution).get("upline") or ())]
+            return items, result.page_iter.last_evaluated_key
+
+        pages = ListedPages(shards.keys(f"{tenant}#orders"), read, limit)
+        items, next_cursor = pages.page(cursor)
+        return Page([_listed_row(i) for i in items], next_cursor)
+
+
+def _listed_row(item: Any) -> dict[str, Any]:
+    snap = json.loads(item.attribution)
+    return {
+        "id": item.order_id,
+        "buyer": item.buyer,
+        "status": item.status,
+        "amount_fen": int(item.amount_fen),
+        "refunded_fen": int(item.refunded_fen or 0),
+        "placed_at": item.placed_at,
+        "paid_at": item.paid_at,
+        "upline": list(snap.get("upline") or ()),
+    }
+
+
+# A shard read: (matching items, newest first; the LastEvaluatedKey where the read stopped).
+ShardRead = Callable[[str, dict[str, Any] | None, int], tuple[list[Any], Any]]
+
+
+class ListedPages:
+    """Pages of a filtered, sharded, newest-first index with a signed cursor of shard positions.
+
+    `shards.page` moves a shard's position only past items it returns, so a filter that drops a
+    whole read would end the list early. Here each shard reads (up to `MAX_READS` index pages)
+    until it has `limit` matches or runs out, and remembers where its *reading* stopped. A shard
+    that stopped with more to read has not looked below its last read key (its frontier): an item
+    of another shard older than the newest such frontier waits for a later page, so the merged
+    order holds across pages. A page may thus hold fewer than `limit` items (even none) while
+    `next_cursor` is set; every page moves at least one shard forward.
+    """
+
+    MAX_READS = 4
+
+    def __init__(self, partitions: list[str], read: ShardRead, limit: int) -> None:
+        self._partitions = partitions
+        self._read = read
+        self._limit = limit
+
+    def page(self, cursor: str | None) -> tuple[list[Any], str | None]:
+        positions = shards._decode(cursor)
+        if any(p not in self._partitions for p in positions):
+            raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
+        live = [p for p in self._partitions if positions.get(p) != "done"]
+        with ThreadPoolExecutor(max_workers=len(self._partitions)) as pool:
+            reads = dict(zip(live, pool.map(lambda p: self._scan(p, positions.get(p)), live), strict=True))
+        frontier = max((str(stop["placed_at"]["S"]) for _, stop in reads.values() if stop), default="")
+        candidates = [(str(i.placed_at), p, i) for p, (items, _) in reads.items() for i in items]
+        candidates = [c for c in candidates if c[0] >= frontier]
+        candidates.sort(key=lambda c: (c[0], str(c[2].order_id)), reverse=True)
+        taken = candidates[: self._limit]
+        after = dict(positions)
+        for partition, (items, stop) in reads.items():
+            mine = [c[2] for c in taken if c[1] == partition]
+            if len(mine) == len(items):  # all it read is used: continue where the reading stopped
+                after[partition] = stop if stop else "done"
+            else:  # continue after the last item used (the others are read again)
+                last = mine[-1] if mine else None
+                after[partition] = _listed_key(last, partition) if last is not None else positions.get(partition)
+                if after[partition] is None:
+                    del after[partition]
+        done = all(after.get(p) == "done" for p in self._partitions)
+        return [c[2] for c in taken], None if done else shards._encode(after)
+
+    def _scan(self, partition: str, start: Any) -> tuple[list[Any], Any]:
+        if start is not None and not (isinstance(start, dict) and _is_key(start, partition)):
+            raise BadRequest("cursor is not valid", code="invalid_cursor")
+        found: list[Any] = []
+        for _ in range(self.MAX_READS):
+            items, start = self._read(partition, start, self._limit - len(found))
+            found += items
+            if start is None or len(found) >= self._limit:
+                break
+        return found, start
+
+
+def _is_key(key: dict[str, Any], partition: str) -> bool:
+    return (
+        key.get("listed_key") == {"S": partition}
+        and set(key) == {"pk", "listed_key", "placed_at"}
+        and all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str) for v in key.values())
+    )
+
+
+def _listed_key(item: Any, partition: str) -> dict[str, Any]:
+    return {"pk": {"S": item.pk}, "listed_key": {"S": partition}, "placed_at": {"S": str(item.placed_at)}}

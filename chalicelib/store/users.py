@@ -168,3 +168,42 @@ class UserStore:
     def children(self, tenant: str, uid: str) -> list[Node]:
         """Every direct child (level 1) of `uid` with their uplines."""
         return [Node(i.uid, _upline(i)) for i in UserModel.team_l1.query(_key(tenant, uid))]
+
+    # --- the operators' promoters list -------------------------------------------------------
+
+    def joined(self, tenant: str, cursor: str | None, limit: int) -> Page[User]:
+        """One page of the tenant's promoters, newest first (the `joined` index, then the page's
+        users read whole). A page may hold fewer than `limit` (users who are not promoters are
+        left out by the filter) while `next_cursor` is set."""
+        start = decode_cursor(cursor, hash_attr="tenant", hash_value=tenant)
+        result = UserModel.joined.query(
+            tenant, filter_condition=_PROMOTERS, scan_index_forward=False, limit=limit, last_evaluated_key=start
+        )
+        return self._whole(tenant, result)
+
+    def named(self, tenant: str, prefix: str, cursor: str | None, limit: int) -> Page[User]:
+        """One page of the tenant's promoters whose name starts with `prefix`, by name."""
+        start = decode_cursor(cursor, hash_attr="tenant", hash_value=tenant)
+        result = UserModel.named.query(
+            tenant,
+            UserModel.name.startswith(prefix),
+            filter_condition=_PROMOTERS,
+            limit=limit,
+            last_evaluated_key=start,
+        )
+        return self._whole(tenant, result)
+
+    def _whole(self, tenant: str, result: Any) -> Page[User]:
+        # One index page only: iterating the result would read on until `limit` items match.
+        page = next(result.page_iter)
+        uids = [str(raw["pk"]["S"]).split("#", 1)[1] for raw in page.get("Items", [])]
+        found = self.get_many(tenant, uids)
+        return Page([found[uid] for uid in uids if uid in found], encode_cursor(result.page_iter.last_evaluated_key))
+
+    def get_many(self, tenant: str, uids: list[str]) -> dict[str, User]:
+        """These users, those that exist, read whole (one batch get per 100)."""
+        keys = list(dict.fromkeys(_key(tenant, uid) for uid in uids))
+        return {item.uid: to_user(item) for item in UserModel.batch_get(keys)}
+
+
+_PROMOTERS = UserModel.promoter.does_not_exist() | (UserModel.promoter == True)  # noqa: E712

@@ -281,6 +281,46 @@ export interface paths {
         patch: operations["patch_v1_admin_operators_username"];
         trace?: never;
     };
+    "/v1/admin/orders": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Orders, newest first: by state, local dates and a level-1..3 promoter
+         * @description Roles: owner, finance, ops, auditor.
+         */
+        get: operations["get_v1_admin_orders"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/orders/{order_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One order with its attribution, refunds and commission lines (rule traces)
+         * @description Roles: owner, finance, ops, auditor.
+         */
+        get: operations["get_v1_admin_orders_order_id"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/orders/{order_id}/refunds": {
         parameters: {
             query?: never;
@@ -502,6 +542,46 @@ export interface paths {
          * @description Roles: owner, ops.
          */
         put: operations["put_v1_admin_products_product_id"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/promoters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Promoters: one by exact id or openid, by name prefix, or all newest first
+         * @description Roles: owner, finance, ops, auditor.
+         */
+        get: operations["get_v1_admin_promoters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/promoters/{uid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One promoter: account, commission lines and level-1 team (each paged)
+         * @description Roles: owner, finance, ops, auditor.
+         */
+        get: operations["get_v1_admin_promoters_uid"];
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
@@ -1266,6 +1346,52 @@ export interface components {
              */
             withdrawing_fen: number;
         };
+        /** AdminCommissionLine */
+        AdminCommissionLine: {
+            /**
+             * Amount Fen
+             * @description negative for reversals and clawbacks
+             */
+            amount_fen: number;
+            buyer: components["schemas"]["UplineRef"];
+            /**
+             * Created At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            created_at: string;
+            /**
+             * Event
+             * @description paid / received / refund-<id> ...
+             */
+            event: string;
+            /** Frozen Until */
+            frozen_until: string | null;
+            /** Level */
+            level: number;
+            /** Order Id */
+            order_id: string;
+            promoter: components["schemas"]["UplineRef"];
+            /** State */
+            state: string;
+            /**
+             * Trace
+             * @description the rule trace: `words`, base_fen, rate_bps, ladder tier, cap ...
+             */
+            trace: {
+                [key: string]: unknown;
+            };
+        };
+        /** AdminCommissionPage */
+        AdminCommissionPage: {
+            /** Items */
+            items: components["schemas"]["AdminCommissionLine"][];
+            /**
+             * Next Cursor
+             * @description pass as ?cursor= for the next page; null on the last page
+             */
+            next_cursor: string | null;
+        };
         /** AdminLoginBody */
         AdminLoginBody: {
             /**
@@ -1277,6 +1403,115 @@ export interface components {
             password: string;
             /** Username */
             username: string;
+        };
+        /** AdminOrder */
+        AdminOrder: {
+            /**
+             * Amount Fen
+             * @description money in fen (1/100 yuan)
+             */
+            amount_fen: number;
+            attribution: components["schemas"]["Attribution"];
+            buyer: components["schemas"]["UplineRef"];
+            /**
+             * Commissions
+             * @description every line of the order, level 1 first
+             */
+            commissions: components["schemas"]["AdminCommissionLine"][];
+            /** Coupon Id */
+            coupon_id: string | null;
+            /**
+             * Discount Fen
+             * @description money in fen (1/100 yuan)
+             */
+            discount_fen: number;
+            /** Id */
+            id: string;
+            /** Lines */
+            lines: components["schemas"]["OrderLine"][];
+            /**
+             * List Fen
+             * @description money in fen (1/100 yuan)
+             */
+            list_fen: number;
+            /** Paid At */
+            paid_at: string | null;
+            /**
+             * Placed At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            placed_at: string;
+            /** Received At */
+            received_at: string | null;
+            /**
+             * Refundable Fen
+             * @description what a refund may still return (0 unless paid or received)
+             */
+            refundable_fen: number;
+            /**
+             * Refunded Fen
+             * @description money in fen (1/100 yuan)
+             */
+            refunded_fen: number;
+            /** Refunds */
+            refunds: components["schemas"]["AdminRefund"][];
+            /** Share Code */
+            share_code: string | null;
+            /**
+             * Source
+             * @description miniprogram, or merchant:<id>
+             */
+            source: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "created" | "paid" | "received" | "cancelled";
+        };
+        /** AdminOrderPage */
+        AdminOrderPage: {
+            /** Items */
+            items: components["schemas"]["AdminOrderRow"][];
+            /**
+             * Next Cursor
+             * @description null on the last page; a page may be short while it is set
+             */
+            next_cursor: string | null;
+        };
+        /** AdminOrderRow */
+        AdminOrderRow: {
+            /**
+             * Amount Fen
+             * @description money in fen (1/100 yuan)
+             */
+            amount_fen: number;
+            buyer: components["schemas"]["UplineRef"];
+            /** Id */
+            id: string;
+            /** Paid At */
+            paid_at: string | null;
+            /**
+             * Placed At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            placed_at: string;
+            /**
+             * Refunded Fen
+             * @description money in fen (1/100 yuan)
+             */
+            refunded_fen: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "created" | "paid" | "received" | "cancelled";
+            /**
+             * Upline
+             * @description the attribution snapshot's upline, level 1 first
+             */
+            upline: components["schemas"]["UplineRef"][];
         };
         /** AdminProduct */
         AdminProduct: {
@@ -1313,6 +1548,148 @@ export interface components {
              * @description pass as ?cursor= for the next page; null on the last page
              */
             next_cursor: string | null;
+        };
+        /**
+         * AdminPromoter
+         * @description A promoter as the console lists them: every figure from counters and the account item.
+         */
+        AdminPromoter: {
+            account: components["schemas"]["Account"];
+            /** Bound At */
+            bound_at: string | null;
+            /**
+             * Commission Fen
+             * @description this month's commission, all levels
+             */
+            commission_fen: number;
+            /** Id */
+            id: string;
+            /**
+             * Joined At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            joined_at: string;
+            /**
+             * Month
+             * @description this month in the tenant's timezone (YYYY-MM)
+             */
+            month: string;
+            /** Name */
+            name: string;
+            /**
+             * Openid
+             * @description masked: the first and last four characters
+             */
+            openid: string;
+            /** Promoter */
+            promoter: boolean;
+            /**
+             * Sales Fen
+             * @description this month's sales of the orders the promoter earns on, all levels
+             */
+            sales_fen: number;
+            /**
+             * Team Counts
+             * @description members per level now: {"1": n, "2": n, "3": n}
+             */
+            team_counts: {
+                [key: string]: number;
+            };
+            /**
+             * Upline
+             * @description level 1 first
+             */
+            upline: components["schemas"]["UplineRef"][];
+        };
+        /** AdminPromoterDetail */
+        AdminPromoterDetail: {
+            account: components["schemas"]["Account"];
+            /** Bound At */
+            bound_at: string | null;
+            /**
+             * Commission Fen
+             * @description this month's commission, all levels
+             */
+            commission_fen: number;
+            /** @description by order id, newest orders first; ?lines_cursor= */
+            commissions: components["schemas"]["AdminCommissionPage"];
+            /** Id */
+            id: string;
+            /**
+             * Joined At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            joined_at: string;
+            /**
+             * Month
+             * @description this month in the tenant's timezone (YYYY-MM)
+             */
+            month: string;
+            /** Name */
+            name: string;
+            /**
+             * Openid
+             * @description masked: the first and last four characters
+             */
+            openid: string;
+            /** Promoter */
+            promoter: boolean;
+            /**
+             * Sales Fen
+             * @description this month's sales of the orders the promoter earns on, all levels
+             */
+            sales_fen: number;
+            /** @description level 1, newest binding first; ?team_cursor= */
+            team: components["schemas"]["TeamPage"];
+            /**
+             * Team Counts
+             * @description members per level now: {"1": n, "2": n, "3": n}
+             */
+            team_counts: {
+                [key: string]: number;
+            };
+            /**
+             * Upline
+             * @description level 1 first
+             */
+            upline: components["schemas"]["UplineRef"][];
+        };
+        /** AdminPromoterPage */
+        AdminPromoterPage: {
+            /** Items */
+            items: components["schemas"]["AdminPromoter"][];
+            /**
+             * Next Cursor
+             * @description null on the last page; a page may be short while it is set
+             */
+            next_cursor: string | null;
+        };
+        /** AdminRefund */
+        AdminRefund: {
+            /** Actor */
+            actor: string;
+            /**
+             * Amount Fen
+             * @description money in fen (1/100 yuan)
+             */
+            amount_fen: number;
+            /** Reason */
+            reason: string;
+            /** Refund Id */
+            refund_id: string;
+            /**
+             * Requested At
+             * Format: date-time
+             * @description UTC, ISO-8601
+             */
+            requested_at: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "requested" | "succeeded" | "failed";
         };
         /** AdminWithdrawal */
         AdminWithdrawal: {
@@ -1501,6 +1878,20 @@ export interface components {
              * @description UTC, ISO-8601
              */
             updated_at: string;
+        };
+        /** Attribution */
+        Attribution: {
+            /** Buyer Is Promoter */
+            buyer_is_promoter: boolean;
+            /** Plan Version */
+            plan_version: number | null;
+            /** Share Code */
+            share_code: string | null;
+            /**
+             * Upline
+             * @description level 1 first, as taken when the order was placed
+             */
+            upline: components["schemas"]["UplineRef"][];
         };
         /** AuditPage */
         AuditPage: {
@@ -4866,6 +5257,210 @@ export interface operations {
             };
         };
     };
+    get_v1_admin_orders: {
+        parameters: {
+            query?: {
+                state?: "created" | "paid" | "received" | "cancelled";
+                /** @description first local day (YYYY-MM-DD) */
+                from?: string;
+                /** @description last local day (YYYY-MM-DD) */
+                to?: string;
+                /** @description a user id at level 1, 2 or 3 */
+                promoter?: string;
+                /** @description the next_cursor of the previous page */
+                cursor?: string;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: {
+                /** @description the calling mini-program; must match the token's (merchants: signed) */
+                "X-Appid"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminOrderPage"];
+                };
+            };
+            /** @description `BadRequestError`, `invalid_cursor`, `invalid_date`, `invalid_limit`, `invalid_promoter`, `invalid_range`, `invalid_state` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `invalid_token`, `missing_token`, `tenant_mismatch`, `token_expired`, `token_revoked` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `MethodNotAllowedError` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `invalid_state` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UnsupportedMediaType` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_v1_admin_orders_order_id: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description the calling mini-program; must match the token's (merchants: signed) */
+                "X-Appid"?: string;
+            };
+            path: {
+                order_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminOrder"];
+                };
+            };
+            /** @description `BadRequestError` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `invalid_token`, `missing_token`, `tenant_mismatch`, `token_expired`, `token_revoked` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_order` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `MethodNotAllowedError` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UnsupportedMediaType` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     post_v1_admin_orders_order_id_refunds: {
         parameters: {
             query?: never;
@@ -6168,6 +6763,203 @@ export interface operations {
             };
             /** @description `body_too_large` */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UnsupportedMediaType` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_v1_admin_promoters: {
+        parameters: {
+            query?: {
+                /** @description user id, openid or name prefix */
+                q?: string;
+                /** @description the next_cursor of the previous page */
+                cursor?: string;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: {
+                /** @description the calling mini-program; must match the token's (merchants: signed) */
+                "X-Appid"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminPromoterPage"];
+                };
+            };
+            /** @description `BadRequestError`, `invalid_cursor`, `invalid_limit`, `invalid_query` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `invalid_token`, `missing_token`, `tenant_mismatch`, `token_expired`, `token_revoked` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `MethodNotAllowedError` */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `UnsupportedMediaType` */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `too_many_requests` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_v1_admin_promoters_uid: {
+        parameters: {
+            query?: {
+                /** @description the commissions' next_cursor */
+                lines_cursor?: string;
+                /** @description the team's next_cursor */
+                team_cursor?: string;
+                /** @description page size */
+                limit?: number;
+            };
+            header?: {
+                /** @description the calling mini-program; must match the token's (merchants: signed) */
+                "X-Appid"?: string;
+            };
+            path: {
+                uid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AdminPromoterDetail"];
+                };
+            };
+            /** @description `BadRequestError`, `invalid_cursor`, `invalid_limit` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `invalid_token`, `missing_token`, `tenant_mismatch`, `token_expired`, `token_revoked`, `unknown_user` */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unknown_user` */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `MethodNotAllowedError` */
+            405: {
                 headers: {
                     [name: string]: unknown;
                 };

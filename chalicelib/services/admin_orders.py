@@ -1,0 +1,129 @@
+"""The operators' orders (订单): a filtered list, and one order with its commission lines.
+
+The list reads the orders' `listed` index (every order of the tenant by time of placing, sharded
+so that a busy tenant's orders never share one index partition), newest first, filtered by status
+and by a level-1..3 promoter of the attribution snapshot; dates are the tenant's local days. An
+order's commission lines are read where the commission engine reads them: per earner (the buyer
+and the snapshot's upline), strongly consistent, each with its rule trace.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from chalicelib.auth import require_role
+from chalicelib.clock import iso
+from chalicelib.entities import Principal
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.orders import TRANSITIONS, OrderStatus
+from chalicelib.services import orders, tenants
+from chalicelib.services.promoters import line_view
+from chalicelib.store import get_store
+
+STATES = tuple(s.value for s in OrderStatus)
+MAX_ID = 64
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _day(value: str | None) -> date | None:
+    if value is None or value == "":
+        return None
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is None:
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest("from and to are dates like 2026-11-29", code="invalid_date") from None
+
+
+def span(tenant: str, first: str | None, last: str | None) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the local days `first`..`last` (open ends when left out)."""
+    zone = ZoneInfo(tenants.get(tenant).timezone)
+    from_day, to_day = _day(first), _day(last)
+    if from_day is not None and to_day is not None and from_day > to_day:
+        raise BadRequest("from is after to", code="invalid_range")
+    start = datetime.combine(from_day, time(), zone).astimezone(UTC) if from_day else EARLIEST
+    end = datetime.combine(to_day + timedelta(days=1), time(), zone).astimezone(UTC) if to_day else LATEST
+    return start, end
+
+
+def listing(
+    principal: Principal,
+    state: str | None,
+    first: str | None,
+    last: str | None,
+    promoter: str | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """One page of the tenant's orders, newest first. A page may hold fewer than `limit` orders
+    while `next_cursor` is set (the filters are applied as the index is read)."""
+    require_role(principal)
+    if state and state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}", code="invalid_state")
+    if promoter and len(promoter) > MAX_ID:
+        raise BadRequest(f"promoter is at most {MAX_ID} characters", code="invalid_promoter")
+    start, end = span(principal.tenant, first, last)
+    store = get_store()
+    page = store.orders.listed(
+        principal.tenant,
+        start=start,
+        end=end,
+        status=state or None,
+        promoter=promoter or None,
+        cursor=cursor,
+        limit=limit,
+    )
+    wanted = [uid for row in page.items for uid in (row["buyer"], *row["upline"])]
+    names = store.users.names(principal.tenant, wanted) if wanted else {}
+    items = [
+        {
+            **row,
+            "buyer": {"id": row["buyer"], "name": names.get(row["buyer"], "")},
+            "upline": [{"id": uid, "name": names.get(uid, "")} for uid in row["upline"]],
+        }
+        for row in page.items
+    ]
+    return {"items": items, "next_cursor": page.next_cursor}
+
+
+def detail(principal: Principal, order_id: str) -> dict[str, Any]:
+    """The order (buyer, lines, amounts, refunds, attribution snapshot) and its commission lines
+    with their rule traces, level 1 first."""
+    require_role(principal)
+    store = get_store()
+    order = store.orders.get(principal.tenant, order_id)
+    if order is None:
+        raise NotFound("order not found", code="unknown_order")
+    lines = store.ledger.lines_of_order(order.tenant, order.id, [order.buyer, *order.snapshot.upline])
+    lines.sort(key=lambda x: (x.level, x.created_at, x.event))
+    names = store.users.names(order.tenant, [order.buyer, *order.snapshot.upline, *(x.promoter for x in lines)])
+    snap = order.snapshot
+    return {
+        **orders.order_view(order),
+        "buyer": {"id": order.buyer, "name": names.get(order.buyer, "")},
+        "source": order.source,
+        "attribution": {
+            "upline": [{"id": uid, "name": names.get(uid, "")} for uid in snap.upline],
+            "share_code": snap.share_code,
+            "plan_version": snap.plan_version,
+            "buyer_is_promoter": snap.buyer_is_promoter,
+        },
+        "refundable_fen": order.refundable_fen if order.status in TRANSITIONS["refund"] else 0,
+        "refunds": [
+            {
+                "refund_id": r.number,
+                "amount_fen": r.amount_fen,
+                "state": r.state.value,
+                "reason": r.reason,
+                "requested_at": iso(r.requested_at),
+                "actor": r.actor,
+            }
+            for r in order.refunds
+        ],
+        "commissions": [line_view(x, names) for x in lines],
+    }
