@@ -14,8 +14,10 @@ bindings (one promoter per two orders), payments, receipts, refunds, reads and w
 - SQS: one SendMessageBatch per ten messages sent, one receive and one delete per queue invocation;
 - CloudWatch Logs: stdout bytes the handlers wrote, plus Lambda's START/END/REPORT lines and one API
   access log line per request (sizes modelled below), ingested and stored one month;
-- X-Ray: prod traces every function (`xray: true`); at this volume the default sampling rule (one a
-  second and 5 %) keeps nearly every request, so every invocation is counted as a trace.
+- X-Ray: the template's sampling, read from `infra/merge-prod.json` (`infra.iam` writes it): the
+  API rule's FixedRate of API requests (no reservoir), and every other invocation only when the
+  `EventTracing` parameter defaults to `Active` (Lambda's own rule, one a second and 5 %, would
+  keep nearly every one at this volume).
 
 Fixed monthly costs that do not grow with orders (alarms, idle SQS polling, schedules, custom
 metrics) are not in the per-order bill; the alarms are listed apart.
@@ -155,9 +157,20 @@ def memory_mb(config: Path = ROOT / ".chalice" / "config.json", stage: str = "pr
     return found
 
 
+def tracing(merge: Path = ROOT / "infra" / "merge-prod.json") -> tuple[float, bool]:
+    """(share of API requests traced, whether event functions trace every invocation) as deployed."""
+    template = json.loads(merge.read_text("utf-8"))
+    rule = template["Resources"]["ApiSamplingRule"]["Properties"]["SamplingRule"]
+    events = template["Parameters"]["EventTracing"]["Default"] == "Active"
+    return float(rule["FixedRate"]), events
+
+
 def quantities(usage: Usage, memory: dict[str, int]) -> dict[str, float]:
     """The billable quantities of `usage`, in the units of `PRICES` (before scaling)."""
     invocations = sum(usage.invocations.values())
+    api_rate, events_traced = tracing()
+    event_invocations = invocations - usage.invocations.get("api_handler", 0)
+    traces = usage.api_requests * api_rate + (event_invocations if events_traced else 0)
     gb_seconds = sum(ms / 1000 * memory.get(name, memory["*"]) / 1024 for name, ms in usage.billed_ms.items())
     logged = usage.log_bytes + invocations * PLATFORM_LOG_BYTES + usage.api_requests * ACCESS_LOG_BYTES
     return {
@@ -169,7 +182,7 @@ def quantities(usage: Usage, memory: dict[str, int]) -> dict[str, float]:
         "sqs_requests": (usage.queue_batches + 2 * usage.queue_invocations) / 1e6,
         "log_ingestion_gb": logged / (1024 * MB),
         "log_storage_gb_month": logged / (1024 * MB),
-        "xray_traces": invocations / 1e6,
+        "xray_traces": traces / 1e6,
     }
 
 

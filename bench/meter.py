@@ -5,7 +5,7 @@ One `Meter` per process. The API process (`bench.serve`, around `chalice local`)
 driver's process (the event runner: stream, queue and scheduled handlers) each install one and
 write a `snapshot()`; `bench.cost` adds them up and prices them.
 
-- DynamoDB: every call through botocore asks for `ReturnConsumedCapacity=TOTAL` and adds up the
+- DynamoDB: every call through botocore asks for `ReturnConsumedCapacity=INDEXES` and adds up the
   `CapacityUnits` DynamoDB Local answers (it applies the service's rules: 4 KB per read unit, half
   for eventually consistent reads, 1 KB per write unit, twice for transactions, indexes included).
   Units of read operations are read request units, of write operations write request units.
@@ -38,6 +38,32 @@ WRITE_OPERATIONS = frozenset(
 API_FUNCTION = "api_handler"  # Chalice deploys every route as this one function
 
 
+def written_items(operation: str, params: dict[str, Any]) -> Counter[str]:
+    """Items a write request names, per table (short table name)."""
+    names: list[str] = []
+    if operation == "TransactWriteItems":
+        for item in params.get("TransactItems", []):
+            names.extend(str(action.get("TableName", "?")) for kind, action in item.items() if kind != "ConditionCheck")
+    elif operation == "BatchWriteItem":
+        for table, requests in params.get("RequestItems", {}).items():
+            names.extend([table] * len(requests))
+    elif operation in WRITE_OPERATIONS:
+        names.append(str(params.get("TableName", "?")))
+    return Counter(name.split("-")[-1] for name in names)
+
+
+def units_per_table(consumed: Any) -> Counter[str]:
+    """`ConsumedCapacity` (INDEXES) as units per table and per "table/index"."""
+    entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+    per_table: Counter[str] = Counter()
+    for entry in entries:
+        table = str(entry.get("TableName", "?")).split("-")[-1]
+        per_table[table] += float((entry.get("Table") or {}).get("CapacityUnits") or entry.get("CapacityUnits") or 0)
+        for index, used in (entry.get("GlobalSecondaryIndexes") or {}).items():
+            per_table[f"{table}/{index}"] += float(used.get("CapacityUnits") or 0)
+    return per_table
+
+
 class _CountingStream(io.TextIOBase):
     """Passes writes through and counts the bytes written by threads inside a handler."""
 
@@ -66,6 +92,9 @@ class Meter:
         self.ddb_requests: Counter[str] = Counter()
         self.read_units = 0.0
         self.write_units = 0.0
+        self.units_by_table: Counter[str] = Counter()  # "read table[/index]" or "write table[/index]" -> units
+        self.write_units_by_route: Counter[str] = Counter()  # route or function -> write units
+        self.write_items: Counter[str] = Counter()  # "tx table" or "single table" -> items written
         self.durations_ms: dict[str, list[float]] = defaultdict(list)  # function -> invocation durations
         self.routes: Counter[str] = Counter()  # API invocations per route
         self.route_ms: Counter[str] = Counter()  # billed milliseconds per route
@@ -79,6 +108,7 @@ class Meter:
     def install(self) -> Meter:
         """Wrap botocore's API calls and the queue sender; undone by `uninstall()`."""
         import botocore.client
+        import botocore.exceptions
 
         from chalicelib.store import queue
 
@@ -89,10 +119,18 @@ class Meter:
         def counting_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
             if client.meta.service_model.service_name != "dynamodb" or meter.skipping:
                 return original_call(client, operation, params)
-            if operation in READ_OPERATIONS | WRITE_OPERATIONS and "ReturnConsumedCapacity" not in params:
-                params = {**params, "ReturnConsumedCapacity": "TOTAL"}
-            response = original_call(client, operation, params)
-            meter.add_dynamodb(operation, response.get("ConsumedCapacity"))
+            if operation in READ_OPERATIONS | WRITE_OPERATIONS:  # PynamoDB asks for TOTAL: ask for more
+                params = {**params, "ReturnConsumedCapacity": "INDEXES"}
+            items = written_items(operation, params)
+            try:
+                response = original_call(client, operation, params)
+            except botocore.exceptions.ClientError:
+                # A refused conditional write or a cancelled transaction is billed too (AWS
+                # charges the write units it would have used); counted at the floor.
+                if items:
+                    meter.add_dynamodb(operation, None, items)
+                raise
+            meter.add_dynamodb(operation, response.get("ConsumedCapacity"), items)
             return response
 
         def counting_spool(directory: Any, name: str, bodies: list[dict[str, Any]]) -> Any:
@@ -134,26 +172,45 @@ class Meter:
     def invocation(self, function: str, route: str | None = None) -> Iterator[None]:
         """Count one Lambda invocation of `function` (and its route) and time it."""
         self._local.handler = function
+        self._local.route = route or function
         start = time.perf_counter()
         try:
             yield
         finally:
             elapsed = (time.perf_counter() - start) * 1000
             self._local.handler = None
+            self._local.route = None
             with self._lock:
                 self.durations_ms[function].append(elapsed)
                 if route:
                     self.routes[route] += 1
                     self.route_ms[route] += math.ceil(elapsed)
 
-    def add_dynamodb(self, operation: str, consumed: Any) -> None:
-        entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
-        units = sum(float(entry.get("CapacityUnits") or 0) for entry in entries)
+    def add_dynamodb(self, operation: str, consumed: Any, items: Counter[str] | None = None) -> None:
+        """Add the units DynamoDB Local reported for one call. Local undercounts transactions
+        (three updates of one table come back as 2 units where DynamoDB bills 2 per item and KB),
+        so a transaction's table units are at least 2 per item it writes there, and a single write
+        at least 1: the floor DynamoDB bills for items under 1 KB."""
+        kind = "read" if operation in READ_OPERATIONS else "write" if operation in WRITE_OPERATIONS else None
+        floor = 2 if operation == "TransactWriteItems" else 1
+        route = getattr(self._local, "route", None) or "(outside a handler)"
+        per_table = units_per_table(consumed)
+        if kind == "write":
+            for table, count in (items or {}).items():
+                per_table[table] = max(per_table[table], float(floor * count))
+        units = sum(per_table.values())
         with self._lock:
+            if kind:
+                for table, used in per_table.items():
+                    self.units_by_table[f"{kind} {table}"] += used
+                if kind == "write":
+                    self.write_units_by_route[route] += units
+                    for table, count in (items or {}).items():
+                        self.write_items[f"{'tx' if floor == 2 else 'single'} {table}"] += count
             self.ddb_requests[operation] += 1
-            if operation in READ_OPERATIONS:
+            if kind == "read":
                 self.read_units += units
-            elif operation in WRITE_OPERATIONS:
+            elif kind == "write":
                 self.write_units += units
 
     def add_log_bytes(self, size: int) -> None:
@@ -174,6 +231,9 @@ class Meter:
                 "dynamodb_requests": dict(self.ddb_requests),
                 "read_request_units": self.read_units,
                 "write_request_units": self.write_units,
+                "units_by_table": dict(self.units_by_table),
+                "write_units_by_route": dict(self.write_units_by_route),
+                "write_items": dict(self.write_items),
                 "invocations": {name: len(values) for name, values in self.durations_ms.items()},
                 "billed_ms": {name: sum(math.ceil(v) for v in values) for name, values in self.durations_ms.items()},
                 "routes": dict(self.routes),

@@ -1,4 +1,4 @@
-"""Least-privilege roles, log groups and secrets for every function, written into the merge template.
+"""Least-privilege roles, log groups, secrets and tracing for every function, written into the merge template.
 
 Chalice gives each function its own role (`<Function>Role`, `ApiHandlerRole` for the API) with the
 document of `.chalice/policy-prod.json`; the merge replaces that role's `Policies` (Chalice's
@@ -14,6 +14,13 @@ Every ARN is `Fn::GetAtt` / `Ref` of a resource in the template or `Fn::Sub` wit
 `${AWS::Partition}`, so the same template works in `aws` and `aws-cn`. Each function gets a log
 group it can write to (and cannot create another: no log group without retention), named by
 the function's fixed name `${AWS::StackName}-<Function>`.
+
+Tracing (X-Ray bills per trace recorded): the API stage traces a sampled share of requests under
+the stack's own sampling rule (`API_TRACE_RATE`, no reservoir, so a quiet day is not traced in
+full) and the API function follows API Gateway's decision; the stream, queue and scheduled
+functions, which Lambda would trace at its fixed one-a-second-plus-5 % rule (every invocation at
+our volume), trace only when the `EventTracing` parameter is `Active` (default `PassThrough`).
+Logs and metrics stay complete either way.
 
     python -m infra.iam            # rewrite the generated parts of infra/merge-prod.json
     python -m infra.iam --check    # exit 1 when they are stale (tests/unit/test_iam.py does too)
@@ -34,6 +41,8 @@ MERGE = ROOT / "infra" / "merge-prod.json"
 STORE = ROOT / "chalicelib" / "store"
 STAGE = "prod"
 SECRET_PREFIX = f"fenxiao/{STAGE}"
+API_TRACE_RATE = 0.05  # share of API requests traced (AWS::XRay::SamplingRule FixedRate)
+API_SERVICE = "fenxiao/api"  # API Gateway's X-Ray service name: "<API name>/<stage>" (.chalice/config.json)
 LOG_RETENTION_DAYS = 180  # China's Cybersecurity Law (Art. 21): network logs kept at least six months
 
 # PynamoDB / boto3 method -> DynamoDB or SQS action. Names that are no AWS call on some receivers
@@ -130,7 +139,8 @@ FUNCTIONS: dict[str, Function] = {
     "RedriveParked": FAN_OUT,
 }
 # Chalice names the API's role differently from the function (chalice/package.py).
-ROLE_NAMES = {"APIHandler": "ApiHandlerRole"}
+API_FUNCTION = "APIHandler"
+ROLE_NAMES = {API_FUNCTION: "ApiHandlerRole"}
 QUEUE_ENV = {"PayoutQueue": "PAYOUT_QUEUE_URL", "JobsQueue": "JOBS_QUEUE_URL"}
 
 
@@ -423,7 +433,40 @@ def function_patch(name: str) -> dict[str, Any]:
     return {
         "FunctionName": {"Fn::Sub": f"${{AWS::StackName}}-{name}"},
         "Environment": {"Variables": variables},
+        "Tracing": "Active" if name == API_FUNCTION else {"Ref": "EventTracing"},
     }
+
+
+def tracing_resources() -> dict[str, dict[str, Any]]:
+    """The API's sampling rule: `API_TRACE_RATE` of requests, no reservoir."""
+    return {
+        "ApiSamplingRule": {
+            "Type": "AWS::XRay::SamplingRule",
+            "Properties": {
+                "SamplingRule": {
+                    "RuleName": {"Fn::Sub": "${AWS::StackName}-api"},
+                    "Priority": 100,
+                    "FixedRate": API_TRACE_RATE,
+                    "ReservoirSize": 0,
+                    "ServiceName": API_SERVICE,
+                    "ServiceType": "*",
+                    "Host": "*",
+                    "HTTPMethod": "*",
+                    "URLPath": "*",
+                    "ResourceARN": "*",
+                    "Version": 1,
+                }
+            },
+        }
+    }
+
+
+EVENT_TRACING_PARAMETER = {
+    "Type": "String",
+    "Default": "PassThrough",
+    "AllowedValues": ["PassThrough", "Active"],
+    "Description": "X-Ray tracing of the stream, queue and scheduled functions (Active traces every invocation).",
+}
 
 
 def apply(template: dict[str, Any], scanned: Scanned | None = None) -> dict[str, Any]:
@@ -435,6 +478,8 @@ def apply(template: dict[str, Any], scanned: Scanned | None = None) -> dict[str,
         props = resources.setdefault(name, {}).setdefault("Properties", {})
         props.update(function_patch(name))
     resources.update(api_resources())
+    resources.update(tracing_resources())
+    template.setdefault("Parameters", {})["EventTracing"] = EVENT_TRACING_PARAMETER
     api = resources.setdefault("RestAPI", {})
     api["DependsOn"] = ["ApiGatewayAccount"]
     api.setdefault("Properties", {})["AccessLogSetting"] = {

@@ -53,7 +53,46 @@ def test_quantities_follow_the_units_of_the_price_table() -> None:
     assert q["sqs_requests"] == pytest.approx((5 + 2 * 10) / 1e6)
     logged = 1_048_576 + 360 * cost.PLATFORM_LOG_BYTES + 300 * cost.ACCESS_LOG_BYTES
     assert q["log_ingestion_gb"] == pytest.approx(logged / 1024**3)
-    assert q["xray_traces"] == pytest.approx(360 / 1e6)
+    # the API's sampling rule traces 5 % of its requests; event functions trace nothing by default
+    assert q["xray_traces"] == pytest.approx(300 * 0.05 / 1e6)
+
+
+def test_tracing_is_read_from_the_template_that_deploys(tmp_path) -> None:
+    from infra import iam
+
+    assert cost.tracing() == (iam.API_TRACE_RATE, False)
+    template = iam.apply({"Resources": {}, "Parameters": {}})
+    template["Parameters"]["EventTracing"] = {**template["Parameters"]["EventTracing"], "Default": "Active"}
+    merge = tmp_path / "merge.json"
+    merge.write_text(iam.render(template), encoding="utf-8")
+    assert cost.tracing(merge) == (iam.API_TRACE_RATE, True)
+
+
+def test_the_meter_bills_transactions_at_two_units_per_item_where_dynamodb_local_reports_less() -> None:
+    from bench.meter import Meter, written_items
+
+    meter = Meter()
+    params = {
+        "TransactItems": [
+            {"Update": {"TableName": "t-stats", "Key": {}}},
+            {"Update": {"TableName": "t-stats", "Key": {}}},
+            {"Put": {"TableName": "t-ledger", "Item": {}}},
+        ]
+    }
+    items = written_items("TransactWriteItems", params)
+    assert items == {"stats": 2, "ledger": 1}
+    # Local's answer for this call: 2 units for the stats table, 4 for a 1-2 KB ledger line (+1 index)
+    consumed = [
+        {"TableName": "t-stats", "CapacityUnits": 2.0, "Table": {"CapacityUnits": 2.0}},
+        {"TableName": "t-ledger", "CapacityUnits": 5.0, "Table": {"CapacityUnits": 4.0},
+         "GlobalSecondaryIndexes": {"by_order": {"CapacityUnits": 1.0}}},
+    ]  # fmt: skip
+    meter.add_dynamodb("TransactWriteItems", consumed, items)
+    assert meter.write_units == 4.0 + 4.0 + 1.0
+    assert meter.units_by_table == {"write stats": 4.0, "write ledger": 4.0, "write ledger/by_order": 1.0}
+    # a refused conditional write is billed at the floor too
+    meter.add_dynamodb("PutItem", None, written_items("PutItem", {"TableName": "t-audit"}))
+    assert meter.write_units == 10.0
 
 
 def test_the_bill_scales_to_ten_thousand_paid_orders_and_names_the_largest_item() -> None:

@@ -330,3 +330,22 @@ def test_only_the_jobs_worker_writes_export_files_and_the_api_only_reads_them(te
     assert all(bucket_props["PublicAccessBlockConfiguration"].values())
     assert bucket_props["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 7
     assert bucket_props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+
+def test_the_api_sampling_rule_names_the_stage_api_gateway_traces() -> None:
+    """API Gateway names its X-Ray segments "<API name>/<stage>"; Chalice names the API after the app."""
+    import json
+
+    from infra import iam
+
+    config = json.loads((iam.ROOT / ".chalice" / "config.json").read_text("utf-8"))
+    stage = config["stages"][iam.STAGE]
+    assert f"{config['app_name']}/{stage['api_gateway_stage']}" == iam.API_SERVICE
+    template = json.loads(iam.MERGE.read_text("utf-8"))
+    rule = template["Resources"]["ApiSamplingRule"]["Properties"]["SamplingRule"]
+    assert (rule["ServiceName"], rule["FixedRate"], rule["ReservoirSize"]) == (iam.API_SERVICE, iam.API_TRACE_RATE, 0)
+    functions = {
+        name: res["Properties"]["Tracing"] for name, res in template["Resources"].items() if name in iam.FUNCTIONS
+    }
+    assert functions.pop("APIHandler") == "Active"
+    assert set(map(json.dumps, functions.values())) == {json.dumps({"Ref": "EventTracing"})}
