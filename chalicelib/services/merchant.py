@@ -26,12 +26,13 @@ from chalicelib.entities import AuditEvent, User
 from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from chalicelib.observability import count, logger
 from chalicelib.orders import TRANSITIONS, Order, OrderStatus, PricedLine, Snapshot
+from chalicelib.retry import Retry
 from chalicelib.services import logins, merchant_credentials, shares
 from chalicelib.store import get_store
 
 EVENT_TTL_SECONDS = 400 * 24 * 3600  # how long an applied refund event id is remembered
 REFUND_REASON = "refunded by the merchant"
-REFUND_ATTEMPTS = 5  # optimistic: each attempt that loses a race re-reads the order
+REFUNDS = Retry.at_once(5)  # optimistic: each attempt that loses a race re-reads the order
 
 
 class EventType(StrEnum):
@@ -314,7 +315,7 @@ def _refunded(tenant: str, caller: Caller, event: MerchantEvent) -> tuple[bool, 
     order = _existing(tenant, caller, event)
     _check_same(order, event, None)
     amount = event.amount_fen or 0
-    for _ in range(REFUND_ATTEMPTS):
+    for _ in REFUNDS:
         applied_to = store.nonces.applied_to(tenant, caller.merchant, event.event_id)
         if applied_to == order.id:
             return False, order

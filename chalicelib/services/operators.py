@@ -30,10 +30,11 @@ from chalicelib.operators import (
     loses_an_owner,
     valid_username,
 )
+from chalicelib.retry import Retry
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 
-ATTEMPTS = 4  # a read, then a conditional write; again when someone else wrote in between
+CHANGES = Retry.at_once(4)  # a read, then a conditional write; again when someone else wrote in between
 
 
 def listing(principal: Principal, cursor: str | None, limit: int) -> Page[Operator]:
@@ -75,7 +76,7 @@ def change(
     password_hash = auth.hash_password(password) if password is not None else None
     store = get_store().admins
     gone: set[str] = set()  # owners named as keepers whom the check found changed
-    for _ in range(ATTEMPTS):
+    for _ in CHANGES:
         before = store.operator(principal.tenant, username)
         if before is None:
             raise NotFound("operator not found", code="unknown_operator")

@@ -55,6 +55,7 @@ from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent
 from chalicelib.errors import Conflict, DomainError, NotFound
 from chalicelib.observability import gauge, logger
+from chalicelib.retry import Retry
 from chalicelib.services import tenants
 from chalicelib.store import get_store
 from chalicelib.wechat import get_transfer
@@ -71,6 +72,7 @@ MISMATCH = "transfer_mismatch"  # the code of a WeChat answer that contradicts t
 RECONCILE_MAX_PER_RUN = 1000  # bill queries per reconciliation run (the oldest first; the rest next run)
 RECONCILE_WORKERS = 8  # queries in parallel (WeChat allows 100 QPS per merchant)
 RECONCILE_PAGE = 100
+ANSWERS = Retry.at_once(8)  # recording WeChat's answer while workers and callbacks move the same withdrawal
 
 
 _METRICS = threading.Lock()
@@ -324,7 +326,7 @@ def record(tenant: str, bill: TransferBill, source: str, actor: str | None = Non
     final states never move). An answer contradicting ours (another amount, payee or final state)
     is counted and logged, never applied: Conflict `transfer_mismatch`."""
     store = get_store()
-    for _ in range(8):
+    for _ in ANSWERS:
         w = store.withdrawals.get(tenant, bill.out_bill_no)
         if w is None:
             raise NotFound("unknown withdrawal", code="unknown_withdrawal")

@@ -12,6 +12,7 @@ from chalicelib.clock import iso, utcnow
 from chalicelib.commission import Campaign, LadderTier, LevelAmount, Plan, ProductOverride
 from chalicelib.entities import Principal, Role, StoredPlan
 from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.retry import Retry
 from chalicelib.store import get_store
 
 # Words a plan must never contain: promoters earn from real sales only (no entry fee, no stock
@@ -19,6 +20,8 @@ from chalicelib.store import get_store
 FORBIDDEN_FIELDS = frozenset(
     {"joining_fee", "entry_fee", "membership_fee", "deposit", "stock_purchase", "recruit_bonus"}
 )
+
+NEW_VERSIONS = Retry.at_once(3)  # another plan saved at the same moment took the next version number
 
 _cache: dict[tuple[str, int], Plan] = {}
 _lock = threading.Lock()
@@ -94,7 +97,7 @@ def create(principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
     require_role(principal, Role.OWNER)
     validated(body)
     store = get_store()
-    for _ in range(3):
+    for _ in NEW_VERSIONS:
         stored = store.plans.create(principal.tenant, body, principal.actor, utcnow())
         if stored is not None:
             return plan_view(stored, store.plans.active_version(principal.tenant))

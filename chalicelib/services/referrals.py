@@ -15,7 +15,6 @@ same way, and the users stream carries every change down to the moved user's dow
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
@@ -26,10 +25,11 @@ from chalicelib.entities import AuditEvent, Principal, Role, User
 from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
 from chalicelib.observability import count, logger
 from chalicelib.referral import BindStatus, Decision, Node
+from chalicelib.retry import Retry
 from chalicelib.services import shares
 from chalicelib.store import Store, get_store
 
-MAX_ATTEMPTS = 8
+UPLINE_MOVES = Retry(tries=8, first_s=0.01)  # conditional moves of one user racing others: jittered
 _ANCESTRY_TTL = 30.0
 _ancestry_cache: dict[tuple[str, str], tuple[Node, referral.Ancestry, float]] = {}
 
@@ -59,10 +59,6 @@ def _cached_walk(store: Store, tenant: str, parent_id: str) -> tuple[Node, refer
     if len(_ancestry_cache) > 10_000:
         _ancestry_cache.clear()
     return _walk(store, tenant, parent_id)
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - jitter, not security
 
 
 def scan(principal: Principal, code: str) -> ScanResult:
@@ -149,7 +145,7 @@ def rebind(principal: Principal, uid: str, parent_id: str, reason: str) -> User:
         raise BadRequest("a reason is required", code="reason_required")
     store = get_store()
     tenant = principal.tenant
-    for attempt in range(MAX_ATTEMPTS):
+    for attempt in UPLINE_MOVES:
         user = store.users.get(tenant, uid)
         if user is None or store.users.node(tenant, parent_id) is None:
             raise NotFound("user or new parent not found", code="unknown_user")
@@ -165,7 +161,7 @@ def rebind(principal: Principal, uid: str, parent_id: str, reason: str) -> User:
                 raise Conflict("cannot move this user: cycle", code="cycle")
             count("Rebinds")
             return store.users.get(tenant, uid) or user
-        _backoff(attempt)
+        UPLINE_MOVES.pause(attempt)
     raise Conflict("the user changed while moving, try again", code="busy")
 
 
@@ -184,7 +180,7 @@ def propagate(tenant: str, uid: str) -> int:
 
 
 def _propagate_to(store: Store, tenant: str, parent: Node, child_id: str) -> int:
-    for attempt in range(MAX_ATTEMPTS):
+    for attempt in UPLINE_MOVES:
         current = store.users.node(tenant, child_id)
         wanted = referral.propagated_upline(parent, current) if current else None
         if current is None or wanted is None:
@@ -193,5 +189,5 @@ def _propagate_to(store: Store, tenant: str, parent: Node, child_id: str) -> int
         event = AuditEvent(entity=f"user:{child_id}", action="user.upline_moved", actor="system:propagate", data=data)
         if store.users.move(tenant, child_id, current.upline, wanted, when=utcnow(), event=event):
             return 1
-        _backoff(attempt)
+        UPLINE_MOVES.pause(attempt)
     raise Conflict(f"could not move {child_id}, will retry", code="busy")

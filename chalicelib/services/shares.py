@@ -10,12 +10,14 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Share
 from chalicelib.errors import Conflict, NotFound
 from chalicelib.observability import count
+from chalicelib.retry import Retry
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 from chalicelib.wechat import get_miniprogram
 
 CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I: people read them aloud
 CODE_LENGTH = 8
+NEW_CODES = Retry.at_once(3)  # a random code taken already (unlikely): draw another
 _CACHE_SIZE = 4096
 _cache: OrderedDict[tuple[str, str], Share] = OrderedDict()
 _lock = threading.Lock()
@@ -48,7 +50,7 @@ def create(principal: Principal, product_id: str | None, channel: str | None, co
         raise NotFound(f"no product {product_id} in this mini-program", code="unknown_product")
     if coupon_id is not None and store.coupons.get(principal.tenant, coupon_id) is None:
         raise NotFound("unknown coupon", code="unknown_coupon")
-    for _ in range(3):
+    for _ in NEW_CODES:
         share = Share(
             tenant=principal.tenant,
             code=new_code(),

@@ -26,6 +26,7 @@ from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import BadRequest, Conflict, NotFound, UpstreamError
 from chalicelib.money import format_yuan
 from chalicelib.observability import count, logger
+from chalicelib.retry import Retry
 from chalicelib.services import payouts, tenants
 from chalicelib.store import get_store
 from chalicelib.wechat import get_transfer
@@ -35,6 +36,7 @@ from chalicelib.withdrawal import Withdrawal, WithdrawalRules, WithdrawalState
 REVIEWERS = (Role.OWNER, Role.FINANCE)
 READERS = (Role.OWNER, Role.FINANCE, Role.OPS, Role.AUDITOR)
 MAX_FAILURES_SHOWN = 100  # a payout run's report lists at most this many failures
+PERSON_MOVES = Retry.at_once(5)  # approve, reject, cancel: re-read when the withdrawal moved meanwhile
 
 
 def rules_of(tenant: str) -> WithdrawalRules:
@@ -285,7 +287,7 @@ def _act(
 ) -> Withdrawal:
     """A person's move of a withdrawal (approve, reject, cancel), retried if the item moved meanwhile."""
     store = get_store()
-    for _ in range(5):
+    for _ in PERSON_MOVES:
         target = withdrawal.TRANSITIONS[action].get(w.state)
         if target is None:
             raise Conflict(f"the withdrawal is {w.state.value}", code="invalid_state", details={"state": w.state.value})

@@ -19,11 +19,12 @@ from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import Admin, AuditEvent, Page, Role
 from chalicelib.errors import BadRequest
 from chalicelib.operators import Operator, Written
+from chalicelib.retry import Retry
 from chalicelib.store import audit
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AdminModel, AuditModel
 
-ATTEMPTS = 3  # transaction conflicts: another change of the same operator at the same moment
+CONFLICTS = Retry.at_once(3)  # transaction conflicts: another change of the same operator at the same moment
 INDEX_KEYS = {"pk", "tenant", "username"}
 
 
@@ -116,7 +117,7 @@ class AdminStore:
             disabled=admin.disabled,
             token_version=admin.token_version,
         )
-        for _ in range(ATTEMPTS):
+        for _ in CONFLICTS:
             records = _records(admin.tenant, [event], when)
 
             def body(tx: TransactWrite, records: list[AuditModel] = records) -> None:

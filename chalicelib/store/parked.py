@@ -27,12 +27,13 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import iso
 from chalicelib.entities import Page
 from chalicelib.parking import ParkedRecord, ParkedState, Reason, StreamRef, action_of, sequence_key
+from chalicelib.retry import Retry
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import ParkedModel
 
 ATTEMPTS_KEPT = timedelta(days=2)  # longer than a stream keeps its records (24 h)
 ERROR_CHARS = 2000
-CONFLICT_RETRIES = 5
+CONFLICTS = Retry.at_once(5)  # another shard parking in the same tenant at the same moment
 ALL = "all"
 
 
@@ -232,7 +233,7 @@ class ParkedStore:
         """Run a transaction whose first write is conditional: False when that condition failed.
 
         A conflict (another shard parking in the same tenant at the same moment) is retried."""
-        for _ in range(CONFLICT_RETRIES):
+        for _ in CONFLICTS:
             outcome = self._tx.run(body)
             if outcome.committed:
                 return True

@@ -17,10 +17,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from chalicelib.retry import Retry
 from chalicelib.settings import get_settings
 
 BATCH = 10  # SQS's limit per SendMessageBatch
-RETRIES = 3
+SQS_REFUSALS = Retry(tries=4, first_s=0.05, jitter=0)  # resend what SQS refused: 50, 100, 200, 400 ms
 _counter = itertools.count()
 
 
@@ -61,11 +62,11 @@ def _sqs() -> Any:
 
 def _send_sqs(url: str, bodies: list[dict[str, Any]]) -> None:
     entries = [{"Id": str(i), "MessageBody": json.dumps(b, separators=(",", ":"))} for i, b in enumerate(bodies)]
-    for attempt in range(RETRIES + 1):
+    for attempt in SQS_REFUSALS:
         answer = _sqs().send_message_batch(QueueUrl=url, Entries=entries)
         failed = {f["Id"] for f in answer.get("Failed") or []}
         if not failed:
             return
         entries = [e for e in entries if e["Id"] in failed]
-        time.sleep(0.05 * 2**attempt)
-    raise RuntimeError(f"SQS refused {len(entries)} payout messages after {RETRIES} retries")
+        SQS_REFUSALS.pause(attempt)
+    raise RuntimeError(f"SQS refused {len(entries)} payout messages after {SQS_REFUSALS.tries - 1} retries")

@@ -8,7 +8,6 @@ onto the previous one (the chain's head is kept on the withdrawal), so nothing i
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,12 +18,13 @@ from pynamodb.transactions import TransactWrite
 from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
+from chalicelib.retry import Retry
 from chalicelib.store import audit, shards, stats
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AccountModel, AuditModel, PayoutRunModel, TenantModel, WithdrawalModel
 from chalicelib.withdrawal import Withdrawal, WithdrawalState
 
-CONFLICT_RETRIES = 12
+ACCOUNT_CONFLICTS = Retry(tries=12, first_s=0.01, cap_s=0.5)  # transactions racing on one account
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +235,7 @@ class WithdrawalStore:
 
             return self._tx.run(body)
 
-        for attempt in range(CONFLICT_RETRIES):
+        for attempt in ACCOUNT_CONFLICTS:
             _, current_day, _, _ = self.account_day(withdrawal.tenant, withdrawal.promoter)
             outcome = attempt_with(*((same_day, same_actions) if current_day == day else (new_day, new_actions)))
             if outcome.committed:
@@ -247,7 +247,7 @@ class WithdrawalStore:
                 if (now_day == day) == (current_day == day):  # not a day switch by a racing request
                     return CreateOutcome(created=False, refused=True)
                 continue
-            _backoff(attempt)  # a conflicting transaction on the account: try again
+            ACCOUNT_CONFLICTS.pause(attempt)  # a conflicting transaction on the account: try again
         raise RuntimeError("the account stayed busy; nothing was written")
 
     def move(
@@ -291,7 +291,7 @@ class WithdrawalStore:
             else {}
         )
 
-        for attempt in range(CONFLICT_RETRIES):
+        for attempt in ACCOUNT_CONFLICTS:
 
             def body(tx: TransactWrite, release: str | None = release_day) -> None:
                 tx.save(record, condition=AuditModel.pk.does_not_exist())
@@ -311,7 +311,7 @@ class WithdrawalStore:
                 continue
             if outcome.failed_items:
                 return False
-            _backoff(attempt)
+            ACCOUNT_CONFLICTS.pause(attempt)
         raise RuntimeError("the withdrawal stayed busy; nothing was written")
 
     # --- payout runs --------------------------------------------------------------------------
@@ -405,9 +405,3 @@ def _item(withdrawal: Withdrawal, *, version: int, audit_hash: str) -> Withdrawa
         version=version,
         audit_hash=audit_hash,
     )
-
-
-def _backoff(attempt: int) -> None:
-    import random
-
-    time.sleep(min(0.5, 0.01 * 2**attempt) * random.random())  # noqa: S311 (jitter, not a secret)

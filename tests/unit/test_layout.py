@@ -74,3 +74,46 @@ def test_services_import_rule_modules_without_an_alias() -> None:
         if alias.name in modules and alias.asname
     ]
     assert aliased == []
+
+
+# --- one home for retry (issue 11 §3) ------------------------------------------------------------
+
+# Modules whose retry loops are not on chalicelib.retry yet: the lead is editing them (issue 11 §3).
+RETRY_LEFTOVERS = {"store/ledger.py"}
+
+
+def _package_modules() -> list[Path]:
+    return sorted((ROOT / "chalicelib").rglob("*.py"))
+
+
+def _calls(tree: ast.AST, dotted: str) -> list[int]:
+    owner, name = dotted.rsplit(".", 1)
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == name
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == owner
+    ]
+
+
+def test_only_the_retry_helper_waits_between_attempts() -> None:
+    sleeping = [
+        f"{path.relative_to(ROOT / 'chalicelib')}:{line}"
+        for path in _package_modules()
+        if path.relative_to(ROOT / "chalicelib").as_posix() not in {"retry.py", *RETRY_LEFTOVERS}
+        for line in _calls(ast.parse(path.read_text("utf-8")), "time.sleep")
+    ]
+    assert sleeping == [], "wait through chalicelib.retry (a named Retry policy's pause), not time.sleep"
+
+
+def test_no_module_keeps_a_private_backoff() -> None:
+    private = [
+        f"{path.relative_to(ROOT / 'chalicelib')}: {node.name}"
+        for path in _package_modules()
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.FunctionDef) and "backoff" in node.name.lower()
+    ]
+    assert private == []
