@@ -21,6 +21,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent
 from chalicelib.orders import Order
+from chalicelib.retry import Retry
 from chalicelib.store.base import Transactions, conditional_write
 from chalicelib.store.models import NonceModel
 from chalicelib.store.orders import refund_update
@@ -116,7 +117,7 @@ class NonceStore:
 
         try:
             applied = OrderStore(self._tx).versioned(
-                order.tenant, order.id, change, when=when, extra_writes=remember, attempts=1
+                order.tenant, order.id, change, when=when, extra_writes=remember, retry=Retry.at_once(1)
             )
         except ExtraWriteRefused:
             return RefundOutcome.DUPLICATE

@@ -19,10 +19,13 @@ from chalicelib.counters import Deltas
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.errors import BadRequest
 from chalicelib.orders import Order, OrderStatus, PricedLine, Refund, RefundState, Snapshot
+from chalicelib.retry import Retry
 from chalicelib.store import audit, shards, stats
 from chalicelib.store.audit import canonical, version_actions
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AuditModel, OrderModel
+
+VERSION_RACES = Retry.at_once(5)  # another writer took the order's next version: re-read, decide again
 
 
 def order_key(tenant: str, order_id: str) -> str:
@@ -334,14 +337,14 @@ class OrderStore:
         *,
         when: datetime,
         extra_writes: Callable[[TransactWrite], None] | None = None,
-        attempts: int = 5,
+        retry: Retry = VERSION_RACES,
         read: Order | None = None,
     ) -> bool:
         """Apply `change` to the order as it is now, as its next version with its audit record, in
         one transaction conditional on the version read (re-read and retried when another writer
         got there first). `read` is the order as the caller just read it (saves the first read).
         False when `change` did not apply."""
-        for _ in range(attempts):
+        for _ in retry:
             current = read if read is not None else self.get(tenant, order_id)
             read = None
             if current is None:
