@@ -9,6 +9,7 @@ from chalice.app import Chalice, DynamoDBEvent, SQSEvent
 
 from chalicelib.api import (
     admin,
+    admin_orders,
     audit,
     catalog,
     console,
@@ -20,6 +21,7 @@ from chalicelib.api import (
     operators,
     orders,
     parked,
+    promoters,
     reports,
     simulator,
     withdrawals,
@@ -41,6 +43,8 @@ app.register_blueprint(operators.bp)
 app.register_blueprint(reports.bp)
 app.register_blueprint(exports.bp)
 app.register_blueprint(simulator.bp)
+app.register_blueprint(promoters.bp)
+app.register_blueprint(admin_orders.bp)
 
 # Stream ARNs are placeholders: the merge template (infra/) points each at its table's real
 # stream with Fn::GetAtt, and the local event runner maps them by the table name inside.

@@ -28,6 +28,8 @@ from tests.stack import OPEN_RULES, unique
 ALL_PAGES = [
     "console",
     "dashboard",
+    "promoters",
+    "orders",
     "withdrawals",
     "payout-runs",
     "catalog",
@@ -41,11 +43,35 @@ ALL_PAGES = [
 # The roles each page's routes accept (chalicelib/api/*.py; x-roles in /v1/openapi.json).
 VISIBLE = {
     "owner": ALL_PAGES,
-    "ops": ["console", "dashboard", "withdrawals", "payout-runs", "catalog", "plans", "settings", "parked"],
-    "finance": ["console", "dashboard", "withdrawals", "payout-runs", "catalog", "plans", "settings", "exports"],
+    "ops": [
+        "console",
+        "dashboard",
+        "promoters",
+        "orders",
+        "withdrawals",
+        "payout-runs",
+        "catalog",
+        "plans",
+        "settings",
+        "parked",
+    ],
+    "finance": [
+        "console",
+        "dashboard",
+        "promoters",
+        "orders",
+        "withdrawals",
+        "payout-runs",
+        "catalog",
+        "plans",
+        "settings",
+        "exports",
+    ],
     "auditor": [
         "console",
         "dashboard",
+        "promoters",
+        "orders",
         "withdrawals",
         "payout-runs",
         "catalog",
@@ -58,6 +84,8 @@ VISIBLE = {
 # The route each page reads first: whoever may call it sees the page.
 READS = {
     "dashboard": "/v1/admin/reports/daily",
+    "promoters": "/v1/admin/promoters",
+    "orders": "/v1/admin/orders",
     "withdrawals": "/v1/admin/withdrawals",
     "payout-runs": "/v1/admin/payout-runs",
     "catalog": "/v1/admin/products",
@@ -71,6 +99,8 @@ READS = {
 # What shows that a page loaded its data (the attribute is set only after a successful answer).
 LOADED = {
     "dashboard": ["dash-kpis", "src-rows", "funnel"],
+    "promoters": ["pm-rows"],
+    "orders": ["ord-rows"],
     "withdrawals": ["wd-rows"],
     "payout-runs": ["runs-rows"],
     "catalog": ["products-rows", "coupons-rows"],
