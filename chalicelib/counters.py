@@ -11,9 +11,11 @@ size of a team. Items (`tenant#<scope>`, `<period>`):
   on the day it is written, refund adjustments included); new_bindings, scans (a binding through
   a share code), new_promoters; withdrawals_fen (requested), payouts_fen (paid out).
 * `p#<promoter>`, `YYYY-MM` and `all`: team_1..3 (`all`: the team now; a month: who joined that
-  level in it); orders_1..3, sales_fen_1..3, commission_fen_1..3 of the orders the promoter
-  earns on at that level, counted in the month the commission was created and kept net of
-  refunds (an order refunded in full stops counting as an order).
+  level in it); in the months only: orders_1..3, sales_fen_1..3, commission_fen_1..3 of the
+  orders the promoter earns on at that level, counted in the month the commission was created
+  and kept net of refunds (an order refunded in full stops counting as an order). Nothing reads
+  lifetime totals of these, so they are not kept: each would be one more item in every
+  commission transaction (2 write units each), and a month's Query adds them up if ever needed.
 * `src#<by>`, `YYYY-MM-DD#<key>` for by = channel (the share's channel, `direct` without a share),
   product, promoter (the level-1 promoter): orders and paid_fen on the day of payment,
   commission_fen (all levels) on the day each line is written; a product gets its share of an
@@ -167,11 +169,10 @@ def commission(
     for an order whose commission was created in `month`; the order's net paid amount and its
     counting as an order changed by `net_delta` and `orders_delta` for this promoter."""
     add(deltas, DAY, day, f"commission_fen_{level}", amount)
-    for period in (month, ALL):
-        scope = promoter_scope(promoter)
-        add(deltas, scope, period, f"commission_fen_{level}", amount)
-        add(deltas, scope, period, f"sales_fen_{level}", net_delta)
-        add(deltas, scope, period, f"orders_{level}", orders_delta)
+    scope = promoter_scope(promoter)
+    add(deltas, scope, month, f"commission_fen_{level}", amount)
+    add(deltas, scope, month, f"sales_fen_{level}", net_delta)
+    add(deltas, scope, month, f"orders_{level}", orders_delta)
 
 
 # --- users ----------------------------------------------------------------------------------

@@ -183,10 +183,10 @@ def _recount_ledger(
         created = next(x for x in lines if x.event in ("paid", "received"))
         order = order_rows[order_id]
         net = int(order.amount_fen) - int(order.refunded_fen or 0)
-        for period in (counters.month_of(parse_iso(created.created_at), ZONE), "all"):
-            _add(expected, f"p#{promoter}", period, f"commission_fen_{level}", sum(int(x.amount_fen) for x in lines))
-            _add(expected, f"p#{promoter}", period, f"sales_fen_{level}", net)
-            _add(expected, f"p#{promoter}", period, f"orders_{level}", int(net > 0))
+        month = counters.month_of(parse_iso(created.created_at), ZONE)
+        _add(expected, f"p#{promoter}", month, f"commission_fen_{level}", sum(int(x.amount_fen) for x in lines))
+        _add(expected, f"p#{promoter}", month, f"sales_fen_{level}", net)
+        _add(expected, f"p#{promoter}", month, f"orders_{level}", int(net > 0))
     for (order_id, _, d), amount in by_event.items():
         deltas: Counters = {}
         sources[order_id].add(deltas, d, "commission_fen", amount)
