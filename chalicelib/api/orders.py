@@ -9,7 +9,7 @@ from chalice.app import Blueprint, Response
 from chalicelib.api.http import handled, header, int_param, page_limit, parse_body, parse_object, principal_of, query
 from chalicelib.api.schemas import OrderBody, RefundBody
 from chalicelib.errors import BadRequest
-from chalicelib.services import commissions, orders, plans, refunds
+from chalicelib.services import accounts, orders, plans, refunds
 
 bp = Blueprint(__name__)
 
@@ -84,7 +84,7 @@ def refund_order(order_id: str) -> Response:
 @bp.route("/v1/me/account", methods=["GET"])
 @handled
 def my_account() -> dict[str, int]:
-    return commissions.account(principal_of(bp.current_request))
+    return accounts.account(principal_of(bp.current_request))
 
 
 @bp.route("/v1/me/commissions", methods=["GET"])
@@ -92,7 +92,7 @@ def my_account() -> dict[str, int]:
 def my_commissions() -> dict[str, Any]:
     params = query(bp.current_request)
     principal = principal_of(bp.current_request)
-    return commissions.my_commissions(principal, params.get("state") or None, params.get("cursor"), page_limit(params))
+    return accounts.my_commissions(principal, params.get("state") or None, params.get("cursor"), page_limit(params))
 
 
 @bp.route("/v1/admin/plans", methods=["POST"])

@@ -1,4 +1,4 @@
-"""The commission engine (driven by the orders stream) and the promoter's views of it.
+"""The commission engine, driven by the orders stream (a promoter's views of it: `accounts`).
 
 For each changed order the engine reads what it needs (plan, active promoters, the ladder's
 sales counters, the order's lines), lets `chalicelib.ledger` decide what the event writes
@@ -27,17 +27,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chalicelib import commission, counters, ledger, settlement
-from chalicelib.clock import iso, parse_iso, utcnow
+from chalicelib.clock import parse_iso, utcnow
 from chalicelib.commission import Attribution, OrderLine, Plan, Trigger
-from chalicelib.entities import Principal
-from chalicelib.errors import BadRequest
 from chalicelib.ledger import MAX_TX_ITEMS, Applied, LedgerWrite, OrderVersion, SalesKey, merge, tx_items
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order
 from chalicelib.services import plans
 from chalicelib.store import get_store
 
-STATES = ("pending", "frozen", "available")
 STALE_READS = 5  # how often one event is read and decided again when its lines moved meanwhile
 
 
@@ -407,38 +404,3 @@ def _write(engine: Engine, event: OrderEvent, write: LedgerWrite) -> Applied:
     elif outcome is Applied.CONFLICT:
         logger.error("transaction conflicts outlasted the retries", extra={"order": event.order.id})
     return outcome
-
-
-# --- the promoter's views -------------------------------------------------------------------
-
-
-def account(principal: Principal) -> dict[str, int]:
-    return get_store().ledger.account(principal.tenant, principal.subject)
-
-
-def mask(name: str) -> str:
-    """A buyer's display name as a promoter may see it: first character, then stars."""
-    return (name[:1] + "**") if name else "**"
-
-
-def my_commissions(principal: Principal, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-    if state is not None and state not in STATES:
-        raise BadRequest(f"state must be one of {', '.join(STATES)}", code="invalid_state")
-    store = get_store()
-    page = store.ledger.lines(principal.tenant, principal.subject, state, cursor, limit)
-    names = store.users.names(principal.tenant, [line.buyer for line in page.items]) if page.items else {}
-    items = [
-        {
-            "order_id": line.order_id,
-            "level": line.level,
-            "event": line.event,
-            "amount_fen": line.amount_fen,
-            "state": line.state,
-            "buyer": mask(names.get(line.buyer, "")),
-            "trace": line.trace.get("words", ""),
-            "created_at": iso(line.created_at),
-            "frozen_until": iso(line.frozen_until) if line.frozen_until else None,
-        }
-        for line in page.items
-    ]
-    return {"items": items, "next_cursor": page.next_cursor}

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
-from chalicelib.services import commissions, logins, orders, plans, referrals, shares
+from chalicelib.services import accounts, commissions, logins, orders, plans, referrals, shares
 from chalicelib.store import get_store
 from tests.stack import Stack, unique
 
@@ -85,7 +85,7 @@ def test_beauty_product_order_pays_three_levels_then_receipt_freezes_and_refund_
     expected = {sharer.subject: 1000, l2.subject: 500, top.subject: 200}
     for promoter, amount in expected.items():
         assert get_store().ledger.account(stack.tenant, promoter)["pending_fen"] == amount
-    view = commissions.my_commissions(sharer, None, None, 20)
+    view = accounts.my_commissions(sharer, None, None, 20)
     assert view["items"][0]["amount_fen"] == 1000
     assert view["items"][0]["trace"] == "base 10000 fen, rate 10%"
     assert view["items"][0]["buyer"].endswith("**")
