@@ -303,9 +303,9 @@ def local_stack(meter: Meter, work: Path) -> Iterator[LocalStack]:
         prefix = f"load{uuid.uuid4().hex[:6]}"
         os.environ.update(_app_env(endpoint, prefix, f"http://127.0.0.1:{api_port}", work))
         os.environ.pop("DEFAULT_TENANT", None)  # production's shape: every request names its tenant
-        from tests.stack import reset_caches
+        from chalicelib.caches import clear_all
 
-        reset_caches()
+        clear_all()
         from devtools.tables import create_all_tables
 
         create_all_tables()
@@ -344,9 +344,9 @@ def local_stack(meter: Meter, work: Path) -> Iterator[LocalStack]:
         stop(ddb)
         os.environ.clear()
         os.environ.update(saved_env)
-        from tests.stack import reset_caches
+        from chalicelib.caches import clear_all
 
-        reset_caches()  # settings, store and clients were built for the load's tables
+        clear_all()  # settings, store and clients were built for the load's tables
 
 
 # ---------------------------------------------------------------------- the scenario

@@ -7,11 +7,12 @@ only where tracing is on (`POWERTOOLS_TRACE_DISABLED` unset or false).
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from chalicelib.caches import cached
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "fenxiao")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Fenxiao")
@@ -24,7 +25,7 @@ def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() not in {"1", "true", "yes"}
 
 
-@lru_cache(maxsize=1)
+@cached(maxsize=1)
 def get_tracer() -> Any:
     """The Powertools Tracer, or None where tracing is off (local runs and tests)."""
     if not tracing_enabled():

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from chalicelib.caches import cached
 
 JSON_FIELDS = ("wechat_app_secrets", "wechatpay_transfer_report_infos")
 
@@ -139,7 +140,7 @@ def load(env: Mapping[str, str]) -> Settings:
     return Settings.from_env(env, secrets.load(secrets_id, Settings.model_fields))
 
 
-@lru_cache(maxsize=1)
+@cached(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings; `get_settings.cache_clear()` re-reads the environment (and the
     secret store, whose values Powertools caches for the container's life)."""

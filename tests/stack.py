@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import caches
 from chalicelib.entities import Principal, Role
 from devtools.runner import EventRunner
 from tests.envutil import environ
@@ -33,18 +34,7 @@ OPEN_RULES = {
 
 def reset_caches() -> None:
     """Forget every cached setting, store, client and lookup (after the environment changed)."""
-    from chalicelib.services import shares, tenants
-    from chalicelib.settings import get_settings
-    from chalicelib.store import get_store
-    from chalicelib.wechat import get_miniprogram, get_pay, get_transfer
-
-    get_settings.cache_clear()
-    get_store.cache_clear()
-    get_miniprogram.cache_clear()
-    get_pay.cache_clear()
-    get_transfer.cache_clear()
-    tenants._cache.clear()
-    shares._cache.clear()
+    caches.clear_all()
 
 
 def app_env(endpoint: str, prefix: str) -> dict[str, str]:

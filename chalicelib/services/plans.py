@@ -6,7 +6,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
-from chalicelib import commission
+from chalicelib import caches, commission
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.commission import Campaign, LadderTier, LevelAmount, Plan, ProductOverride
@@ -23,7 +23,7 @@ FORBIDDEN_FIELDS = frozenset(
 
 NEW_VERSIONS = Retry.at_once(3)  # another plan saved at the same moment took the next version number
 
-_cache: dict[tuple[str, int], Plan] = {}
+_cache: dict[tuple[str, int], Plan] = caches.register(f"{__name__}._cache", {})
 _lock = threading.Lock()
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from chalicelib import referral
+from chalicelib import caches, referral
 from chalicelib.auth import require_role
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Role, User
@@ -31,7 +31,9 @@ from chalicelib.store import Store, get_store
 
 UPLINE_MOVES = Retry(tries=8, first_s=0.01)  # conditional moves of one user racing others: jittered
 _ANCESTRY_TTL = 30.0
-_ancestry_cache: dict[tuple[str, str], tuple[Node, referral.Ancestry, float]] = {}
+_ancestry_cache: dict[tuple[str, str], tuple[Node, referral.Ancestry, float]] = caches.register(
+    f"{__name__}._ancestry_cache", {}
+)
 
 
 @dataclass(frozen=True, slots=True)

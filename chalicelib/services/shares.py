@@ -6,6 +6,7 @@ import secrets
 import threading
 from collections import OrderedDict
 
+from chalicelib import caches
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Share
 from chalicelib.errors import Conflict, NotFound
@@ -19,7 +20,7 @@ CODE_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O or 1/I: people read
 CODE_LENGTH = 8
 NEW_CODES = Retry.at_once(3)  # a random code taken already (unlikely): draw another
 _CACHE_SIZE = 4096
-_cache: OrderedDict[tuple[str, str], Share] = OrderedDict()
+_cache: OrderedDict[tuple[str, str], Share] = caches.register(f"{__name__}._cache", OrderedDict())
 _lock = threading.Lock()
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from chalicelib import caches
 from chalicelib.entities import Tenant
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 
 _CACHE_SECONDS = 60.0
-_cache: dict[str, tuple[Tenant, float]] = {}
+_cache: dict[str, tuple[Tenant, float]] = caches.register(f"{__name__}._cache", {})
 
 
 def resolve(appid: str | None) -> Tenant:

@@ -7,9 +7,9 @@ imported, which keeps Lambda cold starts small.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from chalicelib.caches import cached
 from chalicelib.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def build_store(settings: Settings) -> Store:
     )
 
 
-@lru_cache(maxsize=1)
+@cached(maxsize=1)
 def get_store() -> Store:
     """The process-wide store (built on first use, never at import)."""
     return build_store(get_settings())

@@ -13,10 +13,10 @@ import itertools
 import json
 import os
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from chalicelib.caches import cached
 from chalicelib.retry import Retry
 from chalicelib.settings import get_settings
 
@@ -53,7 +53,7 @@ def spool(directory: Path, queue: str, bodies: list[dict[str, Any]]) -> Path:
     return final
 
 
-@lru_cache(maxsize=1)
+@cached(maxsize=1)
 def _sqs() -> Any:
     import boto3  # type: ignore[import-untyped]
 

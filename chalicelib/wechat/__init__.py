@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from pathlib import Path
 from tempfile import gettempdir
 from typing import TYPE_CHECKING
 
+from chalicelib.caches import cached
 from chalicelib.errors import UpstreamError
 from chalicelib.settings import get_settings
 from chalicelib.wechat.miniprogram import LiveMiniProgram, MiniProgram, SandboxMiniProgram
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from chalicelib.wechat.transfer.protocol import TransferProvider
 
 
-@lru_cache(maxsize=1)
+@cached(maxsize=1)
 def get_miniprogram() -> MiniProgram:
     settings = get_settings()
     if settings.sandbox:
@@ -82,7 +82,7 @@ def _live_config(appid: str, notify_url: str) -> PayConfig:
     )
 
 
-@lru_cache(maxsize=32)
+@cached(maxsize=32)
 def get_pay(appid: str) -> WeChatPay:
     """The WeChat Pay client for a tenant: the sandbox twin, or the real merchant account."""
     # function-local: the clients and their twins load on first use, not at the Lambda's cold start
@@ -102,7 +102,7 @@ def get_pay(appid: str) -> WeChatPay:
     return LiveWeChatPay(_live_config(appid, notify_url))
 
 
-@lru_cache(maxsize=32)
+@cached(maxsize=32)
 def get_transfer(appid: str) -> TransferProvider:
     """The merchant-transfer client for a tenant: the sandbox twin, or the real merchant account.
     WeChat calls back at `/v1/callbacks/wechatpay/<appid>/transfer`."""
