@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +118,60 @@ def test_no_module_keeps_a_private_backoff() -> None:
         if isinstance(node, ast.FunctionDef) and "backoff" in node.name.lower()
     ]
     assert private == []
+
+
+# --- every route maps domain errors (issue 11 §3) ------------------------------------------------
+
+# Routes that serve what ships with the app: nothing they call raises a DomainError.
+STATIC_ROUTES = {
+    ("GET", "/v1/health"),
+    ("GET", "/admin"),
+    ("GET", "/admin/echarts.min.js"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/redoc.standalone.js"),
+}
+
+
+def _unhandled(chalice_app: Any) -> set[tuple[str, str]]:
+    """(method, path) of every route whose view is not wrapped by `@handled` (directly)."""
+    from chalicelib.api.http import handled
+
+    wrapper_code = handled(lambda: None).__code__  # every handled view runs this code object
+    return {
+        (method, path)
+        for path, methods in chalice_app.routes.items()
+        for method, entry in methods.items()
+        if getattr(entry.view_function, "__code__", None) is not wrapper_code
+    }
+
+
+def test_every_route_maps_domain_errors_to_their_response() -> None:
+    from app import app
+
+    assert _unhandled(app) == STATIC_ROUTES, "add @handled under @bp.route (or @app.route)"
+
+
+def test_a_route_without_handled_is_caught() -> None:
+    from chalice.app import Blueprint, Chalice
+
+    from chalicelib.api.http import handled
+
+    toy, bp = Chalice(app_name="toy"), Blueprint(__name__)
+
+    @bp.route("/wrapped", methods=["GET"])
+    @handled
+    def wrapped() -> dict[str, str]:
+        return {}
+
+    @bp.route("/bare", methods=["POST"])
+    def bare() -> dict[str, str]:
+        return {}
+
+    @handled  # in the wrong order: the route holds the bare view
+    @bp.route("/upside-down", methods=["GET"])
+    def upside_down() -> dict[str, str]:
+        return {}
+
+    toy.register_blueprint(bp)
+    assert _unhandled(toy) == {("POST", "/bare"), ("GET", "/upside-down")}
