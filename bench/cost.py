@@ -245,15 +245,32 @@ def describe(bill: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_units_per_order(snapshots: list[dict[str, Any]], paid_orders: int) -> dict[str, float]:
+    """Write units per paid order for each table and index (largest first): where the biggest
+    item of the bill goes."""
+    per: dict[str, float] = {}
+    for snap in snapshots:
+        for key, units in snap.get("units_by_table", {}).items():
+            kind, _, table = key.partition(" ")
+            if kind == "write":
+                per[table] = per.get(table, 0.0) + units / paid_orders
+    return {table: round(units, 2) for table, units in sorted(per.items(), key=lambda kv: -kv[1])}
+
+
 def run(promoters: int, orders: int) -> dict[str, Any]:
     """`make bench`'s cost: a load run at a small size, its counts priced."""
     from bench import load
 
     result = load.run(load.Options(promoters=promoters, orders=orders))
     bill = result["cost"]
+    writes = write_units_per_order(result["usage"], bill["scaled_from_paid_orders"])
     print(describe(bill))
+    print(f"  write units per paid order: {sum(writes.values()):.1f}; by table and index:")
+    for table, units in list(writes.items())[:12]:
+        print(f"    {table:32} {units:7.2f}")
     return {
         "load": {k: result[k] for k in ("sizes", "seconds", "server_errors", "books")},
+        "write_units_per_paid_order": writes,
         "usage": result["usage"],
         **bill,
     }

@@ -127,3 +127,11 @@ def test_every_price_names_its_source_and_the_prod_memory_is_read_from_the_chali
     memory = cost.memory_mb()
     assert memory["*"] == 512
     assert memory["reconcile_payments"] == 256
+
+
+def test_write_units_are_told_per_table_and_index_per_paid_order() -> None:
+    snapshots = [
+        {"units_by_table": {"write stats": 60.0, "read stats": 9.0, "write orders/by_buyer": 10.0}},
+        {"units_by_table": {"write stats": 40.0, "write audit": 30.0}},
+    ]
+    assert cost.write_units_per_order(snapshots, 10) == {"stats": 10.0, "audit": 3.0, "orders/by_buyer": 1.0}
