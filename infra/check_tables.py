@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def stage_table_prefix(stage: str, config_path: Path = CHALICE_CONFIG) -> str:
     return prefix
 
 
-def _keys(key_schema: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+def _keys(key_schema: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
     """Key schema as ((name, HASH), (name, RANGE)): hash first, whatever the input order."""
     pairs = [(k["AttributeName"], k["KeyType"]) for k in key_schema]
     return tuple(sorted(pairs, key=lambda pair: pair[1] != "HASH"))
@@ -60,7 +61,7 @@ def _projection(projection: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return projection.get("ProjectionType", "ALL"), tuple(sorted(projection.get("NonKeyAttributes") or ()))
 
 
-def _indexes(indexes: list[dict[str, Any]], name_key: str) -> dict[str, TableSpec]:
+def _indexes(indexes: Sequence[Mapping[str, Any]], name_key: str) -> dict[str, TableSpec]:
     return {
         index[name_key]: {
             "keys": _keys(index.get("KeySchema") or index.get("key_schema") or []),
@@ -75,7 +76,8 @@ def expected_tables(prefix: str) -> dict[str, TableSpec]:
     from chalicelib.settings import Settings
     from chalicelib.store.models import ALL_MODELS, LOGICAL_NAMES, table_name
 
-    settings = Settings.model_construct(table_prefix=prefix)  # only the prefix is read
+    # only the prefix is read; model_construct skips validation, so the required settings may stay unset
+    settings = Settings.model_construct(table_prefix=prefix)  # type: ignore[call-arg]
     tables: dict[str, TableSpec] = {}
     for model in ALL_MODELS:
         logical = LOGICAL_NAMES.get(model)

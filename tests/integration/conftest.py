@@ -28,8 +28,10 @@ def rules(stack: Stack, finance: Principal) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def sandbox(stack: Stack) -> Iterator[Any]:
     from chalicelib.wechat import get_transfer
+    from chalicelib.wechat.transfer.sandbox import SandboxTransfer
 
     provider = get_transfer(stack.tenant)
+    assert isinstance(provider, SandboxTransfer), "the tests run against the sandbox twin"
     provider.clear_faults()
     yield provider
     provider.clear_faults()

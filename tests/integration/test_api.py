@@ -23,7 +23,9 @@ def client(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         yield test_client
 
 
-def call(client: Client, method: str, path: str, body: Any = None, token: str | None = None, **headers: str):
+def call(
+    client: Client, method: str, path: str, body: Any = None, token: str | None = None, **headers: str
+) -> tuple[int, Any]:
     hdrs = {**JSON, **headers}
     if token:
         hdrs["Authorization"] = f"Bearer {token}"

@@ -69,7 +69,7 @@ def test_any_altered_record_is_named(tenant: str, change: str) -> None:
     victim = rows[1]
     if change == "data":
         victim.update(actions=[AuditModel.data.set(json.dumps({"n": 2000}))])
-        expected = (victim.entity, victim.sk, "altered")
+        expected: tuple[str, str | None, str] = (victim.entity, victim.sk, "altered")
     elif change == "actor":
         victim.update(actions=[AuditModel.actor.set("admin:someone-else")])
         expected = (victim.entity, victim.sk, "altered")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
+from chalicelib.settings import get_settings
 from chalicelib.store.models import AdminModel
 from devtools.tables import add_missing_indexes
 from tests.stack import Stack, unique
@@ -14,7 +15,7 @@ def test_an_index_the_model_added_is_created_on_the_existing_table(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = f"{stack.prefix}-{unique('oldadmins')}"
-    client = boto3.client("dynamodb", region_name=AdminModel.Meta.region, endpoint_url=stack.endpoint)
+    client = boto3.client("dynamodb", region_name=get_settings().aws_region, endpoint_url=stack.endpoint)
     client.create_table(  # the admins table as it was before the by_tenant index
         TableName=name,
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],

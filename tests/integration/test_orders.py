@@ -13,6 +13,8 @@ from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
 from chalicelib.services import accounts, commissions, logins, orders, plans, referrals, shares
 from chalicelib.store import get_store
+from chalicelib.wechat import get_pay
+from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
 from tests.stack import Stack, unique
 
 PLAN_10_5_2 = {"rates_bps": [1000, 500, 200], "cap_bps": 3000}
@@ -112,8 +114,10 @@ def test_payment_notifications_delivered_three_times_pay_once(stack: Stack, owne
     activate(owner, PLAN_10_5_2)
     sharer, buyer = chain(stack, 2)
     order = orders.place(buyer, [(product(stack, 5_000), 2)], None, None)
-    client = __import__("chalicelib.wechat", fromlist=["get_pay"]).get_pay(stack.tenant)
+    client = get_pay(stack.tenant)
+    assert isinstance(client, SandboxWeChatPay), "the tests pay through the sandbox twin"
     user = get_store().users.get(stack.tenant, buyer.subject)
+    assert user is not None
     headers, body = client.notification_for(order.id, order.amount_fen, user.openid)
     for _ in range(3):
         assert orders.payment_notification(stack.tenant, headers, body) == {"code": "SUCCESS"}
@@ -124,12 +128,13 @@ def test_payment_notifications_delivered_three_times_pay_once(stack: Stack, owne
 
 def test_a_payment_of_another_amount_is_refused(stack: Stack, owner: Principal) -> None:
     from chalicelib.errors import Conflict
-    from chalicelib.wechat import get_pay
 
     activate(owner, PLAN_10_5_2)
     (buyer,) = chain(stack, 1)
     order = orders.place(buyer, [(product(stack, 5_000), 1)], None, None)
-    headers, body = get_pay(stack.tenant).notification_for(order.id, 1, "someone")
+    client = get_pay(stack.tenant)
+    assert isinstance(client, SandboxWeChatPay), "the tests pay through the sandbox twin"
+    headers, body = client.notification_for(order.id, 1, "someone")
     with pytest.raises(Conflict):
         orders.payment_notification(stack.tenant, headers, body)
     assert get_store().orders.get(stack.tenant, order.id).status.value == "created"  # type: ignore[union-attr]

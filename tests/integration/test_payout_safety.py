@@ -191,7 +191,7 @@ def test_a_bill_wechat_showed_before_and_no_longer_finds_is_a_mismatch_not_a_ref
 def _callback(sandbox: Any, wid: str, **changes: Any) -> tuple[dict[str, str], bytes]:
     bill = sandbox.query_answer(wid)
     resource = {**bill, "state": "SUCCESS", **changes}
-    return sandbox._pay.notification("MCHTRANSFER.BILL.FINISHED", "商家转账单据终态通知", "mch_payment", resource)  # type: ignore[no-any-return]
+    return sandbox._pay.notification("MCHTRANSFER.BILL.FINISHED", "商家转账单据终态通知", "mch_payment", resource)
 
 
 @pytest.mark.parametrize("changes", [{"transfer_amount": 999}, {"openid": "o-someone-else-entirely"}])
@@ -228,6 +228,7 @@ def test_a_query_answer_with_another_amount_is_not_applied_by_reconciliation(
         bill = real_query(self, out_bill_no)
         if out_bill_no != w["id"]:
             return bill
+        assert bill is not None
         return TransferBill(out_bill_no, "SUCCESS", bill.transfer_bill_no, None, None, 100_000, bill.openid)
 
     monkeypatch.setattr(SandboxTransfer, "query_bill", query)

@@ -365,7 +365,7 @@ def test_a_worker_crash_between_the_transfer_and_its_record_is_recovered_by_quer
     credit(stack, who, 1_100)
     w = request(who, 1_100)
     real_record = payouts.record
-    crashed = []
+    crashed: list[Any] = []
 
     def crash_once(tenant: str, bill: Any, source: str) -> Any:
         if source == "transfer" and not crashed:

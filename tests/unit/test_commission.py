@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,6 +26,7 @@ from chalicelib.commission import (
     worst_case_bps,
 )
 from chalicelib.money import apply_bps, format_yuan
+from tests.unit.test_ledger_events import OrderLife  # at import: its module defines @given tests
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AT = datetime(2026, 11, 11, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
@@ -32,10 +34,10 @@ PLAN = Plan(version=1, rates_bps=(1000, 500, 200), cap_bps=3000)
 CHAIN = Attribution(buyer="buyer", upline=("sharer", "sharer-up", "sharer-up-up"))
 
 
-def amounts(plan: Plan, lines: list[OrderLine], attribution: Attribution = CHAIN, **kwargs: object) -> list[int]:
+def amounts(plan: Plan, lines: list[OrderLine], attribution: Attribution = CHAIN, **kwargs: Any) -> list[int]:
     earnings = compute(
         lines, attribution, plan, at=kwargs.pop("at", AT), month_sales_fen=kwargs.pop("sales", {}), **kwargs
-    )  # type: ignore[arg-type]
+    )
     return [e.amount_fen for e in earnings]
 
 
@@ -358,8 +360,6 @@ refund_lives = st.tuples(
 def test_each_level_sums_to_the_commission_of_the_net_paid_amount_and_a_full_refund_to_zero(
     life: tuple[Trigger, int, list[int], list[int], bool], rates: tuple[int, int, int]
 ) -> None:
-    from tests.unit.test_ledger_events import OrderLife
-
     trigger, paid, before, after, full = life
     order = OrderLife(Plan(version=1, rates_bps=rates, cap_bps=10_000, trigger=trigger), paid)
     order.pay()

@@ -60,6 +60,13 @@ class Finished:
     file_key: str = "exports/wxunit/exp-1.csv"
 
 
+def s3_files() -> S3Files:
+    """The deployment's export files, which with EXPORTS_BUCKET set are S3's."""
+    files = get_files()
+    assert isinstance(files, S3Files), files
+    return files
+
+
 def write_csv(files: S3Files, key: str, rows: int) -> int:
     """Rows through the service's CSV encoder, sent as parts the way a run sends them."""
     encoder = exports.CsvRows()
@@ -78,7 +85,7 @@ def write_csv(files: S3Files, key: str, rows: int) -> int:
 
 
 def test_a_multipart_csv_on_s3_has_every_row_and_its_bom(s3: Any) -> None:
-    files = get_files()
+    files = s3_files()
     assert isinstance(files, S3Files) and files.min_part == S3_MIN_PART
     parts = write_csv(files, "exports/wxunit/exp-1.csv", 120_000)  # ~7 MiB: two parts
     assert parts == 2
@@ -94,7 +101,7 @@ def test_s3_refuses_a_small_part_that_is_not_the_last(s3: Any) -> None:
     """Why a run stops only right after a full part: a short part in the middle fails the upload."""
     from botocore.exceptions import ClientError
 
-    files = get_files()
+    files = s3_files()
     upload = files.start("exports/wxunit/small.csv")
     parts = [(1, files.put_part("exports/wxunit/small.csv", upload, 1, b"a" * 10))]
     parts.append((2, files.put_part("exports/wxunit/small.csv", upload, 2, b"b" * 10)))
@@ -105,7 +112,7 @@ def test_s3_refuses_a_small_part_that_is_not_the_last(s3: Any) -> None:
 
 
 def test_the_staging_file_is_read_back_line_by_line_and_deleted(s3: Any) -> None:
-    files = get_files()
+    files = s3_files()
     key = "staging/wxunit/exp-2.jsonl"
     lines = [json.dumps([n, f"名字{n}"], ensure_ascii=False).encode() for n in range(1000)]
     upload = files.start(key)
@@ -116,7 +123,7 @@ def test_the_staging_file_is_read_back_line_by_line_and_deleted(s3: Any) -> None
 
 
 def test_an_empty_export_is_still_a_file(s3: Any) -> None:
-    files = get_files()
+    files = s3_files()
     upload = files.start("exports/wxunit/empty.csv")
     files.complete("exports/wxunit/empty.csv", upload, [])
     assert s3.get_object(Bucket=BUCKET, Key="exports/wxunit/empty.csv")["Body"].read() == b""
@@ -125,7 +132,7 @@ def test_an_empty_export_is_still_a_file(s3: Any) -> None:
 def test_the_status_link_is_a_presigned_get_that_downloads_the_file(s3: Any) -> None:
     import requests
 
-    files = get_files()
+    files = s3_files()
     write_csv(files, Finished.file_key, 3)
     url = exports.link(Finished())
     assert url.startswith(f"https://{BUCKET}.s3.")

@@ -351,7 +351,7 @@ def test_money_trouble_is_alarmed_on_the_metric_the_app_emits(metric: str) -> No
     env = CONFIG["stages"]["prod"]["environment_variables"]
     emitted = Metrics(namespace=env["POWERTOOLS_METRICS_NAMESPACE"], service=env["POWERTOOLS_SERVICE_NAME"])
     emitted.add_metric(name=metric, unit=MetricUnit.Count, value=1)
-    blob = emitted.serialize_metric_set()
+    blob: dict[str, Any] = dict(emitted.serialize_metric_set())
     emitted.clear_metrics()
     directive = blob["_aws"]["CloudWatchMetrics"][0]
     dimensions = [{"Name": name, "Value": blob[name]} for name in directive["Dimensions"][0]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +11,7 @@ from chalicelib import referral
 from chalicelib.referral import BindStatus, Node, RejectReason
 
 
-def load_from(uplines: dict[str, tuple[str, ...]]):
+def load_from(uplines: Mapping[str, tuple[str, ...]]):
     return lambda uid: Node(uid, uplines[uid]) if uid in uplines else None
 
 

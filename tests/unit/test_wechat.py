@@ -61,7 +61,7 @@ def test_code2session_errors_map_to_client_errors(
 )
 @responses.activate
 def test_code2session_unusable_answers_are_upstream_errors(live: LiveMiniProgram, reply: dict[str, object]) -> None:
-    responses.get(f"{API_BASE}/sns/jscode2session", **reply)  # type: ignore[arg-type]
+    responses.get(f"{API_BASE}/sns/jscode2session", **reply)
     with pytest.raises(UpstreamError):
         live.code2session(APPID, "abc")
 

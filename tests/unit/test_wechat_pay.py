@@ -728,7 +728,7 @@ DOC_QUERY_UNPAID = {
     "trade_state_desc": "订单未支付",
 }
 # 申请退款: WeChat answers while the refund is still processing; it finishes by notification
-DOC_REFUND = {
+DOC_REFUND: dict[str, Any] = {
     "refund_id": "50000000382019052709732678859",
     "out_refund_no": "1217752501201407033233368018",
     "transaction_id": "1217752501201407033233368018",

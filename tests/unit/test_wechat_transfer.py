@@ -51,10 +51,13 @@ def sandbox(config: PayConfig, keys: SandboxKeys, tmp_path: Path) -> SandboxTran
     return SandboxTransfer(config, keys.wechat_private_key_pem, tmp_path / "transfers.sqlite3")
 
 
+def sent_json(body: bytes | str | None) -> Any:
+    assert body is not None, "the request had no body"
+    return json.loads(body)
+
+
 def create(provider: Any, out_bill_no: str = "W0001test", amount: int = 1_000, **kwargs: Any) -> TransferBill:
-    return provider.create_bill(  # type: ignore[no-any-return]
-        out_bill_no=out_bill_no, openid=OPENID, amount_fen=amount, remark="佣金提现", **kwargs
-    )
+    return provider.create_bill(out_bill_no=out_bill_no, openid=OPENID, amount_fen=amount, remark="佣金提现", **kwargs)
 
 
 # --- live ------------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ def test_live_create_sends_the_bill_and_reads_wait_user_confirm(live: LiveTransf
     assert bill == TransferBill(
         "W0001test", "WAIT_USER_CONFIRM", answer["transfer_bill_no"], answer["package_info"], None, None, None
     )
-    sent = json.loads(responses.calls[0].request.body)
+    sent = sent_json(responses.calls[0].request.body)
     assert sent == {
         "out_bill_no": "W0001test",
         "transfer_scene_id": "1005",
@@ -97,7 +100,7 @@ def test_live_create_encrypts_the_real_name_with_wechats_key(live: LiveTransfer,
     responses.post(BILLS, **wechat_answer(keys, {"out_bill_no": "W0002test", "state": "ACCEPTED"}))
     create(live, "W0002test", 250_000, user_name="张三")
     request = responses.calls[0].request
-    cipher = json.loads(request.body)["user_name"]
+    cipher = sent_json(request.body)["user_name"]
     assert cipher != "张三"
     assert request.headers["Wechatpay-Serial"] == keys.public_key_id
     private = load_pem_private_key(keys.wechat_private_key_pem.encode(), None)
