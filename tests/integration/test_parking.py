@@ -21,6 +21,7 @@ from chalicelib.parking import PARK_AFTER, ParkedRecord, ParkedState, Reason, St
 from chalicelib.services import jobs, orders
 from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity
+from tests import events
 from tests.integration.test_api import call
 from tests.integration.test_catalog_api import admin_token
 from tests.integration.test_orders import PLAN_10_5_2, activate, assert_accounts_match_ledger, chain, pay, product
@@ -166,13 +167,7 @@ def park_removal(tenant: str) -> StreamRef:
     """Park a users-stream record that replays cleanly (a removal: the users processor ignores it)."""
     uid = f"u-{uuid.uuid4().hex[:10]}"
     sequence = str(uuid.uuid4().int)[:30]
-    key = {"pk": {"S": f"{tenant}#{uid}"}}
-    record = {
-        "eventID": uuid.uuid4().hex,
-        "eventName": "REMOVE",
-        "eventSource": "aws:dynamodb",
-        "dynamodb": {"Keys": key, "OldImage": {**key, "uid": {"S": uid}}, "SequenceNumber": sequence},
-    }
+    record = events.user_record(tenant, uid, old={"uid": uid}, sequence=sequence)
     ref = StreamRef(tenant, f"{tenant}#{uid}", sequence)
     assert get_store().parked.park(
         "users", ref, record, reason=Reason.FAILED, attempts=PARK_AFTER, errors=("boom", "boom"), now=_now()

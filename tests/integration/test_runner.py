@@ -22,31 +22,14 @@ import pytest
 from chalice.app import Chalice, CloudWatchEvent, DynamoDBEvent, Rate, SQSEvent
 
 from devtools.runner import EventRunner, schedule_interval_seconds
+from tests import events
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/{}/stream/local"
-RECORD_FIELDS = {
-    "eventID",
-    "eventName",
-    "eventVersion",
-    "eventSource",
-    "awsRegion",
-    "dynamodb",
-    "eventSourceARN",
-}
-SQS_FIELDS = {
-    "messageId",
-    "receiptHandle",
-    "body",
-    "attributes",
-    "messageAttributes",
-    "md5OfBody",
-    "eventSource",
-    "eventSourceARN",
-    "awsRegion",
-}
+RECORD_FIELDS = events.STREAM_RECORD_FIELDS  # what Lambda puts in a stream event (tests/events.py)
+SQS_FIELDS = events.SQS_RECORD_FIELDS
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pytest_socket import disable_socket, enable_socket
 
 from chalicelib import observability
 from chalicelib.api import middleware
+from tests import events
 
 
 class _Emitter:
@@ -72,7 +73,7 @@ def test_ok_responses_pass_through_and_events_are_observed(tracing: _Emitter) ->
     request = SimpleNamespace(context={"resourcePath": "/v1/health", "requestId": "r-2"})
     ok = Response(body={"status": "ok"}, status_code=200)
     assert middleware.observe_http(request, lambda _: ok) is ok  # type: ignore[arg-type]
-    event = SimpleNamespace(context=SimpleNamespace(aws_request_id="a-1", function_name="fenxiao-on_user_change"))
+    event = SimpleNamespace(context=events.lambda_context("fenxiao-on_user_change", aws_request_id="a-1"))
     assert middleware.observe_event(event, lambda _: {"batchItemFailures": []}) == {"batchItemFailures": []}
 
 

@@ -17,6 +17,7 @@ from chalicelib import parking
 from chalicelib.events import parking as wrapper
 from chalicelib.observability import logger
 from chalicelib.parking import PARK_AFTER, Reason, StreamRef, decide, ref_of, sequence_key
+from tests import events
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 TENANT = "wxunit0000000001"
@@ -24,17 +25,7 @@ TENANT = "wxunit0000000001"
 
 def record(entity: str, sequence: int, action: str = "order.paid", tenant: str = TENANT) -> dict[str, Any]:
     """A Lambda-shaped orders stream record of item `tenant#entity`."""
-    key = {"pk": {"S": f"{tenant}#{entity}"}}
-    return {
-        "eventID": f"e{sequence}",
-        "eventName": "MODIFY",
-        "eventSource": "aws:dynamodb",
-        "dynamodb": {
-            "Keys": key,
-            "NewImage": {**key, "event_action": {"S": action}},
-            "SequenceNumber": str(sequence),
-        },
-    }
+    return events.order_record(tenant, entity, {"event_action": action}, name="MODIFY", sequence=sequence)
 
 
 def refs(*pairs: tuple[str, int]) -> list[StreamRef]:
