@@ -10,10 +10,16 @@ The reads are resumable from a position saved after any row, and page through Dy
 memory stays flat whatever the size:
 - audit: the `by_day` index, each UTC day's shards merged by sort key (time order);
 - withdrawals: the `by_state` index, every state's shards merged by creation time;
-- ledger lines, orders, promoters: these tables have no index by tenant and date, so a
-  segmented Scan filtered on tenant and date (the cost is the table's size, not the export's:
-  acceptable for a background job; an index by `tenant#day#shard` like the audit's would make
-  it the export's size). Rows come in segment order, not time order.
+- orders: the `listed` index (the tenant's orders by time of placing, sharded), its shards merged
+  by time; each page's orders read whole in batch gets (the index projects what the console's
+  list shows, not every column of the export);
+- promoters: the `joined` index (the tenant's users by time of joining), each page's users read
+  whole in batch gets, non-promoters left out;
+- ledger lines: the ledger has no index by tenant and date, so a segmented Scan filtered on
+  tenant and date (the cost is the table's size, not the export's: acceptable for a background
+  job). Rows come in segment order, not time order.
+Orders placed before the `listed` index existed carry no key in it: `python -m devtools.backfill`
+sets it.
 They live here rather than in each aggregate's module so that only the functions that export
 (the API and the jobs worker) are granted Scan on those tables (infra/iam.py reads the store).
 """
@@ -524,65 +530,110 @@ def ledger(tenant: str, start: str, end: str, position: dict[str, Any] | None) -
     return TableScan(position, model=LedgerModel, keys=("pk", "sk"), condition=condition, convert=convert)
 
 
-def orders(tenant: str, start: str, end: str, position: dict[str, Any] | None) -> TableScan:
-    """Orders placed in `[start, end)`."""
+def orders(tenant: str, start: str, end: str, position: dict[str, Any] | None) -> MergedIndex:
+    """Orders placed in `[start, end)`, oldest first over every shard of the `listed` index."""
+    connection = OrderModel._get_connection()
 
-    def convert(items: list[Raw]) -> list[Row]:
-        rows = []
-        for raw in items:
-            attribution = json.loads(_s(raw, "attribution") or "{}")
-            upline = list(attribution.get("upline") or [])
-            rows.append(
-                {
-                    "placed_at": _s(raw, "placed_at"),
-                    "order_id": _s(raw, "order_id"),
-                    "buyer": _s(raw, "buyer"),
-                    "status": _s(raw, "status"),
-                    "source": _s(raw, "source"),
-                    "list_fen": _n(raw, "list_fen"),
-                    "discount_fen": _n(raw, "discount_fen"),
-                    "amount_fen": _n(raw, "amount_fen"),
-                    "refunded_fen": _n(raw, "refunded_fen"),
-                    "paid_at": _s(raw, "paid_at"),
-                    "share_code": attribution.get("share_code"),
-                    "upline": [*upline, None, None, None][:3],
-                }
-            )
-        return rows
+    def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
+        data = connection.query(
+            partition,
+            range_key_condition=OrderModel.placed_at.between(start, end),
+            index_name="listed",
+            limit=PAGE,
+            exclusive_start_key=start_key,
+        )
+        return data.get("Items", []), data.get("LastEvaluatedKey")
 
-    condition = (OrderModel.tenant == tenant) & (OrderModel.placed_at >= start) & (OrderModel.placed_at < end)
-    return TableScan(position, model=OrderModel, keys=("pk",), condition=condition, convert=convert)
+    def convert(_: str, items: list[Raw]) -> list[Row | None]:
+        keys = [str(_s(raw, "pk")) for raw in items if str(_s(raw, "placed_at")) < end]
+        whole = _serialized(OrderModel.batch_get(list(dict.fromkeys(keys))))
+        return [_order_row(whole[pk]) if (pk := str(_s(raw, "pk"))) in whole else None for raw in items]
 
-
-def promoters(tenant: str, start: str, end: str, position: dict[str, Any] | None) -> TableScan:
-    """Promoters who joined in `[start, end)`, with their account balances."""
-
-    def convert(items: list[Raw]) -> list[Row]:
-        accounts = _accounts(tenant, [str(_s(raw, "uid")) for raw in items])
-        rows = []
-        for raw in items:
-            uid = str(_s(raw, "uid"))
-            upline = [v.get("S") for v in (raw.get("upline") or {}).get("L", [])]
-            rows.append(
-                {
-                    "created_at": _s(raw, "created_at"),
-                    "uid": uid,
-                    "name": _s(raw, "name"),
-                    "upline": [*upline, None, None, None][:3],
-                    "bound_at": _s(raw, "bound_at"),
-                    "bound_via": _s(raw, "bound_via"),
-                    **accounts.get(uid, {}),
-                }
-            )
-        return rows
-
-    condition = (
-        (UserModel.tenant == tenant)
-        & (UserModel.created_at >= start)
-        & (UserModel.created_at < end)
-        & (UserModel.promoter != False)  # noqa: E712 (a DynamoDB condition, not a comparison)
+    return MergedIndex(
+        position,
+        partitions=shards.keys(f"{tenant}#orders"),
+        fetch=fetch,
+        sort_key=lambda raw: f"{_s(raw, 'placed_at')}#{_s(raw, 'pk')}",
+        item_key=lambda raw: {k: raw[k] for k in ("pk", "listed_key", "placed_at")},
+        convert=convert,
+        start=start,
+        end=end,
     )
-    return TableScan(position, model=UserModel, keys=("pk",), condition=condition, convert=convert)
+
+
+def _order_row(raw: Raw) -> Row:
+    attribution = json.loads(_s(raw, "attribution") or "{}")
+    upline = list(attribution.get("upline") or [])
+    return {
+        "placed_at": _s(raw, "placed_at"),
+        "order_id": _s(raw, "order_id"),
+        "buyer": _s(raw, "buyer"),
+        "status": _s(raw, "status"),
+        "source": _s(raw, "source"),
+        "list_fen": _n(raw, "list_fen"),
+        "discount_fen": _n(raw, "discount_fen"),
+        "amount_fen": _n(raw, "amount_fen"),
+        "refunded_fen": _n(raw, "refunded_fen"),
+        "paid_at": _s(raw, "paid_at"),
+        "share_code": attribution.get("share_code"),
+        "upline": [*upline, None, None, None][:3],
+    }
+
+
+def promoters(tenant: str, start: str, end: str, position: dict[str, Any] | None) -> MergedIndex:
+    """Promoters who joined in `[start, end)`, oldest first (the `joined` index), with their
+    account balances."""
+    connection = UserModel._get_connection()
+
+    def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
+        data = connection.query(
+            partition,
+            range_key_condition=UserModel.created_at.between(start, end),
+            index_name="joined",
+            limit=PAGE,
+            exclusive_start_key=start_key,
+        )
+        return data.get("Items", []), data.get("LastEvaluatedKey")
+
+    def convert(_: str, items: list[Raw]) -> list[Row | None]:
+        wanted = [
+            str(_s(raw, "pk"))
+            for raw in items
+            if str(_s(raw, "created_at")) < end and (raw.get("promoter") or {}).get("BOOL") is not False
+        ]
+        whole = _serialized(UserModel.batch_get(list(dict.fromkeys(wanted))))
+        accounts = _accounts(tenant, [str(_s(raw, "uid")) for raw in whole.values()])
+        return [_promoter_row(whole[pk], accounts) if (pk := str(_s(raw, "pk"))) in whole else None for raw in items]
+
+    return MergedIndex(
+        position,
+        partitions=[tenant],
+        fetch=fetch,
+        sort_key=lambda raw: f"{_s(raw, 'created_at')}#{_s(raw, 'pk')}",
+        item_key=lambda raw: {k: raw[k] for k in ("pk", "tenant", "created_at")},
+        convert=convert,
+        start=start,
+        end=end,
+    )
+
+
+def _promoter_row(raw: Raw, accounts: dict[str, dict[str, int]]) -> Row:
+    uid = str(_s(raw, "uid"))
+    upline = [v.get("S") for v in (raw.get("upline") or {}).get("L", [])]
+    return {
+        "created_at": _s(raw, "created_at"),
+        "uid": uid,
+        "name": _s(raw, "name"),
+        "upline": [*upline, None, None, None][:3],
+        "bound_at": _s(raw, "bound_at"),
+        "bound_via": _s(raw, "bound_via"),
+        **accounts.get(uid, {}),
+    }
+
+
+def _serialized(items: Iterator[Any]) -> dict[str, Raw]:
+    """Items of a batch get in DynamoDB's attribute-value form, by hash key."""
+    return {item.pk: item.serialize() for item in items}
 
 
 BALANCES = ("pending_fen", "frozen_fen", "available_fen", "withdrawing_fen", "paid_fen")
