@@ -13,7 +13,7 @@ from pynamodb.attributes import (
     TTLAttribute,
     UnicodeAttribute,
 )
-from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.settings import Settings
@@ -303,9 +303,14 @@ class PlanModel(Model):
 
 
 class BuyerOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
+    """A buyer's orders, newest first. Keys only: the key is set when the order is placed and
+    never changes, so no later write of the order touches the index (a projected status would
+    rewrite the entry at every payment, receipt and refund); the list reads its page's orders in
+    one batch get."""
+
     class Meta:
         index_name = "by_buyer"
-        projection = IncludeProjection(["order_id", "status", "amount_fen", "refunded_fen"])
+        projection = KeysOnlyProjection()
 
     buyer_key = UnicodeAttribute(hash_key=True)  # tenant#buyer
     placed_at = UnicodeAttribute(range_key=True)

@@ -528,6 +528,9 @@ class OrderStore:
         key = f"{tenant}#{buyer}"
         start = decode_cursor(cursor, hash_attr="buyer_key", hash_value=key)
         result = OrderModel.by_buyer.query(key, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+        keys = [i.pk for i in result]
+        shown = ["pk", "order_id", "status", "amount_fen", "refunded_fen", "placed_at"]
+        found = {i.pk: i for i in OrderModel.batch_get(keys, attributes_to_get=shown)} if keys else {}
         items = [
             {
                 "id": i.order_id,
@@ -536,7 +539,7 @@ class OrderStore:
                 "refunded_fen": int(i.refunded_fen or 0),
                 "placed_at": i.placed_at,
             }
-            for i in result
+            for i in (found[k] for k in keys if k in found)
         ]
         return Page(items, encode_cursor(result.last_evaluated_key))
 

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
-from chalicelib.services import accounts, commissions, logins, orders, plans, referrals, shares
+from chalicelib.services import accounts, commissions, logins, orders, plans, referrals, refunds, shares
 from chalicelib.store import get_store
 from chalicelib.wechat import get_pay
 from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
@@ -320,3 +320,25 @@ def test_commission_on_receipt_counts_refunds_made_before_it(stack: Stack, owner
     stack.drain()
     assert get_store().ledger.account(stack.tenant, sharer.subject)["frozen_fen"] == 600
     assert_accounts_match_ledger(stack, [sharer.subject])
+
+
+def test_a_buyers_order_list_shows_each_orders_state_now_newest_first_and_pages(stack: Stack, owner: Principal) -> None:
+    # Given three orders of one buyer, the second paid and then refunded in part
+    activate(owner, PLAN_10_5_2)
+    (buyer,) = chain(stack, 1)
+    pid = product(stack, 3_000)
+    placed = [orders.place(buyer, [(pid, n)], None, None).id for n in (1, 2, 3)]
+    pay(stack, buyer, placed[1])
+    refunds.request(owner, placed[1], 1_000, "damaged", None)
+    # When the buyer lists their orders two at a time
+    first = orders.my_orders(buyer, None, 2)
+    second = orders.my_orders(buyer, first["next_cursor"], 2)
+    # Then newest first, with the state each order is in now (not as it was placed)
+    rows = first["items"] + second["items"]
+    assert [r["id"] for r in rows] == placed[::-1]
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[placed[1]]["status"] == "paid" and by_id[placed[1]]["refunded_fen"] == 1_000
+    assert by_id[placed[0]]["status"] == "created" and by_id[placed[2]]["amount_fen"] == 9_000
+    # and another buyer sees none of them
+    (other,) = chain(stack, 1)
+    assert orders.my_orders(other, None, 20)["items"] == []
