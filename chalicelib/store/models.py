@@ -355,14 +355,13 @@ class SoldOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
 
 class ListedOrdersIndex(GlobalSecondaryIndex["OrderModel"]):
     """Every order of a tenant by time of placing, newest first over its shards (the console's
-    orders list): the key is set when the order is created and never changes. Projects what the
-    list shows and filters on (status, the attribution's upline)."""
+    orders list, the orders export): the key is set when the order is created and never changes.
+    Projects only what never changes either (the attribution, filtered on by promoter), so no
+    later write of the order touches the index; the list reads its page's orders for their state."""
 
     class Meta:
         index_name = "listed"
-        projection = IncludeProjection(
-            ["order_id", "buyer", "status", "amount_fen", "refunded_fen", "attribution", "paid_at"]
-        )
+        projection = IncludeProjection(["order_id", "attribution"])
 
     listed_key = UnicodeAttribute(hash_key=True)  # tenant#orders#n
     placed_at = UnicodeAttribute(range_key=True)

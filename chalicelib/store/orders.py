@@ -558,11 +558,8 @@ class OrderStore:
         `listed` index, optionally only those in `status` or with `promoter` at level 1-3 of their
         attribution. See `ListedPages` for how filtered shards stay in order across pages."""
         condition: Any = None
-        if status is not None:
-            condition = OrderModel.status == status
-        if promoter is not None:
-            has = OrderModel.attribution.contains(json.dumps(promoter))  # narrows; checked exactly below
-            condition = has if condition is None else condition & has
+        if promoter is not None:  # the attribution never changes: the index holds it
+            condition = OrderModel.attribution.contains(json.dumps(promoter))  # narrows; checked exactly below
         low, high = iso(start), iso(end)
 
         def read(partition: str, start_key: dict[str, Any] | None, room: int) -> tuple[list[Any], Any]:
@@ -580,11 +577,20 @@ class OrderStore:
             items = [i for i in items if str(i.placed_at) != high]
             if promoter is not None:
                 items = [i for i in items if promoter in (json.loads(i.attribution).get("upline") or ())]
+            # The index holds only what never changes; the state is read from the orders themselves.
+            keys = [i.pk for i in items]
+            now = {i.pk: i for i in OrderModel.batch_get(keys, attributes_to_get=LISTED_READ)} if keys else {}
+            items = [now[i.pk] for i in items if i.pk in now]
+            if status is not None:
+                items = [i for i in items if i.status == status]
             return items, result.page_iter.last_evaluated_key
 
         pages = ListedPages(shards.keys(f"{tenant}#orders"), read, limit)
         items, next_cursor = pages.page(cursor)
         return Page([_listed_row(i) for i in items], next_cursor)
+
+
+LISTED_READ = ["pk", "order_id", "buyer", "status", "amount_fen", "refunded_fen", "placed_at", "paid_at", "attribution"]
 
 
 def _listed_row(item: Any) -> dict[str, Any]:
