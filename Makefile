@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-$(shell cat requirements-local.lock | sha1sum | cut -c
 export AWS_DEFAULT_REGION ?= ap-shanghai
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: run reset test venv run-venv lint format typecheck unit integration e2e browser bench load audit-verify package cfn-lint deploy lock client clean
+.PHONY: run reset test venv run-venv lint format typecheck rules-coverage unit integration e2e browser bench load audit-verify package cfn-lint deploy lock client clean
 
 # The venv installs the hashed lock, never the loose pins: `make lock` after editing requirements*.txt.
 $(STAMP): requirements-dev.lock
@@ -47,9 +47,18 @@ reset: run-venv
 test: venv lint typecheck
 	$(BIN)/python -m devtools.ensure_browser
 	$(PYTEST) tests -n 2 --dist loadfile --cov --cov-report=term --cov-fail-under=85
+	$(MAKE) --no-print-directory rules-coverage
 	$(MAKE) --no-print-directory cfn-lint
 
-lint: venv
+# The pure rule modules are covered to every branch by their own unit tests (STYLE.md, "Tests").
+RULES := referral commission settlement withdrawal money ledger
+RULE_TESTS := $(wildcard $(foreach m,referral commission settlement withdrawal ledger report_counters,tests/unit/test_$(m)*.py))
+rules-coverage: venv
+	$(PYTEST) -q $(RULE_TESTS) $(foreach m,$(RULES),--cov=chalicelib.$(m)) --cov-branch \
+		--cov-report=term-missing --cov-fail-under=100
+
+# mypy: strict on app.py and chalicelib/, loosely on tests/, infra/ and devtools/ (pyproject.toml)
+lint: venv typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

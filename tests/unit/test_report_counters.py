@@ -140,7 +140,7 @@ def test_team_sizes_follow_every_upline_change(moves: list[tuple[int, int | None
     version counted once: team_k of P always equals the users with P at level k."""
     users = [f"u{i}" for i in range(10)]
     parents: dict[str, str | None] = dict.fromkeys(users)
-    uplines = {u: () for u in users}
+    uplines: dict[str, tuple[str, ...]] = {u: () for u in users}
     stats: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     at = datetime(2026, 11, 11, tzinfo=UTC)
 
