@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -15,6 +16,7 @@ ALGORITHM = "HS256"
 
 def issue_token(settings: Settings, principal: Principal, now: datetime) -> str:
     """A signed token naming the tenant, the subject and the role."""
+    # function-local: cold start (PyJWT loads cryptography)
     import jwt
 
     ttl = settings.admin_jwt_ttl_seconds if principal.is_admin else settings.jwt_ttl_seconds
@@ -32,6 +34,7 @@ def issue_token(settings: Settings, principal: Principal, now: datetime) -> str:
 
 def verify_token(settings: Settings, authorization: str | None) -> Principal:
     """The principal in a `Bearer` token, or Unauthorized."""
+    # function-local: cold start (PyJWT loads cryptography)
     import jwt
 
     if not authorization or not authorization.startswith("Bearer "):
@@ -69,12 +72,14 @@ def require_role(principal: Principal, *roles: Role) -> Principal:
 
 
 def hash_password(password: str) -> str:
+    # function-local: cold start (argon2 loads its C library)
     from argon2 import PasswordHasher
 
     return PasswordHasher().hash(password)
 
 
 def check_password(password_hash: str, password: str) -> bool:
+    # function-local: cold start (argon2 loads its C library)
     from argon2 import PasswordHasher
     from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -88,6 +93,4 @@ def check_password(password_hash: str, password: str) -> bool:
 def dummy_hash() -> str:
     """A real argon2 hash of a random password: verified against when a username is unknown,
     so that the response time does not tell which usernames exist."""
-    import secrets
-
     return hash_password(secrets.token_urlsafe(16))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from chalicelib.caches import cached
@@ -30,7 +30,6 @@ def get_tracer() -> Any:
     """The Powertools Tracer, or None where tracing is off (local runs and tests)."""
     if not tracing_enabled():
         return None
-    from aws_lambda_powertools import Tracer
 
     return Tracer(service=SERVICE)
 

@@ -37,6 +37,7 @@ def _key(encoded: str) -> bytes:
 
 def seal(key: str, plaintext: str, associated: str) -> str:
     """Encrypt `plaintext` for `associated`; a new random nonce each time."""
+    # function-local: cold start (cryptography loads only where secrets are sealed or opened)
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # only where secrets are opened
 
     nonce = os.urandom(NONCE_BYTES)
@@ -46,6 +47,7 @@ def seal(key: str, plaintext: str, associated: str) -> str:
 
 def open_sealed(key: str, sealed: str, associated: str) -> str:
     """The plaintext of `sealed`, or SecretBoxError when it was altered or belongs elsewhere."""
+    # function-local: cold start (cryptography loads only where secrets are sealed or opened)
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

@@ -16,6 +16,7 @@ from chalicelib.errors import BadRequest, DomainError, NotFound, PayloadTooLarge
 from chalicelib.observability import logger
 from chalicelib.services import tenants
 from chalicelib.settings import get_settings
+from chalicelib.store import get_store
 
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,8 +130,6 @@ def principal_of(request: Request) -> Principal:
 def _check_operator(principal: Principal) -> None:
     """An operator's token works only while the operator is as it was issued: not disabled, the
     same role, the same token version (read on every request, so a change takes effect at once)."""
-    from chalicelib.store import get_store
-
     admin = get_store().admins.get(principal.tenant, principal.subject)
     if admin is None or admin.disabled or admin.role is not principal.role or admin.token_version != principal.version:
         raise Unauthorized("your access changed; log in again", code="token_revoked")

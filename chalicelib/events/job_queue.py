@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.observability import logger
+from chalicelib.services import jobs
 
 
 def parse(body: str) -> tuple[str, str]:
@@ -28,8 +29,6 @@ def parse(body: str) -> tuple[str, str]:
 
 
 def record_handler(record: SQSRecord) -> None:
-    from chalicelib.services import jobs
-
     job, tenant = parse(record.body)
     summary = jobs.run_for_tenant(job, tenant, actor=f"system:{job}")
     logger.info("job done", extra={"job": job, "tenant": tenant, "summary": json.dumps(summary, default=str)})

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import chalicelib.store
 from chalicelib.clock import utcnow
 from chalicelib.observability import SERVICE, count, logger
 from chalicelib.parking import ParkedRecord, Reason, StreamRef, causes, decide, ref_of, split_blocked
@@ -89,9 +90,7 @@ def run_processor(processor: Processor, records: Records) -> tuple[list[str], di
 
 def process(source: str, records: Records, processor: Processor, now: datetime | None = None) -> dict[str, Any]:
     """Run one stream batch through `processor` under the parking rules; Lambda's partial response."""
-    from chalicelib.store import get_store
-
-    store = get_store().parked
+    store = chalicelib.store.get_store().parked  # looked up when called: tests swap the factory
     now = now or utcnow()
     refs = [ref_of(record) for record in records]
     content = {ref.sequence: record for ref, record in zip(refs, records, strict=True)}
@@ -131,10 +130,12 @@ def process(source: str, records: Records, processor: Processor, now: datetime |
 def processor_for(source: str) -> Processor:
     """The processor of a source's stream handler (what a redrive replays parked records through)."""
     if source == "orders":
+        # function-local: cold start (the redrive schedule loads a processor only to replay a record)
         from chalicelib.events import orders_stream
 
         return orders_stream.process_records
     if source == "users":
+        # function-local: cold start (Powertools batch loads only when a users record is replayed)
         from chalicelib.events import users_stream
 
         return users_stream.process_records

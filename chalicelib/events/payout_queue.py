@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib.observability import logger
+from chalicelib.services import payouts
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -32,8 +33,6 @@ def parse(body: str) -> tuple[str, str, str]:
 
 
 def record_handler(record: SQSRecord) -> None:
-    from chalicelib.services import payouts
-
     tenant, withdrawal, run = parse(record.body)
     state = payouts.send(tenant, withdrawal, run)
     logger.info("payout message", extra={"withdrawal": withdrawal, "run": run, "state": state})

@@ -13,9 +13,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 
+from chalicelib.events import parking
 from chalicelib.observability import count, logger
 from chalicelib.parking import ref_of
 from chalicelib.services import referrals
+from chalicelib.store import get_store
 
 SOURCE = "users"
 
@@ -48,8 +50,6 @@ def upline_changed(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 
 def record_handler(record: DynamoDBRecord) -> None:
-    from chalicelib.store import get_store
-
     new, old = _images(record)
     if not new:  # a removal: users are never deleted by the app
         return
@@ -96,6 +96,4 @@ def process_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    from chalicelib.events import parking
-
     return parking.process(SOURCE, event.get("Records") or [], process_records)

@@ -95,6 +95,7 @@ def listing(
     limit: int,
 ) -> dict[str, Any]:
     """`{"items", "next_cursor"}`: records newest first, one entity's or every entity's."""
+    # function-local: cold start (the store's base loads PynamoDB)
     from chalicelib.store.base import seal
 
     require_role(principal, *READERS)
@@ -118,6 +119,7 @@ def listing(
 
 def _resume(cursor: str | None, identity: list[Any]) -> dict[str, Any]:
     """Where a cursor left off; it must come from the same query (signed, so not forged)."""
+    # function-local: cold start (the store's base loads PynamoDB)
     from chalicelib.store.base import unseal
 
     if not cursor:
@@ -137,6 +139,7 @@ MAX_READS = 10  # queries per request: filters that match little give a short pa
 def _entity_items(
     tenant: str, entity: str, span: Window, state: dict[str, Any], limit: int, wanted: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     items: list[dict[str, Any]] = []
@@ -152,6 +155,7 @@ def _entity_items(
 def _day_items(
     tenant: str, span: Window, state: dict[str, Any], limit: int, wanted: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     items: list[dict[str, Any]] = []
@@ -174,6 +178,7 @@ def _bad(row: Any, reason: str) -> dict[str, Any]:
 
 def check_records(tenant: str, rows: Iterable[Any]) -> tuple[int, dict[str, Any] | None]:
     """Hashes and chains of `rows` (any order): how many were checked, and the first bad one."""
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     by_entity: dict[str, list[Any]] = {}
@@ -220,6 +225,7 @@ def verify(principal: Principal, first: str | None, last: str | None) -> dict[st
 
 def verify_tenant(tenant: str, first: str | None, last: str | None) -> dict[str, Any]:
     """What `verify` does, for the command line (`make audit-verify`)."""
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     span = window(tenant, first, last, MAX_VERIFY_DAYS)

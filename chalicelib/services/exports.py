@@ -45,7 +45,9 @@ from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import BadRequest, Forbidden, Gone, NotFound
 from chalicelib.money import format_yuan
 from chalicelib.observability import count, logger
+from chalicelib.services import audit_trail, tenants
 from chalicelib.settings import get_settings
+from chalicelib.store import get_store
 
 READERS = (Role.OWNER, Role.FINANCE, Role.AUDITOR)
 KINDS = ("ledger", "orders", "withdrawals", "audit", "promoters")
@@ -207,6 +209,7 @@ class JsonLines:
 
 def write_xlsx(kind: str, lines: Iterator[bytes], target: Path) -> int:
     """A workbook at `target` from JSON lines, with openpyxl's write-only mode; returns rows."""
+    # function-local: cold start (openpyxl loads only to write a spreadsheet)
     from openpyxl import Workbook  # type: ignore[import-untyped]
 
     book = Workbook(write_only=True)
@@ -230,14 +233,13 @@ def write_xlsx(kind: str, lines: Iterator[bytes], target: Path) -> int:
 
 
 def _span(tenant: str, first: str, last: str) -> Any:
-    from chalicelib.services import audit_trail
-
     return audit_trail.window(tenant, first, last, MAX_DAYS)
 
 
 def request(principal: Principal, kind: str, fmt: str, first: str, last: str) -> dict[str, Any]:
     """Queue an export; `{"id", "state": "queued"}`."""
-    from chalicelib.store import get_store, queue
+    # function-local: cold start (the exports store loads PynamoDB; the queue sender stays out of import app)
+    from chalicelib.store import queue
     from chalicelib.store.exports import Export
 
     require_role(principal, *READERS)
@@ -269,8 +271,6 @@ def request(principal: Principal, kind: str, fmt: str, first: str, last: str) ->
 
 
 def status(principal: Principal, export_id: str) -> dict[str, Any]:
-    from chalicelib.store import get_store
-
     require_role(principal, *READERS)
     export = get_store().exports.get(principal.tenant, export_id)
     if export is None:
@@ -279,8 +279,6 @@ def status(principal: Principal, export_id: str) -> dict[str, Any]:
 
 
 def listing(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
-    from chalicelib.store import get_store
-
     require_role(principal, *READERS)
     page = get_store().exports.page(principal.tenant, cursor, limit)
     return {"items": [view(e) for e in page.items], "next_cursor": page.next_cursor}
@@ -325,6 +323,7 @@ def signature(tenant: str, export_id: str, expires: int) -> str:
 
 def link(export: Any, now: float | None = None) -> str:
     """Where the finished file is downloaded: a pre-signed S3 link, or this app's signed route."""
+    # function-local: cold start (the export files' client stays out of import app)
     from chalicelib.store.export_files import S3Files, get_files
 
     files = get_files()
@@ -345,7 +344,7 @@ class Download:
 
 def download(tenant: str, export_id: str, expires: str | None, sig: str | None) -> Download:
     """The file behind a local link: refused unless the signature is this export's and unexpired."""
-    from chalicelib.store import get_store
+    # function-local: cold start (the export files' client stays out of import app)
     from chalicelib.store.export_files import DirectoryFiles, get_files
 
     files = get_files()
@@ -369,7 +368,8 @@ def download(tenant: str, export_id: str, expires: str | None, sig: str | None) 
 def run_pending(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """The jobs worker's `export` job: go on with the tenant's oldest export nobody works on, for
     one invocation's budget; another message follows while any export is left."""
-    from chalicelib.store import get_store, queue
+    # function-local: cold start (the queue sender stays out of import app)
+    from chalicelib.store import queue
 
     store = get_store().exports
     owner = f"{actor}:{secrets.token_hex(6)}"
@@ -396,8 +396,7 @@ class Run:
     """One invocation's work on one export (the lease is held)."""
 
     def __init__(self, export: Any, owner: str) -> None:
-        from chalicelib.services import tenants
-        from chalicelib.store import get_store
+        # function-local: cold start (the export files' client stays out of import app)
         from chalicelib.store.export_files import get_files
 
         settings = get_settings()
@@ -433,6 +432,7 @@ class Run:
                 logger.warning("could not abort an export's upload", extra={"export": e.id})
 
     def _point(self, **changes: Any) -> Any:
+        # function-local: cold start (the exports store loads PynamoDB)
         from chalicelib.store.exports import Checkpoint
 
         e = self.export
@@ -479,6 +479,7 @@ class Run:
 
     def _rows(self) -> dict[str, Any]:
         """Read the source from the saved position and send parts until the budget is spent."""
+        # function-local: cold start (the exports store loads PynamoDB)
         from chalicelib.store.exports import source
 
         e = self.export

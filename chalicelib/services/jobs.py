@@ -14,10 +14,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.clock import utcnow
-from chalicelib.entities import AuditEvent, Principal
+from chalicelib.auth import require_role
+from chalicelib.clock import iso, utcnow
+from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import NotFound
 from chalicelib.observability import count, logger
+from chalicelib.services import exports, orders, parking, payouts
 from chalicelib.store import get_store
 
 # (now, tenant, actor) -> summary: every job acts on one tenant at a time.
@@ -30,6 +32,7 @@ def seal_audit(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     The seal is itself an append-only record with a fixed key, so running twice seals once;
     each seal names the previous day's digest, chaining the days together.
     """
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
@@ -55,13 +58,12 @@ def _digest_of(record: Any) -> str | None:
 
 def auto_receipt(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Receipt for orders paid 10 days ago that the buyer never confirmed (starts the return window)."""
-    from chalicelib.services import orders
-
     return orders.auto_receipt(now, tenant=tenant, actor=actor)
 
 
 def settle(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Frozen commission whose return window (and batch boundary) has passed becomes available."""
+    # function-local: cold start (settlement loads the commission engine, which API calls never need)
     from chalicelib.services import settlements
 
     return settlements.settle(now, tenant=tenant, actor=actor)
@@ -69,37 +71,27 @@ def settle(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
 
 def payout_run(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Approved withdrawals are enqueued, one transfer message each."""
-    from chalicelib.services import payouts
-
     run = payouts.run_tenant(tenant, now, actor)
     return run or {"tenant": tenant, "run": None, "enqueued": 0, "enqueued_fen": 0}
 
 
 def reconcile_payouts(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Transfers still in flight are queried at WeChat and finished."""
-    from chalicelib.services import payouts
-
     return payouts.reconcile(now, tenant=tenant)
 
 
 def redrive_parked(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Stream records parked after repeated failures are replayed, each item's in stream order."""
-    from chalicelib.services import parking
-
     return parking.redrive_all(now, tenant=tenant, actor=actor)
 
 
 def reconcile_payments(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Orders still waiting for WeChat Pay (unpaid after a prepay, refunds in progress) are queried."""
-    from chalicelib.services import orders
-
     return orders.reconcile_payments(now, tenant)
 
 
 def export(now: datetime, tenant: str, actor: str) -> dict[str, Any]:
     """Exports go on for one invocation's budget; a new message follows while any is left."""
-    from chalicelib.services import exports
-
     return exports.run_pending(now, tenant, actor)
 
 
@@ -126,7 +118,7 @@ def _job(name: str) -> Job:
 def fan_out(name: str, now: datetime | None = None) -> dict[str, Any]:
     """The schedule: one message per tenant on the jobs queue, so each tenant's run is an
     invocation of its own with its own progress, and one tenant's backlog never starves another."""
-    from chalicelib.clock import iso
+    # function-local: cold start (the queue sender stays out of import app)
     from chalicelib.store import queue
 
     _job(name)
@@ -157,9 +149,7 @@ def run_for_tenant(name: str, tenant: str, *, actor: str, now: datetime | None =
 def run_now(principal: Principal, name: str) -> dict[str, Any]:
     """An owner's "run now": the job acts on the owner's tenant only and is audited with the owner
     as actor (the schedule's runs are audited by the jobs themselves, as `system:<job>`)."""
-    from chalicelib.auth import require_role
-    from chalicelib.clock import iso
-    from chalicelib.entities import Role
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     require_role(principal, Role.OWNER)

@@ -309,6 +309,7 @@ def _check_same(order: Order, event: MerchantEvent, amount_fen: int | None) -> N
 
 def _refunded(tenant: str, caller: Caller, event: MerchantEvent) -> tuple[bool, Order]:
     """Add the refund unless this event id was applied; the order's refund id is the event id."""
+    # function-local: cold start (the nonce store loads PynamoDB; loaded by now anyway)
     from chalicelib.store.nonces import RefundOutcome  # the store is loaded by now
 
     store = get_store()

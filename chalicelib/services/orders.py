@@ -10,10 +10,10 @@ from typing import Any
 
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
-from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, Unauthorized
+from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, Unauthorized, UpstreamError
 from chalicelib.observability import count, logger
 from chalicelib.orders import TRANSITIONS, Order, OrderStatus, Snapshot, price
-from chalicelib.services import catalog, refunds, shares
+from chalicelib.services import catalog, refunds, shares, tenants
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 from chalicelib.wechat import get_pay
@@ -171,8 +171,6 @@ def payment_notification(appid: str, headers: Mapping[str, str], body: bytes | s
     """A WeChat Pay notification at `/v1/callbacks/wechatpay/<appid>/payment`: verified with that
     tenant's merchant keys (the decrypted appid and mchid must be the tenant's), applied once
     however often it repeats. Refund notifications arrive here too."""
-    from chalicelib.services import tenants
-
     tenant = tenants.get(appid)
     notice = get_pay(tenant.id).parse_notification(headers, body)
     if notice.is_refund:
@@ -232,6 +230,7 @@ def _wechat_time(value: str | None) -> datetime:
 def sandbox_pay_success(principal: Principal, order_id: str) -> dict[str, Any]:
     """Sandbox only: the buyer pays in WeChat. The WeChat Pay twin marks the order paid on its side
     and POSTs its signed notification to the notify_url it was given (never calling a handler)."""
+    # function-local: cold start (the sandbox twin, with sqlite3, never loads in production)
     from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
 
     order = _own_order(principal, order_id)
@@ -264,8 +263,6 @@ def cancel(principal: Principal, order_id: str) -> Order:
 
 
 def _close_at_wechat(order: Order) -> None:
-    from chalicelib.errors import UpstreamError
-
     client = get_pay(order.tenant)
     try:
         client.close(order.id)

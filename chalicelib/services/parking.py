@@ -32,6 +32,7 @@ def _check_source(source: str | None) -> str | None:
 
 def _redrive_item(tenant: str, source: str, entity: str, actor: str, now: datetime) -> tuple[int, int]:
     """Replay one item's parked records in order; (replayed, failed again: 0 or 1)."""
+    # function-local: cold start (the stream side of parking stays out of import app)
     from chalicelib.events import parking
 
     store = get_store().parked
@@ -97,6 +98,7 @@ def redrive_own(principal: Principal, source: str | None) -> dict[str, Any]:
 
 
 def _audit(tenant: str, actor: str, source: str | None, summary: dict[str, Any], now: datetime) -> None:
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     event = AuditEvent(

@@ -59,6 +59,7 @@ from chalicelib.retry import Retry
 from chalicelib.services import tenants
 from chalicelib.store import get_store
 from chalicelib.wechat import get_transfer
+from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
 from chalicelib.withdrawal import FINAL, BillNotFound, Withdrawal, WithdrawalState
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def payout_run(now: datetime, actor: str = "system:payout_run") -> dict[str, Any
 def run_tenant(tenant: str, now: datetime, actor: str) -> dict[str, Any] | None:
     """One tenant's payout run: a run record with its progress, one message per approved
     withdrawal, an audit record at the end; None when nothing was approved."""
+    # function-local: cold start (the audit store loads PynamoDB; the queue sender stays out of import app)
     from chalicelib.store import audit, queue
 
     store = get_store()
@@ -180,8 +182,6 @@ def transfer(w: Withdrawal, *, fresh: bool) -> Withdrawal:
     """Create the bill of a withdrawal in `sending`; unless this call just moved it there (and
     recorded the create attempt), ask WeChat first whether the bill exists (never a new bill for
     a withdrawal WeChat knows) and decide by `withdrawal.after_not_found` whether to create it."""
-    from chalicelib.wechat.transfer import TransferUnclear
-
     if not fresh:
         try:
             known = get_transfer(w.tenant).query_bill(w.id)
@@ -217,8 +217,6 @@ def _create_attempt(w: Withdrawal, now: datetime) -> Withdrawal | None:
 
 def _create(w: Withdrawal, *, first: bool) -> Withdrawal:
     """The create call itself, its attempt already recorded."""
-    from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
-
     try:
         bill = get_transfer(w.tenant).create_bill(
             out_bill_no=w.id, openid=w.openid, amount_fen=w.net_fen, remark=REMARK, user_name=w.real_name
@@ -247,8 +245,6 @@ def _refused(w: Withdrawal, reason: str) -> Withdrawal:
     """WeChat refused the bill. That proves nothing about a create of the same bill still under
     way, so the bill is queried: if WeChat holds it, it is recorded; if not, the NOT_FOUND is only
     noted and the reconciliation job asks again (see the module docstring)."""
-    from chalicelib.wechat.transfer import TransferUnclear
-
     try:
         known = get_transfer(w.tenant).query_bill(w.id)
     except TransferUnclear as exc:
@@ -351,8 +347,6 @@ def _recorded(tenant: str, bill: TransferBill, source: str) -> Withdrawal:
     """Record a query answer. Only WeChat's create answer carries package_info: for a bill waiting
     for the user whose create answer was lost, the same create call is made again (WeChat answers
     a repeated out_bill_no with the same bill, package included; no second bill can exist)."""
-    from chalicelib.wechat.transfer import TransferRejected, TransferUnclear
-
     after = record(tenant, bill, source)
     if after.state is not WithdrawalState.WAIT_USER_CONFIRM or after.package_info:
         return after
@@ -515,8 +509,6 @@ _NOT_FOUND_OUTCOMES = {
 def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState, now: datetime) -> str | None:
     """Query one bill and record it: 'checked', 'corrected', 'resent', 'unclear', 'waiting',
     'abandoned', 'mismatches', or None (moved on meanwhile)."""
-    from chalicelib.wechat.transfer import TransferUnclear
-
     w = get_store().withdrawals.get(tenant, withdrawal_id)
     if w is None or w.state is not state:
         return None

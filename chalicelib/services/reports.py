@@ -70,6 +70,7 @@ def _range(tenant: str, first: str | None, last: str | None) -> tuple[str, str]:
 def my_stats(principal: Principal, month: str | None) -> dict[str, Any]:
     """The caller's team and performance per level: the team now and who joined in `month`;
     orders, sales and commission of the orders whose commission was created in `month`."""
+    # function-local: cold start (the stats store loads PynamoDB)
     from chalicelib.store import stats
 
     tenant, uid = principal.tenant, principal.subject
@@ -99,6 +100,7 @@ def _day_view(day: str, values: dict[str, int]) -> dict[str, Any]:
 
 def daily(principal: Principal, first: str | None, last: str | None) -> dict[str, Any]:
     """Each local day of the range (days without activity included), and the range's totals."""
+    # function-local: cold start (the stats store loads PynamoDB)
     from chalicelib.store import stats
 
     require_role(principal)
@@ -121,6 +123,7 @@ def daily(principal: Principal, first: str | None, last: str | None) -> dict[str
 
 def sources(principal: Principal, first: str | None, last: str | None, by: str | None, limit: int) -> dict[str, Any]:
     """Orders, paid amount and commission per source over the range, largest paid amount first."""
+    # function-local: cold start (the stats store loads PynamoDB)
     from chalicelib.store import stats
 
     require_role(principal)
@@ -150,6 +153,7 @@ def _names(tenant: str, kind: str, keys: list[str]) -> dict[str, str]:
 
 def funnel(principal: Principal, first: str | None, last: str | None) -> dict[str, int]:
     """Scans, bindings and buyers' first paid orders over the range."""
+    # function-local: cold start (the stats store loads PynamoDB)
     from chalicelib.store import stats
 
     require_role(principal)

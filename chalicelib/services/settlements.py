@@ -10,6 +10,7 @@ from chalicelib.clock import iso
 from chalicelib.entities import AuditEvent
 from chalicelib.ledger import Applied, LedgerLine, LedgerWrite, merge, settlement
 from chalicelib.observability import count, logger
+from chalicelib.services.commissions import chunks
 from chalicelib.store import get_store
 
 PAGE = 90
@@ -25,6 +26,7 @@ def settle(now: datetime, *, tenant: str | None = None, actor: str = "system:set
     line before it settles or claws back after it, never both. The run is recorded in the
     audit trail.
     """
+    # function-local: cold start (the audit store loads PynamoDB)
     from chalicelib.store import audit
 
     store = get_store()
@@ -46,8 +48,6 @@ def settle(now: datetime, *, tenant: str | None = None, actor: str = "system:set
 
 
 def _settle_tenant(tenant: str, now: datetime) -> tuple[int, int]:
-    from chalicelib.services.commissions import chunks
-
     store = get_store()
     moved = amount = 0
     while True:

@@ -16,6 +16,7 @@ from chalicelib.store import get_store
 def team_counts(tenant: str, uid: str) -> dict[str, int]:
     """Team size per level, from the promoter's counters (one read, whatever the team's size;
     the users stream keeps them equal to the users below at each level)."""
+    # function-local: cold start (the stats store loads PynamoDB)
     from chalicelib.store import stats
 
     values = stats.get_many(tenant, [(counters.promoter_scope(uid), counters.ALL)])

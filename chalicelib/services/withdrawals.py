@@ -157,6 +157,7 @@ def request(
 
 
 def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
+    # function-local: cold start (the withdrawals store loads PynamoDB)
     from chalicelib.store.withdrawals import Reservation
 
     return Reservation(

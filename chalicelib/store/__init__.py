@@ -50,6 +50,7 @@ class Store:
 
 def build_store(settings: Settings) -> Store:
     """A store bound to these settings' tables."""
+    # function-local: cold start (PynamoDB and botocore load with the first get_store())
     from chalicelib.store.admins import AdminStore
     from chalicelib.store.audit import AuditStore
     from chalicelib.store.base import Transactions

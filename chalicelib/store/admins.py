@@ -20,6 +20,7 @@ from chalicelib.entities import Admin, AuditEvent, Page, Role
 from chalicelib.errors import BadRequest
 from chalicelib.operators import Operator, Written
 from chalicelib.retry import Retry
+from chalicelib.settings import get_settings
 from chalicelib.store import audit
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AdminModel, AuditModel
@@ -175,7 +176,5 @@ class AdminStore:
     def _transactions(self) -> Transactions:
         """The store's transactions (`build_store` may pass them; else made on first use)."""
         if self._tx is None:
-            from chalicelib.settings import get_settings
-
             self._tx = Transactions(get_settings())
         return self._tx

@@ -11,8 +11,10 @@ from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent
+from chalicelib.store import shards, stats
 from chalicelib.store.base import Transactions, conditional_write
 from chalicelib.store.models import AuditModel, ShareModel
 
@@ -108,9 +110,6 @@ class AuditStore:
         the scan and the binding on the share; team sizes follow the change of the upline, and
         the day's bindings, scans and new promoters (`chalicelib.counters.user_version`). The
         record's put fails on a replay, so a replayed version counts nothing."""
-        from chalicelib import counters
-        from chalicelib.store import stats
-
         data = json.loads(str(image.get("event_data") or "{}"))
         action = str(image.get("event_action") or "")
         share = data.get("share") if action == "user.bound" else None
@@ -161,8 +160,6 @@ class AuditStore:
             return put_once(record)  # one conditional put: cheaper than a transaction
 
         def body(tx: TransactWrite) -> None:
-            from chalicelib.store import stats
-
             tx.save(record, condition=AuditModel.pk.does_not_exist())
             if share_code:
                 share = ShareModel(f"{tenant}#{share_code}")
@@ -244,7 +241,6 @@ def day_page(
     tenant: str, day: str, start: str, end: str, cursor: str | None, limit: int
 ) -> tuple[list[AuditModel], str | None]:
     """One page of a UTC day's records with `start <= at < end` over its shards, newest first."""
-    from chalicelib.store import shards
 
     def query(
         partition: str, start_key: dict[str, Any] | None
@@ -266,8 +262,6 @@ def day_page(
 
 def day_all(tenant: str, day: str) -> list[AuditModel]:
     """Every record of a UTC day (its shards merged by sort key): what a seal covers."""
-    from chalicelib.store import shards
-
     found = shards.merged(
         f"{tenant}#{day}", lambda partition: iter(AuditModel.by_day.query(partition)), lambda row: row.sk
     )

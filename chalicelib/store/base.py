@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynamodb.connection import Connection
-from pynamodb.exceptions import TransactWriteError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.errors import BadRequest
-from chalicelib.settings import Settings
+from chalicelib.settings import Settings, get_settings
 
 TransactionBody = Callable[[TransactWrite], None]
 
@@ -61,8 +61,6 @@ class Transactions:
 def conditional_write(write: Callable[[], object]) -> bool:
     """Run a conditional write (any condition: not-exists, a version, a state); True when it was
     written, False (instead of an exception) when its condition failed."""
-    from pynamodb.exceptions import PynamoDBException
-
     try:
         write()
     except PynamoDBException as exc:
@@ -77,8 +75,6 @@ MAX_CURSOR = 4096
 
 def _cursor_key() -> bytes:
     """The HMAC key of cursors, derived from the JWT secret (a cursor is as forgeable as a token)."""
-    from chalicelib.settings import get_settings
-
     secret = get_settings().jwt_secret.get_secret_value().encode()
     return hmac.new(secret, b"fenxiao cursor v1", hashlib.sha256).digest()
 

@@ -159,6 +159,7 @@ def get_files() -> S3Files | DirectoryFiles:
 def _files(bucket: str | None, directory: str | None, region: str) -> S3Files | DirectoryFiles:
     """One client per configuration (a changed setting gets its own, no cache to reset)."""
     if bucket:
+        # function-local: cold start (boto3 loads only where exports go to S3)
         import boto3  # type: ignore[import-untyped]
         from botocore.config import Config  # type: ignore[import-untyped]
 

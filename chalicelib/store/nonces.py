@@ -24,7 +24,7 @@ from chalicelib.orders import Order
 from chalicelib.retry import Retry
 from chalicelib.store.base import Transactions, conditional_write
 from chalicelib.store.models import NonceModel
-from chalicelib.store.orders import refund_update
+from chalicelib.store.orders import Change, ExtraWriteRefused, OrderStore, refund_update
 
 
 class RefundOutcome(StrEnum):
@@ -98,8 +98,6 @@ class NonceStore:
         The order must still be as read (status, amount, refunded_fen), so the event data's
         `refunded_before_fen` is exact. The order update is `orders.refund_update`, as in `OrderStore.add_refund`.
         """
-        from chalicelib.store.orders import Change, ExtraWriteRefused, OrderStore
-
         marker = NonceModel(
             pk=event_key(order.tenant, merchant, event_id),
             expires_at=when + timedelta(seconds=ttl_seconds),

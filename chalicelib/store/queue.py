@@ -55,6 +55,7 @@ def spool(directory: Path, queue: str, bodies: list[dict[str, Any]]) -> Path:
 
 @cached(maxsize=1)
 def _sqs() -> Any:
+    # function-local: cold start (boto3 loads with the first SQS send)
     import boto3  # type: ignore[import-untyped]
 
     return boto3.client("sqs", region_name=get_settings().aws_region)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from chalicelib.errors import BadRequest
+from chalicelib.store.base import seal, unseal
 
 SHARDS = 8
 T = TypeVar("T")
@@ -90,15 +91,11 @@ def page(
 
 
 def _encode(positions: dict[str, Any]) -> str:
-    from chalicelib.store.base import seal
-
     return seal(zlib.compress(json.dumps(positions, separators=(",", ":"), sort_keys=True).encode()))
 
 
 def _decode(cursor: str | None) -> dict[str, Any]:
     """The shards' positions in a cursor made by `_encode` (signed: a crafted one is refused)."""
-    from chalicelib.store.base import unseal
-
     if not cursor:
         return {}
     try:

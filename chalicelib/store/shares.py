@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pynamodb.transactions import TransactWrite
+
+from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Share
-from chalicelib.store import audit
+from chalicelib.store import audit, stats
 from chalicelib.store.base import Transactions
 from chalicelib.store.models import AuditModel, ShareModel
 
@@ -64,11 +67,6 @@ class ShareStore:
     def count_scan(self, tenant: str, code: str, when: datetime) -> None:
         """Add one visit that bound nobody to the share's scan counter and the day's `scans`
         (the funnel's first step), in one transaction; a binding counts its own scan."""
-        from pynamodb.transactions import TransactWrite
-
-        from chalicelib import counters
-        from chalicelib.store import stats
-
         deltas = counters.scan(when, stats.timezone(tenant))
 
         def body(tx: TransactWrite) -> None:

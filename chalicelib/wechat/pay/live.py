@@ -73,7 +73,7 @@ class LiveWeChatPay:
         try:
             self._public_key = load_public_key(config.public_key_pem)
             if client is None:
-                from wechatpayv3 import WeChatPay as Client  # heavy: see above
+                from wechatpayv3 import WeChatPay as Client  # heavy: not at cold start
 
                 client = Client(
                     wechatpay_type=WeChatPayType.JSAPI,
