@@ -3,7 +3,7 @@
 Cloud (`PAYOUT_QUEUE_URL` set): `SendMessageBatch`, ten messages a call, entries SQS reports as
 failed are sent again a few times. Local (`LOCAL_QUEUE_DIR` set): every batch of up to ten
 messages is one JSON file (a list of bodies) in `<dir>/<queue>/`, written under a temporary
-name and renamed, so the event runner (`devtools/runner.py`) never reads half a file; names
+name and renamed, so the event runner (`devtools/runner/`) never reads half a file; names
 sort in sending order.
 """
 
