@@ -26,6 +26,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
+
 from chalicelib import commission, counters, ledger, settlement
 from chalicelib.clock import parse_iso, utcnow
 from chalicelib.commission import Attribution, OrderLine, Plan, Trigger
@@ -33,7 +35,8 @@ from chalicelib.ledger import MAX_TX_ITEMS, Applied, LedgerWrite, OrderVersion, 
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order
 from chalicelib.services import plans
-from chalicelib.store import get_store
+from chalicelib.store import get_store, stats
+from chalicelib.store.orders import order_from_image
 
 STALE_READS = 5  # how often one event is read and decided again when its lines moved meanwhile
 
@@ -64,16 +67,12 @@ class OrderEvent:
 
 
 def _image(record: Mapping[str, Any], which: str) -> dict[str, Any]:
-    from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
-
     dynamodb = DynamoDBRecord(dict(record)).dynamodb
     image = getattr(dynamodb, which) if dynamodb is not None else None
     return dict(image or {})
 
 
 def _order_from_image(image: Mapping[str, Any]) -> Order:
-    from chalicelib.store.orders import order_from_image
-
     return order_from_image(image)
 
 
@@ -164,8 +163,6 @@ class Engine:
     def report(self, order: Order) -> ledger.Report:
         """The order's report keys: the tenant's timezone and the order's sources (the share's
         channel read once per batch)."""
-        from chalicelib.store import stats
-
         key = (order.tenant, order.snapshot.share_code)
         if key not in self._reports:
             self._reports[key] = (stats.timezone(order.tenant), stats.channel(*key))

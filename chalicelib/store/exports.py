@@ -36,7 +36,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.clock import iso
+from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.store import audit, shards
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
@@ -350,8 +350,6 @@ class MergedIndex(Source):
 
 
 def _fraction(moment: str, start: str, end: str) -> float:
-    from chalicelib.clock import parse_iso
-
     try:
         done = (parse_iso(moment[:27]) - parse_iso(start)).total_seconds()
         whole = (parse_iso(end) - parse_iso(start)).total_seconds()

@@ -4,10 +4,7 @@ buckets they move and the counters they add to, written together in one transact
 from __future__ import annotations
 
 import json
-import random
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +13,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import Page
 from chalicelib.ledger import BUCKETS, MAX_TX_ITEMS, Applied, LedgerLine, LedgerWrite, Move, tx_items
+from chalicelib.retry import Retry
 from chalicelib.store import shards
 from chalicelib.store.audit import canonical
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
@@ -39,32 +37,16 @@ def _to_line(item: LedgerModel) -> LedgerLine:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """How often and how long to wait before writing again after a transaction conflict.
-
-    Concurrent batches (Lambda's ParallelizationFactor) write to the same hot promoter's
-    account; DynamoDB cancels one of two overlapping transactions with TransactionConflict.
-    Retrying inside the invocation, with full-jitter exponential backoff so the writers spread
-    out, turns that contention into a short wait instead of a failed record.
-    """
-
-    attempts: int = 6
-    base_s: float = 0.02
-    cap_s: float = 0.4
-
-    def delays(self) -> Iterator[float]:
-        """The waits before the 2nd, 3rd ... attempt (random in [0, min(cap, base x 2^n)])."""
-        for attempt in range(self.attempts - 1):
-            yield _JITTER.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
-
-
-_JITTER = random.SystemRandom()
-CONFLICT_RETRY = Backoff()  # the ledger's policy: at most six attempts, about a second of waits at worst
+# Concurrent batches (Lambda's ParallelizationFactor) write to the same hot promoter's account;
+# DynamoDB cancels one of two overlapping transactions with TransactionConflict. Retrying inside
+# the invocation, with full-jitter exponential waits so the writers spread out, turns that
+# contention into a short wait instead of a failed record: at most six attempts, waits of up to
+# 20, 40, 80, 160, 320 ms (capped at 400), about a second at worst.
+CONFLICT_RETRY = Retry(tries=6, first_s=0.02, cap_s=0.4)
 
 
 class LedgerStore:
-    def __init__(self, tx: Transactions, retry: Backoff = CONFLICT_RETRY) -> None:
+    def __init__(self, tx: Transactions, retry: Retry = CONFLICT_RETRY) -> None:
         self._tx = tx
         self._retry = retry
         self.transactions = 0  # counted for benchmarks
@@ -91,8 +73,7 @@ class LedgerStore:
             raise ValueError("too many items for one transaction")
 
         body = _transaction(tenant, write)
-        delays = self._retry.delays()
-        while True:
+        for attempt in self._retry:
             self.transactions += 1
             outcome = self._tx.run(body)
             if outcome.committed:
@@ -100,11 +81,10 @@ class LedgerStore:
             if not outcome.conflict:
                 puts = len(write.new_lines)
                 return Applied.STALE if any(i >= puts for i in outcome.failed_items) else Applied.REPLAY
-            delay = next(delays, None)
-            if delay is None:
-                return Applied.CONFLICT
-            self.conflicts += 1
-            time.sleep(delay)
+            if attempt + 1 < self._retry.tries:
+                self.conflicts += 1
+                self._retry.pause(attempt)
+        return Applied.CONFLICT
 
     def existing(self, tenant: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these (promoter, sk) lines exist (strongly consistent)."""

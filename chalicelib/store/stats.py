@@ -13,11 +13,12 @@ from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
+from chalicelib import caches
 from chalicelib.counters import Deltas
 from chalicelib.store.models import ShareModel, StatsModel, TenantModel
 
 _TZ_SECONDS = 60.0
-_timezones: dict[str, tuple[str, float]] = {}
+_timezones: dict[str, tuple[str, float]] = caches.register(f"{__name__}._timezones", {})
 FIRST_ORDER = "first"  # the period of a buyer's first-order marker (scope buyer#<uid>)
 
 
