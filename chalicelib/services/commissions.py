@@ -34,11 +34,12 @@ from chalicelib.commission import Attribution, OrderLine, Plan, Trigger
 from chalicelib.ledger import MAX_TX_ITEMS, Applied, LedgerWrite, OrderVersion, SalesKey, merge, tx_items
 from chalicelib.observability import count, logger
 from chalicelib.orders import Order
+from chalicelib.retry import Retry
 from chalicelib.services import plans
 from chalicelib.store import get_store, stats
 from chalicelib.store.orders import order_from_image
 
-STALE_READS = 5  # how often one event is read and decided again when its lines moved meanwhile
+STALE_READS = Retry.at_once(5)  # one event read and decided again when its lines moved meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +372,7 @@ def _count_commission(write: LedgerWrite) -> None:
 def _one(engine: Engine, event: OrderEvent) -> set[str]:
     """One event on its own: read, decide, write; read and decide again if its lines moved."""
     try:
-        for _ in range(STALE_READS):
+        for _ in STALE_READS:
             outcome = _write(engine, event, engine.write_for(event))
             if outcome is not Applied.STALE:
                 return {event.order.id} if outcome is Applied.CONFLICT else set()
