@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from chalicelib.entities import ADMIN_ROLES, Principal, Role
-from chalicelib.errors import Forbidden, Unauthorized
+from chalicelib.errors import NotAllowed, NotAuthenticated
 from chalicelib.settings import Settings
 
 ISSUER = "fenxiao"
@@ -33,12 +33,12 @@ def issue_token(settings: Settings, principal: Principal, now: datetime) -> str:
 
 
 def verify_token(settings: Settings, authorization: str | None) -> Principal:
-    """The principal in a `Bearer` token, or Unauthorized."""
+    """The principal in a `Bearer` token, or NotAuthenticated."""
     # function-local: cold start (PyJWT loads cryptography)
     import jwt
 
     if not authorization or not authorization.startswith("Bearer "):
-        raise Unauthorized("a Bearer token is required", code="missing_token")
+        raise NotAuthenticated("a Bearer token is required", code="missing_token")
     token = authorization[len("Bearer ") :].strip()
     try:
         claims = jwt.decode(
@@ -49,9 +49,9 @@ def verify_token(settings: Settings, authorization: str | None) -> Principal:
             options={"require": ["exp", "iat", "sub", "iss"]},
         )
     except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("the token has expired", code="token_expired") from exc
+        raise NotAuthenticated("the token has expired", code="token_expired") from exc
     except jwt.PyJWTError as exc:
-        raise Unauthorized("the token is not valid", code="invalid_token") from exc
+        raise NotAuthenticated("the token is not valid", code="invalid_token") from exc
     try:
         version = claims.get("ver", 0)
         if isinstance(version, bool) or not isinstance(version, int):
@@ -60,14 +60,14 @@ def verify_token(settings: Settings, authorization: str | None) -> Principal:
             tenant=str(claims["ten"]), subject=str(claims["sub"]), role=Role(claims["role"]), version=version
         )
     except (KeyError, ValueError) as exc:
-        raise Unauthorized("the token is not valid", code="invalid_token") from exc
+        raise NotAuthenticated("the token is not valid", code="invalid_token") from exc
 
 
 def require_role(principal: Principal, *roles: Role) -> Principal:
     """The principal if it holds one of `roles` (any admin role when none are named)."""
     allowed = set(roles) if roles else set(ADMIN_ROLES)
     if principal.role not in allowed:
-        raise Forbidden("this action needs the role " + " or ".join(sorted(r.value for r in allowed)))
+        raise NotAllowed("this action needs the role " + " or ".join(sorted(r.value for r in allowed)))
     return principal
 
 

@@ -101,16 +101,3 @@ class UpstreamError(DomainError):
 
     status = 502
     code = "upstream_error"
-
-
-# The HTTP names the code used before the errors had domain names: the same classes, kept while
-# services, blueprints and the WeChat clients move to the domain names (pure rules use those).
-BadRequest = InvalidInput
-Unauthorized = NotAuthenticated
-Forbidden = NotAllowed
-NotFound = Missing
-Conflict = StateConflict
-Gone = Ended
-PayloadTooLarge = TooLarge
-TooManyRequests = Throttled
-Unavailable = NotConfigured

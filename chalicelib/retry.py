@@ -6,7 +6,7 @@ Every retry loop in the package names its policy where it loops:
         if write():
             return ...
         CONFLICTS.pause(attempt)       # the policy's wait before the next attempt
-    raise Conflict(...)
+    raise StateConflict(...)
 
 The loop keeps its own decisions (what counts as done, refused or worth another try, when to
 read again); the policy holds only the numbers. Most loops are optimistic writes that re-read

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib.auth import verify_token
 from chalicelib.entities import Principal
-from chalicelib.errors import BadRequest, DomainError, NotFound, PayloadTooLarge, Unauthorized
+from chalicelib.errors import DomainError, InvalidInput, Missing, NotAuthenticated, TooLarge
 from chalicelib.observability import logger
 from chalicelib.services import tenants
 from chalicelib.settings import get_settings
@@ -87,15 +87,15 @@ def parse_object(request: Request) -> dict[str, Any]:
     body = request.raw_body or b"{}"
     raw = body.encode() if isinstance(body, str) else body
     if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        raise TooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if json_depth(raw) > MAX_JSON_DEPTH:
-        raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="body_too_deep")
+        raise InvalidInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="body_too_deep")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest("the body is not valid JSON", code="invalid_json") from exc
+        raise InvalidInput("the body is not valid JSON", code="invalid_json") from exc
     if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object", code="invalid_body")
+        raise InvalidInput("the body must be a JSON object", code="invalid_body")
     return data
 
 
@@ -109,7 +109,7 @@ def parse_body(request: Request, model: type[M]) -> M:
             {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]}
             for err in exc.errors(include_url=False, include_context=False, include_input=False)
         ]
-        raise BadRequest("the body has invalid fields", code="invalid_body", details=details) from exc
+        raise InvalidInput("the body has invalid fields", code="invalid_body", details=details) from exc
 
 
 def principal_of(request: Request) -> Principal:
@@ -117,11 +117,11 @@ def principal_of(request: Request) -> Principal:
     principal = verify_token(get_settings(), header(request, "authorization"))
     try:
         tenants.get(principal.tenant)
-    except NotFound as exc:
-        raise Unauthorized("the token names an unknown mini-program", code="invalid_token") from exc
+    except Missing as exc:
+        raise NotAuthenticated("the token names an unknown mini-program", code="invalid_token") from exc
     claimed = _calling_appid(request)
     if claimed and claimed != principal.tenant:
-        raise Unauthorized("the token belongs to another mini-program", code="tenant_mismatch")
+        raise NotAuthenticated("the token belongs to another mini-program", code="tenant_mismatch")
     if principal.is_admin:
         _check_operator(principal)
     return principal
@@ -132,7 +132,7 @@ def _check_operator(principal: Principal) -> None:
     same role, the same token version (read on every request, so a change takes effect at once)."""
     admin = get_store().admins.get(principal.tenant, principal.subject)
     if admin is None or admin.disabled or admin.role is not principal.role or admin.token_version != principal.version:
-        raise Unauthorized("your access changed; log in again", code="token_revoked")
+        raise NotAuthenticated("your access changed; log in again", code="token_revoked")
 
 
 def header(request: Request, name: str) -> str | None:
@@ -164,9 +164,9 @@ def int_param(params: dict[str, str], name: str, default: int, low: int, high: i
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}") from None
+        raise InvalidInput(f"{name} must be an integer", code=f"invalid_{name}") from None
     if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}", code=f"invalid_{name}")
+        raise InvalidInput(f"{name} must be between {low} and {high}", code=f"invalid_{name}")
     return value
 
 

@@ -8,7 +8,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.api.http import handled, page_limit, parse_body, principal_of, query, source_ip
 from chalicelib.api.schemas import LoginBody, ScanBody, ShareBody
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.services import logins, referrals, shares, team, tenants
 
 bp = Blueprint(__name__)
@@ -81,5 +81,5 @@ def my_team() -> dict[str, Any]:
     params = query(bp.current_request)
     level_raw = params.get("level", "1")
     if level_raw not in {"1", "2", "3"}:
-        raise BadRequest("level must be 1, 2 or 3", code="invalid_level")
+        raise InvalidInput("level must be 1, 2 or 3", code="invalid_level")
     return team.my_team(principal, int(level_raw), params.get("cursor"), page_limit(params))

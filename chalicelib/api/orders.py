@@ -8,7 +8,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib.api.http import handled, header, int_param, page_limit, parse_body, parse_object, principal_of, query
 from chalicelib.api.schemas import OrderBody, RefundBody
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.services import accounts, orders, plans, refunds
 
 bp = Blueprint(__name__)
@@ -76,7 +76,7 @@ def refund_order(order_id: str) -> Response:
     body = parse_body(bp.current_request, RefundBody)
     key = header(bp.current_request, "idempotency-key")
     if key is not None and not 1 <= len(key) <= 64:
-        raise BadRequest("Idempotency-Key must be 1-64 characters", code="invalid_idempotency_key")
+        raise InvalidInput("Idempotency-Key must be 1-64 characters", code="invalid_idempotency_key")
     refund, created = refunds.request(principal, order_id, body.amount_fen, body.reason, key)
     return Response(body=refund, status_code=201 if created else 200)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from chalicelib.clock import iso
 from chalicelib.entities import Principal
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.store import get_store
 
 STATES = ("pending", "frozen", "available")
@@ -26,7 +26,7 @@ def mask(name: str) -> str:
 
 def my_commissions(principal: Principal, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
     if state is not None and state not in STATES:
-        raise BadRequest(f"state must be one of {', '.join(STATES)}", code="invalid_state")
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}", code="invalid_state")
     store = get_store()
     page = store.ledger.lines(principal.tenant, principal.subject, state, cursor, limit)
     names = store.users.names(principal.tenant, [line.buyer for line in page.items]) if page.items else {}

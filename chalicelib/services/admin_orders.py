@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from chalicelib.auth import require_role
 from chalicelib.clock import iso
 from chalicelib.entities import Principal
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import InvalidInput, Missing
 from chalicelib.orders import TRANSITIONS, OrderStatus
 from chalicelib.services import orders, tenants
 from chalicelib.services.promoters import line_view
@@ -37,7 +37,7 @@ def _day(value: str | None) -> date | None:
             raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
-        raise BadRequest("from and to are dates like 2026-11-29", code="invalid_date") from None
+        raise InvalidInput("from and to are dates like 2026-11-29", code="invalid_date") from None
 
 
 def span(tenant: str, first: str | None, last: str | None) -> tuple[datetime, datetime]:
@@ -45,7 +45,7 @@ def span(tenant: str, first: str | None, last: str | None) -> tuple[datetime, da
     zone = ZoneInfo(tenants.get(tenant).timezone)
     from_day, to_day = _day(first), _day(last)
     if from_day is not None and to_day is not None and from_day > to_day:
-        raise BadRequest("from is after to", code="invalid_range")
+        raise InvalidInput("from is after to", code="invalid_range")
     start = datetime.combine(from_day, time(), zone).astimezone(UTC) if from_day else EARLIEST
     end = datetime.combine(to_day + timedelta(days=1), time(), zone).astimezone(UTC) if to_day else LATEST
     return start, end
@@ -64,9 +64,9 @@ def listing(
     while `next_cursor` is set (the filters are applied as the index is read)."""
     require_role(principal)
     if state and state not in STATES:
-        raise BadRequest(f"state must be one of {', '.join(STATES)}", code="invalid_state")
+        raise InvalidInput(f"state must be one of {', '.join(STATES)}", code="invalid_state")
     if promoter and len(promoter) > MAX_ID:
-        raise BadRequest(f"promoter is at most {MAX_ID} characters", code="invalid_promoter")
+        raise InvalidInput(f"promoter is at most {MAX_ID} characters", code="invalid_promoter")
     start, end = span(principal.tenant, first, last)
     store = get_store()
     page = store.orders.listed(
@@ -98,7 +98,7 @@ def detail(principal: Principal, order_id: str) -> dict[str, Any]:
     store = get_store()
     order = store.orders.get(principal.tenant, order_id)
     if order is None:
-        raise NotFound("order not found", code="unknown_order")
+        raise Missing("order not found", code="unknown_order")
     lines = store.ledger.lines_of_order(order.tenant, order.id, [order.buyer, *order.snapshot.upline])
     lines.sort(key=lambda x: (x.level, x.created_at, x.event))
     names = store.users.names(order.tenant, [order.buyer, *order.snapshot.upline, *(x.promoter for x in lines)])

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.services import tenants
 
 READERS = (Role.OWNER, Role.AUDITOR)
@@ -49,11 +49,11 @@ def window(tenant: str, first: str | None, last: str | None, max_days: int) -> W
         to_day = date.fromisoformat(last) if last else today
         from_day = date.fromisoformat(first) if first else to_day - timedelta(days=6)
     except ValueError:
-        raise BadRequest("from and to are dates like 2026-11-29", code="invalid_date") from None
+        raise InvalidInput("from and to are dates like 2026-11-29", code="invalid_date") from None
     if from_day > to_day:
-        raise BadRequest("from is after to", code="invalid_range")
+        raise InvalidInput("from is after to", code="invalid_range")
     if (to_day - from_day).days + 1 > max_days:
-        raise BadRequest(f"at most {max_days} days at a time", code="range_too_long")
+        raise InvalidInput(f"at most {max_days} days at a time", code="range_too_long")
     start = datetime.combine(from_day, time(), zone)
     end = datetime.combine(to_day + timedelta(days=1), time(), zone)
     days = []
@@ -66,7 +66,7 @@ def window(tenant: str, first: str | None, last: str | None, max_days: int) -> W
 
 def _text_filter(value: str | None, name: str) -> str | None:
     if value is not None and not (0 < len(value) <= _ACTION_OR_ACTOR):
-        raise BadRequest(f"{name} is 1 to {_ACTION_OR_ACTOR} characters", code="invalid_filter")
+        raise InvalidInput(f"{name} is 1 to {_ACTION_OR_ACTOR} characters", code="invalid_filter")
     return value or None
 
 
@@ -127,9 +127,9 @@ def _resume(cursor: str | None, identity: list[Any]) -> dict[str, Any]:
     try:
         state = json.loads(unseal(cursor))
     except ValueError:
-        raise BadRequest("cursor is not valid", code="invalid_cursor") from None
+        raise InvalidInput("cursor is not valid", code="invalid_cursor") from None
     if not isinstance(state, dict) or state.get("q") != identity:
-        raise BadRequest("cursor belongs to another query", code="invalid_cursor")
+        raise InvalidInput("cursor belongs to another query", code="invalid_cursor")
     return state
 
 

@@ -28,7 +28,7 @@ from chalicelib.entities import (
     Product,
     Role,
 )
-from chalicelib.errors import BadRequest, Conflict, Gone, NotFound
+from chalicelib.errors import Ended, InvalidInput, Missing, StateConflict
 from chalicelib.observability import count
 from chalicelib.store import get_store
 
@@ -50,13 +50,13 @@ def create_product(
     """A new product of the caller's mini-program; its id is the caller's choice, once."""
     require_role(principal, *EDITORS)
     if not catalog.valid_id(product_id):
-        raise BadRequest("the product id must be 1-64 letters, digits, _ or -", code="invalid_product_id")
+        raise InvalidInput("the product id must be 1-64 letters, digits, _ or -", code="invalid_product_id")
     _check_price(price_fen)
     now = utcnow()
     product = Product(principal.tenant, product_id, name, price_fen, active, repurchase_days, now, now)
     event = AuditEvent(f"product:{product_id}", "product.created", principal.actor, _product_data(product))
     if not get_store().products.create(product, event):
-        raise Conflict("a product with this id exists", code="product_exists")
+        raise StateConflict("a product with this id exists", code="product_exists")
     count("ProductsCreated")
     return product
 
@@ -76,7 +76,7 @@ def update_product(
     store = get_store()
     previous = store.products.get(principal.tenant, product_id) if catalog.valid_id(product_id) else None
     if previous is None or previous.updated_at is None:
-        raise NotFound("product not found", code="unknown_product")
+        raise Missing("product not found", code="unknown_product")
     now = max(utcnow(), previous.updated_at + timedelta(microseconds=1))
     product = replace(
         previous, name=name, price_fen=price_fen, active=active, repurchase_days=repurchase_days, updated_at=now
@@ -84,7 +84,7 @@ def update_product(
     data = {"before": _product_data(previous), "after": _product_data(product)}
     event = AuditEvent(f"product:{product_id}", "product.updated", principal.actor, data)
     if not store.products.update(product, previous, event):
-        raise Conflict("the product changed meanwhile: read it again and retry", code="product_changed")
+        raise StateConflict("the product changed meanwhile: read it again and retry", code="product_changed")
     return product
 
 
@@ -127,7 +127,7 @@ def _product_data(product: Product) -> dict[str, Any]:
 
 def _check_price(price_fen: int) -> None:
     if isinstance(price_fen, bool) or not isinstance(price_fen, int) or not 0 < price_fen <= catalog.MAX_PRICE_FEN:
-        raise BadRequest(f"price_fen must be an integer from 1 to {catalog.MAX_PRICE_FEN}", code="invalid_price")
+        raise InvalidInput(f"price_fen must be an integer from 1 to {catalog.MAX_PRICE_FEN}", code="invalid_price")
 
 
 # --- coupon templates ----------------------------------------------------------------------
@@ -166,16 +166,16 @@ def create_coupon(
     if not catalog.valid_id(template.coupon_id):
         problems.append({"field": "id", "message": "must be 1-64 letters, digits, _ or -"})
     if problems:
-        raise BadRequest("the coupon is not valid", code="invalid_coupon", details=problems)
+        raise InvalidInput("the coupon is not valid", code="invalid_coupon", details=problems)
     store = get_store()
     known = store.products.get_many(principal.tenant, template.product_ids)
     missing = [p for p in template.product_ids if p not in known]
     if missing:
-        raise BadRequest("the coupon names unknown products", code="unknown_product", details=missing)
+        raise InvalidInput("the coupon names unknown products", code="unknown_product", details=missing)
     data = {"id": template.coupon_id, **catalog.template_fields(template)}
     event = AuditEvent(f"coupon:{template.coupon_id}", "coupon.created", principal.actor, data)
     if not store.coupons.create(template, event):
-        raise Conflict("a coupon with this id exists", code="coupon_exists")
+        raise StateConflict("a coupon with this id exists", code="coupon_exists")
     count("CouponsCreated")
     return template
 
@@ -204,14 +204,14 @@ def claim(principal: Principal, coupon_id: str) -> tuple[CouponClaim, CouponTemp
     template = _template(principal.tenant, coupon_id)
     now = utcnow()
     if now >= template.valid_until:
-        raise Gone("the coupon has expired", code="expired")
+        raise Ended("the coupon has expired", code="expired")
     if now < template.valid_from:
-        raise Conflict("the coupon cannot be claimed yet", code="not_started")
+        raise StateConflict("the coupon cannot be claimed yet", code="not_started")
     result = get_store().coupons.claim(template, principal.subject, now, principal.actor)
     if not isinstance(result, CouponClaim):
         if result is ClaimRefusal.SOLD_OUT:
-            raise Conflict("every coupon of this kind has been claimed", code="sold_out")
-        raise Conflict("you hold as many of this coupon as one user may", code="limit_reached")
+            raise StateConflict("every coupon of this kind has been claimed", code="sold_out")
+        raise StateConflict("you hold as many of this coupon as one user may", code="limit_reached")
     count("CouponClaims")
     return result, template
 
@@ -256,10 +256,10 @@ def quote_coupon(
     """
     template = _template(tenant, coupon_id)
     if not any(c.state is ClaimState.CLAIMED for c in get_store().coupons.claims(tenant, coupon_id, user)):
-        raise Conflict("you hold no unused coupon of this kind", code="coupon_not_held")
+        raise StateConflict("you hold no unused coupon of this kind", code="coupon_not_held")
     discount = catalog.coupon_discount(template, catalog.eligible_amount(template, lines), at)
     if discount <= 0:
-        raise Conflict("the coupon does not apply to this order", code="coupon_not_applicable")
+        raise StateConflict("the coupon does not apply to this order", code="coupon_not_applicable")
     return template, discount
 
 
@@ -267,7 +267,7 @@ def redeem_coupon(tenant: str, user: str, coupon_id: str, order_id: str, at: dat
     """Mark one of the user's unused claims used by `order_id` (idempotent per order)."""
     used = get_store().coupons.use(tenant, coupon_id, user, order_id, when=at, actor=f"user:{user}")
     if used is None:
-        raise Conflict("you hold no unused coupon of this kind", code="coupon_not_held")
+        raise StateConflict("you hold no unused coupon of this kind", code="coupon_not_held")
     return used
 
 
@@ -279,5 +279,5 @@ def release_coupon(tenant: str, user: str, coupon_id: str, order_id: str, actor:
 def _template(tenant: str, coupon_id: str) -> CouponTemplate:
     template = get_store().coupons.get(tenant, coupon_id) if catalog.valid_id(coupon_id) else None
     if template is None:
-        raise NotFound("coupon not found", code="unknown_coupon")
+        raise Missing("coupon not found", code="unknown_coupon")
     return template

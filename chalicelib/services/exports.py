@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import BadRequest, Forbidden, Gone, NotFound
+from chalicelib.errors import Ended, InvalidInput, Missing, NotAllowed
 from chalicelib.money import format_yuan
 from chalicelib.observability import count, logger
 from chalicelib.services import audit_trail, tenants
@@ -244,9 +244,9 @@ def request(principal: Principal, kind: str, fmt: str, first: str, last: str) ->
 
     require_role(principal, *READERS)
     if kind not in KINDS:
-        raise BadRequest(f"kind is one of {', '.join(KINDS)}", code="invalid_kind")
+        raise InvalidInput(f"kind is one of {', '.join(KINDS)}", code="invalid_kind")
     if fmt not in FORMATS:
-        raise BadRequest(f"format is one of {', '.join(FORMATS)}", code="invalid_format")
+        raise InvalidInput(f"format is one of {', '.join(FORMATS)}", code="invalid_format")
     _span(principal.tenant, first, last)  # 400 on bad dates, a reversed or too long range
     now = utcnow()
     export_id = f"exp-{now.strftime('%Y%m%dT%H%M%S%f')}-{secrets.token_hex(4)}"
@@ -274,7 +274,7 @@ def status(principal: Principal, export_id: str) -> dict[str, Any]:
     require_role(principal, *READERS)
     export = get_store().exports.get(principal.tenant, export_id)
     if export is None:
-        raise NotFound("no such export", code="export_not_found")
+        raise Missing("no such export", code="export_not_found")
     return view(export)
 
 
@@ -349,16 +349,16 @@ def download(tenant: str, export_id: str, expires: str | None, sig: str | None) 
 
     files = get_files()
     if not isinstance(files, DirectoryFiles):
-        raise NotFound("exports are downloaded from their pre-signed link", code="export_not_found")
+        raise Missing("exports are downloaded from their pre-signed link", code="export_not_found")
     if not expires or not expires.isdigit() or not sig:
-        raise Forbidden("the link is not valid", code="invalid_link")
+        raise NotAllowed("the link is not valid", code="invalid_link")
     if not hmac.compare_digest(signature(tenant, export_id, int(expires)), sig):
-        raise Forbidden("the link is not valid", code="invalid_link")
+        raise NotAllowed("the link is not valid", code="invalid_link")
     if int(expires) < time.time():
-        raise Gone("the link has expired; ask for the export again", code="link_expired")
+        raise Ended("the link has expired; ask for the export again", code="link_expired")
     export = get_store().exports.get(tenant, export_id)
     if export is None or export.state != "done" or not export.file_key:
-        raise NotFound("no such export", code="export_not_found")
+        raise Missing("no such export", code="export_not_found")
     return Download(files.read(export.file_key), filename(export), CONTENT_TYPES[export.format])
 
 

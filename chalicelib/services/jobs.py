@@ -17,7 +17,7 @@ from typing import Any
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import NotFound
+from chalicelib.errors import Missing
 from chalicelib.observability import count, logger
 from chalicelib.services import exports, orders, parking, payouts
 from chalicelib.store import get_store
@@ -111,7 +111,7 @@ QUEUE = "jobs"
 def _job(name: str) -> Job:
     job = JOBS.get(name)
     if job is None:
-        raise NotFound(f"no job named {name!r}; jobs: {', '.join(sorted(JOBS))}", code="unknown_job")
+        raise Missing(f"no job named {name!r}; jobs: {', '.join(sorted(JOBS))}", code="unknown_job")
     return job
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from chalicelib import auth, throttle
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Role, User
-from chalicelib.errors import TooManyRequests, Unauthorized
+from chalicelib.errors import NotAuthenticated, Throttled
 from chalicelib.observability import count, logger
 from chalicelib.services import tenants
 from chalicelib.settings import get_settings
@@ -27,7 +27,7 @@ class LoginResult:
 def _refuse_when_over(limit: throttle.Limit, subject: str, now: datetime) -> None:
     if get_store().nonces.hits(limit.key(subject, now)) >= limit.attempts:
         count("LoginsThrottled")
-        raise TooManyRequests(
+        raise Throttled(
             "too many attempts; try again later", code="too_many_attempts", retry_after=limit.retry_after(now)
         )
 
@@ -36,7 +36,7 @@ def _spend(limit: throttle.Limit, subject: str, now: datetime) -> None:
     """Count an attempt; refuse it when the window's limit is used up."""
     if get_store().nonces.hit(limit.key(subject, now), limit.window(now)[1]) > limit.attempts:
         count("LoginsThrottled")
-        raise TooManyRequests(
+        raise Throttled(
             "too many attempts; try again later", code="too_many_attempts", retry_after=limit.retry_after(now)
         )
 
@@ -88,7 +88,7 @@ def admin_login(username: str, password: str, appid: str | None, source_ip: str 
         nonces = get_store().nonces
         nonces.hit(throttle.ADMIN_PER_USER.key(user_key, now), throttle.ADMIN_PER_USER.window(now)[1])
         nonces.hit(throttle.ADMIN_PER_IP.key(source_ip, now), throttle.ADMIN_PER_IP.window(now)[1])
-        raise Unauthorized("wrong username or password", code="invalid_credentials")
+        raise NotAuthenticated("wrong username or password", code="invalid_credentials")
     count("AdminLogins")
     principal = Principal(tenant=tenant.id, subject=username, role=admin.role, version=admin.token_version)
     return auth.issue_token(get_settings(), principal, utcnow())

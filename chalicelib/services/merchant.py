@@ -23,7 +23,7 @@ from typing import Any
 from chalicelib import signing
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, User
-from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from chalicelib.errors import InvalidInput, Missing, NotAllowed, NotAuthenticated, StateConflict
 from chalicelib.observability import count, logger
 from chalicelib.orders import TRANSITIONS, Order, OrderStatus, PricedLine, Snapshot
 from chalicelib.retry import Retry
@@ -110,12 +110,12 @@ def authenticate(merchant: str, timestamp: str, nonce: str, signature: str, body
     if refusal is not None or credential is None:
         count("MerchantRequestsRefused")
         refusal = refusal or signing.Refusal.BAD_SIGNATURE
-        raise Unauthorized(refusal.message, code=refusal.code)
+        raise NotAuthenticated(refusal.message, code=refusal.code)
     if used > 0:
         count("MerchantPreviousSecretUsed")  # the merchant still signs with the secret before rotation
     if appid and appid != credential.tenant:
         count("MerchantRequestsRefused")
-        raise Forbidden(
+        raise NotAllowed(
             "this merchant belongs to another mini-program than X-Appid names", code="merchant_tenant_mismatch"
         )
     return Caller(merchant=merchant, nonce=nonce, tenant=credential.tenant)
@@ -128,7 +128,9 @@ def apply(caller: Caller, event: MerchantEvent) -> dict[str, Any]:
     tenant = caller.tenant
     if not get_store().nonces.remember(tenant, caller.merchant, caller.nonce, signing.NONCE_TTL_SECONDS):
         count("MerchantReplays")
-        raise Unauthorized("this X-Nonce was used already; sign every request with a new one", code="replayed_nonce")
+        raise NotAuthenticated(
+            "this X-Nonce was used already; sign every request with a new one", code="replayed_nonce"
+        )
     if event.type is EventType.PAID:
         applied, order = _paid(tenant, caller, event, occurred)
     elif event.type is EventType.RECEIVED:
@@ -157,9 +159,9 @@ def _occurred(event: MerchantEvent, now: datetime) -> datetime:
     if event.occurred_at is None:
         return now
     if event.occurred_at > now + timedelta(seconds=signing.MAX_SKEW_SECONDS):
-        raise BadRequest("occurred_at is in the future", code="invalid_occurred_at")
+        raise InvalidInput("occurred_at is in the future", code="invalid_occurred_at")
     if event.occurred_at < now - MAX_BACKDATE:
-        raise BadRequest(
+        raise InvalidInput(
             f"occurred_at is more than {MAX_BACKDATE.days} days ago; send events as they happen",
             code="invalid_occurred_at",
         )
@@ -206,7 +208,7 @@ def _past(order: Order, step: OrderStatus, refusal: str) -> Order:
     """An order at or past `step` makes the event a duplicate; any other state refuses it."""
     if order.status in _STEPS and _STEPS.index(order.status) >= _STEPS.index(step):
         return order
-    raise Conflict(f"the order is {order.status.value}", code=refusal)
+    raise StateConflict(f"the order is {order.status.value}", code=refusal)
 
 
 def _advance(
@@ -224,7 +226,7 @@ def _advance(
     )
     current = store.orders.get(order.tenant, order.id)
     if current is None:
-        raise NotFound("order not found", code="unknown_order")
+        raise Missing("order not found", code="unknown_order")
     if moved:
         count("OrdersPaid" if status is OrderStatus.PAID else "OrdersReceived")
         if status is OrderStatus.PAID:
@@ -239,7 +241,7 @@ def _create(tenant: str, caller: Caller, event: MerchantEvent, order_id: str) ->
     if event.share_code is not None:
         shares.get(tenant, event.share_code)  # an unknown code is a 404, never a silent attribution
     if event.amount_fen is None:
-        raise BadRequest("amount_fen is required", code="invalid_body")
+        raise InvalidInput("amount_fen is required", code="invalid_body")
     buyer = _buyer(tenant, caller, event.openid)
     lines = _lines(caller.merchant, event.lines, event.amount_fen)
     order = Order(
@@ -265,7 +267,7 @@ def _create(tenant: str, caller: Caller, event: MerchantEvent, order_id: str) ->
         return order
     existing = store.orders.get(tenant, order_id)  # another delivery of the same order created it
     if existing is None:
-        raise Conflict("the order changed meanwhile, try again", code="busy")
+        raise StateConflict("the order changed meanwhile, try again", code="busy")
     return existing
 
 
@@ -292,16 +294,16 @@ def _buyer(tenant: str, caller: Caller, openid: str) -> User:
 def _existing(tenant: str, caller: Caller, event: MerchantEvent) -> Order:
     order = get_store().orders.get(tenant, order_id_for(tenant, caller.merchant, event.order_id))
     if order is None:
-        raise NotFound("no paid event was received for this order_id", code="unknown_order")
+        raise Missing("no paid event was received for this order_id", code="unknown_order")
     return order
 
 
 def _check_same(order: Order, event: MerchantEvent, amount_fen: int | None) -> None:
     """An event about an order must name its buyer and, where it says it, its amount."""
     if order.buyer != logins.user_id_for(order.tenant, event.openid):
-        raise Conflict("this order_id belongs to another buyer", code="order_mismatch")
+        raise StateConflict("this order_id belongs to another buyer", code="order_mismatch")
     if amount_fen is not None and amount_fen != order.amount_fen:
-        raise Conflict(f"this order was paid {order.amount_fen} fen, not {amount_fen}", code="order_mismatch")
+        raise StateConflict(f"this order was paid {order.amount_fen} fen, not {amount_fen}", code="order_mismatch")
 
 
 # --- refunded -------------------------------------------------------------------------------
@@ -321,11 +323,11 @@ def _refunded(tenant: str, caller: Caller, event: MerchantEvent) -> tuple[bool, 
         if applied_to == order.id:
             return False, order
         if applied_to is not None:
-            raise Conflict("this event_id was applied to another order", code="event_id_reused")
+            raise StateConflict("this event_id was applied to another order", code="event_id_reused")
         if order.status not in TRANSITIONS["refund"]:
-            raise Conflict(f"the order is {order.status.value}", code="not_refundable")
+            raise StateConflict(f"the order is {order.status.value}", code="not_refundable")
         if not 0 < amount <= order.refundable_fen:
-            raise BadRequest(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")
+            raise InvalidInput(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")
         data = _data(
             event,
             refund_id=event.event_id,
@@ -342,4 +344,4 @@ def _refunded(tenant: str, caller: Caller, event: MerchantEvent) -> tuple[bool, 
             count("Refunds")
             return True, order
         # a concurrent delivery or refund won: look again (duplicate, or refund the order as it is now)
-    raise Conflict("the order changed meanwhile; nothing was recorded, retry", code="busy")
+    raise StateConflict("the order changed meanwhile; nothing was recorded, retry", code="busy")

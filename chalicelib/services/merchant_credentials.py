@@ -17,7 +17,7 @@ from dataclasses import replace
 from chalicelib import secretbox
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, MerchantCredential
-from chalicelib.errors import BadRequest, Conflict, NotFound, Unavailable
+from chalicelib.errors import InvalidInput, Missing, NotConfigured, StateConflict
 from chalicelib.observability import logger
 from chalicelib.settings import get_settings
 from chalicelib.signing import valid_merchant_id
@@ -31,7 +31,7 @@ _SECRET = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a merchant can put 
 def _key() -> str:
     key = get_settings().merchant_key
     if key is None:
-        raise Unavailable(
+        raise NotConfigured(
             "the merchant API is not configured in this deployment (MERCHANT_KEY is not set)",
             code="merchant_api_unconfigured",
         )
@@ -43,7 +43,7 @@ def new_secret(given: str | None = None) -> str:
     if given is None:
         return secrets.token_urlsafe(32)
     if not (MIN_SECRET <= len(given) <= MAX_SECRET) or _SECRET.fullmatch(given) is None:
-        raise BadRequest(
+        raise InvalidInput(
             f"a merchant secret is {MIN_SECRET} to {MAX_SECRET} visible ASCII characters", code="bad_secret"
         )
     return given
@@ -66,16 +66,16 @@ def secrets_of(credential: MerchantCredential) -> list[str]:
 def create(tenant: str, merchant: str, name: str, secret: str | None, actor: str) -> str:
     """Create a merchant of `tenant`; returns its secret (shown once). 409 if the id is taken."""
     if not valid_merchant_id(merchant):
-        raise BadRequest("a merchant id is 1 to 64 letters, digits, '_' or '-'", code="bad_merchant_id")
+        raise InvalidInput("a merchant id is 1 to 64 letters, digits, '_' or '-'", code="bad_merchant_id")
     store = get_store()
     if store.tenants.get(tenant) is None:
-        raise NotFound(f"unknown tenant {tenant}", code="unknown_tenant")
+        raise Missing(f"unknown tenant {tenant}", code="unknown_tenant")
     issued = new_secret(secret)
     credential = MerchantCredential(merchant=merchant, tenant=tenant, name=name or merchant, current="")
     credential = replace(credential, current=secretbox.seal(_key(), issued, credential.associated))
     event = AuditEvent(entity=f"merchant:{merchant}", action="merchant.created", actor=actor, data={"name": name})
     if not store.merchants.create(credential, event, utcnow()):
-        raise Conflict(
+        raise StateConflict(
             f"merchant id {merchant} is taken (merchant ids are unique across tenants)", code="merchant_exists"
         )
     return issued
@@ -87,11 +87,11 @@ def _change(
     store = get_store()
     before = store.merchants.get(merchant)
     if before is None or before.tenant != tenant:
-        raise NotFound(f"no merchant {merchant} in tenant {tenant}", code="unknown_merchant")
+        raise Missing(f"no merchant {merchant} in tenant {tenant}", code="unknown_merchant")
     after = change(before)
     event = AuditEvent(entity=f"merchant:{merchant}", action=action, actor=actor, data={})
     if not store.merchants.replace(before, after, event, utcnow()):
-        raise Conflict(f"merchant {merchant} changed meanwhile: try again", code="merchant_changed")
+        raise StateConflict(f"merchant {merchant} changed meanwhile: try again", code="merchant_changed")
     return after
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from chalicelib import auth, throttle
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Page, Principal, Role
-from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized
+from chalicelib.errors import InvalidInput, Missing, NotAllowed, NotAuthenticated, StateConflict, Throttled
 from chalicelib.observability import count, logger
 from chalicelib.operators import (
     Change,
@@ -53,7 +53,7 @@ def create(principal: Principal, username: str, password: str, role: Role) -> Op
     operator = Operator(principal.tenant, username, role, disabled=False, created_at=now)
     admin = Admin(principal.tenant, username, auth.hash_password(password), role)
     if not get_store().admins.create(admin, now, created_event(operator, principal.actor)):
-        raise Conflict("an operator with this username exists", code="operator_exists")
+        raise StateConflict("an operator with this username exists", code="operator_exists")
     count("OperatorsCreated")
     logger.info("operator created", extra={"tenant": principal.tenant, "operator": username, "role": role.value})
     return operator
@@ -65,13 +65,13 @@ def change(
     """Change an operator's role, state or password; any real change ends their tokens."""
     auth.require_role(principal, Role.OWNER)
     if role is None and disabled is None and password is None:
-        raise BadRequest("name at least one of role, disabled, password", code="empty_change")
+        raise InvalidInput("name at least one of role, disabled, password", code="empty_change")
     if role is not None:
         check_role(role)
     if password is not None:
         check_password(password)
     if not valid_username(username):
-        raise NotFound("operator not found", code="unknown_operator")
+        raise Missing("operator not found", code="unknown_operator")
     wanted = Change(role=role, disabled=disabled, password=password is not None)
     password_hash = auth.hash_password(password) if password is not None else None
     store = get_store().admins
@@ -79,7 +79,7 @@ def change(
     for _ in CHANGES:
         before = store.operator(principal.tenant, username)
         if before is None:
-            raise NotFound("operator not found", code="unknown_operator")
+            raise Missing("operator not found", code="unknown_operator")
         events = change_events(before, wanted, principal.actor)
         if not events:
             return before  # nothing changes: nothing written, tokens keep working
@@ -95,7 +95,7 @@ def change(
             return after
         if written is Written.NO_KEEPER and keeper is not None:
             gone.add(keeper)
-    raise Conflict("the operator changed at the same time; try again", code="concurrent_change")
+    raise StateConflict("the operator changed at the same time; try again", code="concurrent_change")
 
 
 def _keeper(tenant: str, before: Operator, after: Operator, gone: set[str]) -> str | None:
@@ -105,7 +105,7 @@ def _keeper(tenant: str, before: Operator, after: Operator, gone: set[str]) -> s
     for name in get_store().admins.enabled_owners(tenant):
         if name != before.username and name not in gone:
             return name
-    raise Conflict("a mini-program keeps at least one enabled owner", code="last_owner")
+    raise StateConflict("a mini-program keeps at least one enabled owner", code="last_owner")
 
 
 def change_own_password(principal: Principal, current: str, new: str, source_ip: str) -> str:
@@ -122,19 +122,19 @@ def change_own_password(principal: Principal, current: str, new: str, source_ip:
     store = get_store()
     admin = store.admins.get(principal.tenant, principal.subject)
     if admin is None or admin.disabled or admin.role is not principal.role or admin.token_version != principal.version:
-        raise Unauthorized("your access changed; log in again", code="token_revoked")
+        raise NotAuthenticated("your access changed; log in again", code="token_revoked")
     if not auth.check_password(admin.password_hash, current):
         for limit, subject in limits:
             store.nonces.hit(limit.key(subject, now), limit.window(now)[1])
         count("AdminLoginFailed")
-        raise Forbidden("the current password is wrong", code="wrong_password")
+        raise NotAllowed("the current password is wrong", code="wrong_password")
     before = Operator(admin.tenant, admin.username, admin.role, admin.disabled, None, admin.token_version)
     wanted = Change(password=True)
     after = apply(before, wanted)
     events = change_events(before, wanted, principal.actor)
     written = store.admins.change(before, after, events, now, password_hash=auth.hash_password(new))
     if written is not Written.DONE:
-        raise Unauthorized("your access changed; log in again", code="token_revoked")
+        raise NotAuthenticated("your access changed; log in again", code="token_revoked")
     count("OperatorPasswordsChanged")
     fresh = Principal(principal.tenant, principal.subject, after.role, version=after.token_version)
     return auth.issue_token(get_settings(), fresh, now)
@@ -145,6 +145,6 @@ def _refuse_when_over(limits: tuple[tuple[throttle.Limit, str], ...], now: datet
     for limit, subject in limits:
         if nonces.hits(limit.key(subject, now)) >= limit.attempts:
             count("LoginsThrottled")
-            raise TooManyRequests(
+            raise Throttled(
                 "too many attempts; try again later", code="too_many_attempts", retry_after=limit.retry_after(now)
             )

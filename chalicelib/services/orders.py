@@ -10,7 +10,7 @@ from typing import Any
 
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
-from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, Unauthorized, UpstreamError
+from chalicelib.errors import DomainError, InvalidInput, Missing, NotAuthenticated, StateConflict, UpstreamError
 from chalicelib.observability import count, logger
 from chalicelib.orders import TRANSITIONS, Order, OrderStatus, Snapshot, price
 from chalicelib.services import catalog, refunds, shares, tenants
@@ -55,18 +55,18 @@ def order_view(order: Order) -> dict[str, Any]:
 
 def _priced_items(tenant: str, lines: Sequence[tuple[str, int]]) -> list[tuple[str, str, int, int]]:
     if not 1 <= len(lines) <= MAX_LINES:
-        raise BadRequest(f"an order has 1 to {MAX_LINES} lines", code="invalid_lines")
+        raise InvalidInput(f"an order has 1 to {MAX_LINES} lines", code="invalid_lines")
     wanted = [pid for pid, _ in lines]
     if len(set(wanted)) != len(wanted):
-        raise BadRequest("each product may appear once; use qty", code="invalid_lines")
+        raise InvalidInput("each product may appear once; use qty", code="invalid_lines")
     catalog = get_store().products.get_many(tenant, wanted)
     items = []
     for product_id, qty in lines:
         product = catalog.get(product_id)
         if product is None or not product.active:
-            raise NotFound(f"product {product_id} is not for sale", code="unknown_product")
+            raise Missing(f"product {product_id} is not for sale", code="unknown_product")
         if not 1 <= qty <= MAX_QTY:
-            raise BadRequest(f"qty must be between 1 and {MAX_QTY}", code="invalid_qty")
+            raise InvalidInput(f"qty must be between 1 and {MAX_QTY}", code="invalid_qty")
         items.append((product_id, product.name, qty, product.price_fen))
     return items
 
@@ -79,7 +79,7 @@ def place(
     tenant = principal.tenant
     buyer = store.users.get(tenant, principal.subject)
     if buyer is None:
-        raise Unauthorized("the user of this token does not exist", code="unknown_user")
+        raise NotAuthenticated("the user of this token does not exist", code="unknown_user")
     if share_code is not None:
         shares.get(tenant, share_code)  # an unknown code is a 404, never a silent attribution
     items = _priced_items(tenant, lines)
@@ -106,7 +106,7 @@ def place(
     if not store.orders.create(order, event):
         if coupon_id:
             catalog.release_coupon(tenant, principal.subject, coupon_id, order_id)
-        raise Conflict("order id collision, try again", code="busy")
+        raise StateConflict("order id collision, try again", code="busy")
     count("OrdersPlaced")
     return order
 
@@ -121,7 +121,7 @@ def _coupon_discount(
     _, quoted = catalog.quote_coupon(principal.tenant, principal.subject, coupon_id, lines, now)
     discount = min(quoted, sum(amount for _, amount in lines) - 1)
     if discount <= 0:
-        raise Conflict("the coupon does not apply to this order", code="coupon_not_applicable")
+        raise StateConflict("the coupon does not apply to this order", code="coupon_not_applicable")
     catalog.redeem_coupon(principal.tenant, principal.subject, coupon_id, order_id, now)
     return discount
 
@@ -129,7 +129,7 @@ def _coupon_discount(
 def _own_order(principal: Principal, order_id: str) -> Order:
     order = get_store().orders.get(principal.tenant, order_id)
     if order is None or order.buyer != principal.subject:
-        raise NotFound("order not found", code="unknown_order")
+        raise Missing("order not found", code="unknown_order")
     return order
 
 
@@ -142,16 +142,16 @@ def pay(principal: Principal, order_id: str) -> dict[str, str]:
     `time_expire` (the pay window after it was placed) unless it is cancelled (closed) first."""
     order = _own_order(principal, order_id)
     if order.status is not OrderStatus.CREATED:
-        raise Conflict(f"the order is {order.status.value}", code="not_payable")
+        raise StateConflict(f"the order is {order.status.value}", code="not_payable")
     user = get_store().users.get(principal.tenant, principal.subject)
     if user is None:
-        raise Unauthorized("the user of this token does not exist", code="unknown_user")
+        raise NotAuthenticated("the user of this token does not exist", code="unknown_user")
     description = (order.lines[0].name if len(order.lines) == 1 else f"{order.lines[0].name} 等{len(order.lines)}件")[
         :127
     ]
     expires = order.placed_at + timedelta(minutes=get_settings().pay_window_minutes)
     if utcnow() >= expires:
-        raise Conflict("the time to pay this order has passed; place it again", code="payment_expired")
+        raise StateConflict("the time to pay this order has passed; place it again", code="payment_expired")
     prepay = get_pay(principal.tenant).jsapi_prepay(
         out_trade_no=order.id,
         description=description,
@@ -190,7 +190,7 @@ def paid(
     store = get_store()
     order = store.orders.get(tenant, order_id)
     if order is None:
-        raise NotFound("unknown order", code="unknown_order")
+        raise Missing("unknown order", code="unknown_order")
     if order.transaction_id == transaction_id:
         return order  # a repeated notification
     if order.status is OrderStatus.CANCELLED:
@@ -214,7 +214,7 @@ def paid(
         return refunds.refund_late_payment(current, transaction_id, amount_fen)
     count("PaymentMismatches")
     logger.error("payment does not match the order", extra={"order": order.id, "amount": amount_fen})
-    raise Conflict("the payment does not match the order", code="payment_mismatch")
+    raise StateConflict("the payment does not match the order", code="payment_mismatch")
 
 
 def _wechat_time(value: str | None) -> datetime:
@@ -236,7 +236,7 @@ def sandbox_pay_success(principal: Principal, order_id: str) -> dict[str, Any]:
     order = _own_order(principal, order_id)
     client = get_pay(principal.tenant)
     if not isinstance(client, SandboxWeChatPay):
-        raise NotFound("not available", code="not_found")
+        raise Missing("not available", code="not_found")
     if order.prepaid_at is None and order.status is OrderStatus.CREATED:
         pay(principal, order_id)  # the buyer opened the payment sheet first
     client.user_pays(order.id)
@@ -266,13 +266,13 @@ def _close_at_wechat(order: Order) -> None:
     client = get_pay(order.tenant)
     try:
         client.close(order.id)
-    except Conflict as exc:
+    except StateConflict as exc:
         if exc.code != "order_paid":
             raise
         state = client.query(order.id)
         if state is not None and state.transaction_id and state.amount_fen is not None:
             paid(order.tenant, order.id, state.transaction_id, state.amount_fen, state.success_time, "query")
-        raise Conflict("the order was paid meanwhile", code="order_paid") from exc
+        raise StateConflict("the order was paid meanwhile", code="order_paid") from exc
     except UpstreamError:
         count("PaymentCloseFailures")
         logger.warning("could not close the order at WeChat Pay; a late payment is refunded", extra={"order": order.id})
@@ -318,12 +318,12 @@ def auto_receipt(
 def _move(order: Order, transition: str, status: OrderStatus, actor: str, extra: dict[str, str]) -> None:
     expected = TRANSITIONS[transition]
     if order.status not in expected:
-        raise Conflict(f"the order is {order.status.value}", code=f"cannot_{transition}")
+        raise StateConflict(f"the order is {order.status.value}", code=f"cannot_{transition}")
     event = AuditEvent(entity=f"order:{order.id}", action=f"order.{status.value}", actor=actor, data=extra)
     if not get_store().orders.transition(
         order.tenant, order.id, expected, status, when=utcnow(), event=event, extra=extra
     ):
-        raise Conflict("the order changed meanwhile, try again", code="busy")
+        raise StateConflict("the order changed meanwhile, try again", code="busy")
 
 
 def my_orders(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
@@ -381,7 +381,7 @@ def _reconcile_order(order: Order, now: datetime) -> str | None:
     if not (finished_at_wechat or expired):
         return None
     if state is not None and not finished_at_wechat:
-        client.close(order.id)  # Conflict order_paid: a payment raced the expiry; next run applies it
+        client.close(order.id)  # StateConflict order_paid: a payment raced the expiry; next run applies it
     reason = f"payment {state.trade_state.lower()} at WeChat Pay" if state and finished_at_wechat else "payment expired"
     event = AuditEvent(
         entity=f"order:{order.id}", action="order.cancelled", actor=RECONCILE_ACTOR, data={"reason": reason}

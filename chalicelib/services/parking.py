@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.observability import count, gauge, logger
 from chalicelib.parking import SOURCES, ParkedRecord, ParkedState
 from chalicelib.store import get_store
@@ -26,7 +26,7 @@ SYSTEM_ACTOR = "system:redrive_parked"
 
 def _check_source(source: str | None) -> str | None:
     if source is not None and source not in SOURCES:
-        raise BadRequest(f"source must be one of {', '.join(SOURCES)}", code="invalid_source")
+        raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", code="invalid_source")
     return source
 
 
@@ -114,7 +114,7 @@ def listing(
     try:
         wanted = ParkedState(state or ParkedState.PARKED.value)
     except ValueError:
-        raise BadRequest("state must be parked or replayed", code="invalid_state") from None
+        raise InvalidInput("state must be parked or replayed", code="invalid_state") from None
     page = get_store().parked.page(principal.tenant, wanted, _check_source(source), cursor, limit)
     waiting = {s: get_store().parked.waiting(principal.tenant, s) for s in SOURCES}
     return {"items": [p.view() for p in page.items], "next_cursor": page.next_cursor, "waiting": waiting}

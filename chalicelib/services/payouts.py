@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import observability, withdrawal
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent
-from chalicelib.errors import Conflict, DomainError, NotFound
+from chalicelib.errors import DomainError, Missing, StateConflict
 from chalicelib.observability import gauge, logger
 from chalicelib.retry import Retry
 from chalicelib.services import tenants
@@ -172,7 +172,7 @@ def send(tenant: str, withdrawal_id: str, run_id: str) -> str:
         return w.state.value  # a duplicate message, or cancelled/rejected meanwhile
     try:
         return transfer(w, fresh=fresh).state.value
-    except Conflict as exc:
+    except StateConflict as exc:
         if exc.code != MISMATCH:
             raise
         return "mismatch"  # counted and logged; reconciliation keeps asking
@@ -320,12 +320,12 @@ def _fail(w: Withdrawal, reason: str, data: Mapping[str, Any] | None = None, *, 
 def record(tenant: str, bill: TransferBill, source: str, actor: str | None = None) -> Withdrawal:
     """Record a bill's state from WeChat on its withdrawal (repeats and stale answers are harmless:
     final states never move). An answer contradicting ours (another amount, payee or final state)
-    is counted and logged, never applied: Conflict `transfer_mismatch`."""
+    is counted and logged, never applied: StateConflict `transfer_mismatch`."""
     store = get_store()
     for _ in ANSWERS:
         w = store.withdrawals.get(tenant, bill.out_bill_no)
         if w is None:
-            raise NotFound("unknown withdrawal", code="unknown_withdrawal")
+            raise Missing("unknown withdrawal", code="unknown_withdrawal")
         target = withdrawal.provider_target(bill.state)
         _refuse_disagreement(w, bill, target, source)
         package = _package(w, bill, target)
@@ -340,7 +340,7 @@ def record(tenant: str, bill: TransferBill, source: str, actor: str | None = Non
             _count_outcome(target, w.net_fen)
             logger.info("payout state", extra={"withdrawal": w.id, "to": target.value, "source": source})
             return store.withdrawals.get(tenant, w.id) or w
-    raise Conflict("the withdrawal keeps changing; try again", code="busy")
+    raise StateConflict("the withdrawal keeps changing; try again", code="busy")
 
 
 def _recorded(tenant: str, bill: TransferBill, source: str) -> Withdrawal:
@@ -381,7 +381,7 @@ def _refuse_disagreement(w: Withdrawal, bill: TransferBill, target: WithdrawalSt
         "wechat": {"state": bill.state, "amount_fen": bill.amount_fen, "openid_matches": bill.openid == w.openid},
     }
     logger.error("WeChat's transfer contradicts the withdrawal; not applied", extra=details)
-    raise Conflict(
+    raise StateConflict(
         f"WeChat's transfer bill contradicts the withdrawal ({', '.join(problems)}); nothing was changed",
         code=MISMATCH,
         details={"problems": problems},
@@ -527,7 +527,7 @@ def _reconcile_one(tenant: str, withdrawal_id: str, state: WithdrawalState, now:
         after = _recorded(tenant, bill, "reconcile")
     except (TransferUnclear, PayoutUnclear):
         return "unclear"
-    except Conflict as exc:
+    except StateConflict as exc:
         if exc.code != MISMATCH:
             raise
         return "mismatches"

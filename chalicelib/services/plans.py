@@ -11,7 +11,7 @@ from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.commission import Campaign, LadderTier, LevelAmount, Plan, ProductOverride
 from chalicelib.entities import Principal, Role, StoredPlan
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import InvalidInput, Missing, StateConflict
 from chalicelib.retry import Retry
 from chalicelib.store import get_store
 
@@ -31,7 +31,7 @@ def plan_from_body(body: dict[str, Any], version: int = 0) -> Plan:
     """A plan from its JSON body (as stored and as operators send it)."""
     forbidden = FORBIDDEN_FIELDS & set(body)
     if forbidden:
-        raise BadRequest(
+        raise InvalidInput(
             f"plans cannot charge promoters or pay for recruiting: {', '.join(sorted(forbidden))}", code="forbidden_fee"
         )
     try:
@@ -69,7 +69,7 @@ def plan_from_body(body: dict[str, Any], version: int = 0) -> Plan:
             timezone=str(body.get("timezone", "Asia/Shanghai")),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest(f"the plan is not well formed: {exc}", code="invalid_plan") from exc
+        raise InvalidInput(f"the plan is not well formed: {exc}", code="invalid_plan") from exc
 
 
 def plan_view(stored: StoredPlan, active: int | None) -> dict[str, Any]:
@@ -88,7 +88,7 @@ def validated(body: dict[str, Any]) -> Plan:
     plan = plan_from_body(body)
     errors = commission.plan_errors(plan)
     if errors:
-        raise BadRequest("the plan cannot be used: " + "; ".join(errors), code="invalid_plan", details=errors)
+        raise InvalidInput("the plan cannot be used: " + "; ".join(errors), code="invalid_plan", details=errors)
     return plan
 
 
@@ -101,14 +101,14 @@ def create(principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         stored = store.plans.create(principal.tenant, body, principal.actor, utcnow())
         if stored is not None:
             return plan_view(stored, store.plans.active_version(principal.tenant))
-    raise Conflict("another plan was saved at the same moment, try again", code="busy")
+    raise StateConflict("another plan was saved at the same moment, try again", code="busy")
 
 
 def activate(principal: Principal, version: int) -> dict[str, Any]:
     require_role(principal, Role.OWNER)
     store = get_store()
     if not store.plans.activate(principal.tenant, version, principal.actor, utcnow()):
-        raise NotFound(f"no plan version {version}", code="unknown_plan")
+        raise Missing(f"no plan version {version}", code="unknown_plan")
     return detail(principal, version)
 
 
@@ -117,7 +117,7 @@ def detail(principal: Principal, version: int) -> dict[str, Any]:
     store = get_store()
     stored = store.plans.get(principal.tenant, version)
     if stored is None:
-        raise NotFound(f"no plan version {version}", code="unknown_plan")
+        raise Missing(f"no plan version {version}", code="unknown_plan")
     return plan_view(stored, store.plans.active_version(principal.tenant))
 
 

@@ -21,7 +21,7 @@ from chalicelib import counters
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import Page, Principal, User
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import InvalidInput, Missing
 from chalicelib.ledger import LedgerLine
 from chalicelib.referral import MAX_LEVELS
 from chalicelib.services import logins, team, tenants
@@ -93,7 +93,7 @@ def listing(principal: Principal, q: str | None, cursor: str | None, limit: int)
     tenant = principal.tenant
     q = (q or "").strip()
     if len(q) > MAX_QUERY:
-        raise BadRequest(f"q is at most {MAX_QUERY} characters", code="invalid_query")
+        raise InvalidInput(f"q is at most {MAX_QUERY} characters", code="invalid_query")
     store = get_store()
     page: Page[User]
     if not q:
@@ -131,7 +131,7 @@ def detail(
     store = get_store()
     user = store.users.get(principal.tenant, uid)
     if user is None:
-        raise NotFound("user not found", code="unknown_user")
+        raise Missing("user not found", code="unknown_user")
     lines = store.ledger.lines(principal.tenant, uid, None, lines_cursor, limit)
     members = store.users.team(principal.tenant, uid, 1, team_cursor, limit)
     names = store.users.names(principal.tenant, [line.buyer for line in lines.items]) if lines.items else {}

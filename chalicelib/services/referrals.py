@@ -22,7 +22,7 @@ from chalicelib import caches, referral
 from chalicelib.auth import require_role
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Role, User
-from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
+from chalicelib.errors import InvalidInput, Missing, NotAuthenticated, StateConflict
 from chalicelib.observability import count, logger
 from chalicelib.referral import BindStatus, Decision, Node
 from chalicelib.retry import Retry
@@ -47,7 +47,7 @@ def _walk(store: Store, tenant: str, parent_id: str) -> tuple[Node, referral.Anc
     """The parent and all its ancestors, read fresh (strongly consistent)."""
     parent = store.users.node(tenant, parent_id)
     if parent is None:
-        raise NotFound("the promoter no longer exists", code="unknown_sharer")
+        raise Missing("the promoter no longer exists", code="unknown_sharer")
     ancestry = referral.walk_ancestry(parent, lambda uid: store.users.node(tenant, uid))
     _ancestry_cache[(tenant, parent_id)] = (parent, ancestry, time.monotonic() + _ANCESTRY_TTL)
     return parent, ancestry
@@ -125,7 +125,7 @@ def _refused(store: Store, principal: Principal, code: str, decision: Decision) 
         return ScanResult(BindStatus.ALREADY_BOUND, upline=user.upline)
     if decision.status is BindStatus.REJECTED and decision.reason is not None:
         return _report_rejected(decision.reason)
-    raise Conflict("the binding is busy, try again", code="busy")
+    raise StateConflict("the binding is busy, try again", code="busy")
 
 
 def _report_rejected(reason: referral.RejectReason) -> ScanResult:
@@ -136,7 +136,7 @@ def _report_rejected(reason: referral.RejectReason) -> ScanResult:
 def _current_user(store: Store, principal: Principal) -> User:
     user = store.users.get(principal.tenant, principal.subject)
     if user is None:
-        raise Unauthorized("the user of this token does not exist", code="unknown_user")
+        raise NotAuthenticated("the user of this token does not exist", code="unknown_user")
     return user
 
 
@@ -144,27 +144,27 @@ def rebind(principal: Principal, uid: str, parent_id: str, reason: str) -> User:
     """An operator moves `uid` under `parent_id`; the downline follows through the users stream."""
     require_role(principal, Role.OWNER, Role.OPS)
     if not reason.strip():
-        raise BadRequest("a reason is required", code="reason_required")
+        raise InvalidInput("a reason is required", code="reason_required")
     store = get_store()
     tenant = principal.tenant
     for attempt in UPLINE_MOVES:
         user = store.users.get(tenant, uid)
         if user is None or store.users.node(tenant, parent_id) is None:
-            raise NotFound("user or new parent not found", code="unknown_user")
+            raise Missing("user or new parent not found", code="unknown_user")
         parent, ancestry = _walk(store, tenant, parent_id)
         decision = referral.decide_rebind(user.node, parent, ancestry)
         if decision.status is BindStatus.REJECTED:
             code = decision.reason.value if decision.reason else "rejected"
-            raise Conflict(f"cannot move this user: {code}", code=code)
+            raise StateConflict(f"cannot move this user: {code}", code=code)
         data = {"from": list(user.upline), "to": list(decision.upline), "reason": reason.strip()}
         event = AuditEvent(entity=f"user:{uid}", action="user.rebound", actor=principal.actor, data=data)
         if store.users.move(tenant, uid, user.upline, decision.upline, when=utcnow(), event=event, rebind=True):
             if _validate(store, tenant, uid, parent_id, decision.upline, principal.actor) is None:
-                raise Conflict("cannot move this user: cycle", code="cycle")
+                raise StateConflict("cannot move this user: cycle", code="cycle")
             count("Rebinds")
             return store.users.get(tenant, uid) or user
         UPLINE_MOVES.pause(attempt)
-    raise Conflict("the user changed while moving, try again", code="busy")
+    raise StateConflict("the user changed while moving, try again", code="busy")
 
 
 def propagate(tenant: str, uid: str) -> int:
@@ -192,4 +192,4 @@ def _propagate_to(store: Store, tenant: str, parent: Node, child_id: str) -> int
         if store.users.move(tenant, child_id, current.upline, wanted, when=utcnow(), event=event):
             return 1
         UPLINE_MOVES.pause(attempt)
-    raise Conflict(f"could not move {child_id}, will retry", code="busy")
+    raise StateConflict(f"could not move {child_id}, will retry", code="busy")

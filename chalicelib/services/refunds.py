@@ -23,7 +23,7 @@ from typing import Any
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import BadRequest, Conflict, DomainError, NotFound, UpstreamError
+from chalicelib.errors import DomainError, InvalidInput, Missing, StateConflict, UpstreamError
 from chalicelib.observability import count, logger
 from chalicelib.orders import (
     MAX_REFUNDS,
@@ -62,7 +62,7 @@ def request(
     store = get_store()
     order = store.orders.get(principal.tenant, order_id)
     if order is None:
-        raise NotFound("order not found", code="unknown_order")
+        raise Missing("order not found", code="unknown_order")
     known = _same_request(order, amount_fen, reason, principal.actor, key, utcnow())
     if known is not None:
         return view(order, _ask_wechat(order, known)), False
@@ -91,7 +91,7 @@ def request(
         current = store.orders.get(principal.tenant, order_id) or order
         existing = current.refund(number)
         if existing is None or existing.amount_fen != amount_fen:
-            raise Conflict("the order changed meanwhile; nothing was recorded, reload and retry", code="busy")
+            raise StateConflict("the order changed meanwhile; nothing was recorded, reload and retry", code="busy")
         return view(current, _ask_wechat(current, existing)), False  # the same request, submitted twice
     count("Refunds")
     return view(after, _ask_wechat(after, refund)), True
@@ -118,11 +118,11 @@ def _same_request(
 
 def _check_refundable(order: Order, amount_fen: int) -> None:
     if order.status not in TRANSITIONS["refund"]:
-        raise Conflict(f"the order is {order.status.value}", code="not_refundable")
+        raise StateConflict(f"the order is {order.status.value}", code="not_refundable")
     if not 0 < amount_fen <= order.refundable_fen:
-        raise BadRequest(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")
+        raise InvalidInput(f"the refund must be between 1 and {order.refundable_fen} fen", code="invalid_amount")
     if len(order.refunds) >= MAX_REFUNDS:
-        raise Conflict(f"an order takes at most {MAX_REFUNDS} refunds", code="too_many_refunds")
+        raise StateConflict(f"an order takes at most {MAX_REFUNDS} refunds", code="too_many_refunds")
 
 
 def _ask_wechat(order: Order, refund: Refund) -> Refund:

@@ -18,7 +18,7 @@ from chalicelib import counters
 from chalicelib.auth import require_role
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.referral import MAX_LEVELS
 from chalicelib.services import tenants
 from chalicelib.store import get_store
@@ -46,7 +46,7 @@ def _month(value: str | None, tenant: str) -> str:
     if value is None or value == "":
         return _today(tenant).strftime("%Y-%m")
     if re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value) is None:
-        raise BadRequest("month is a month like 2026-11", code="invalid_month")
+        raise InvalidInput("month is a month like 2026-11", code="invalid_month")
     return value
 
 
@@ -56,11 +56,11 @@ def _range(tenant: str, first: str | None, last: str | None) -> tuple[str, str]:
         to_day = date.fromisoformat(last) if last else _today(tenant)
         from_day = date.fromisoformat(first) if first else to_day - timedelta(days=6)
     except ValueError:
-        raise BadRequest("from and to are dates like 2026-11-29", code="invalid_date") from None
+        raise InvalidInput("from and to are dates like 2026-11-29", code="invalid_date") from None
     if from_day > to_day:
-        raise BadRequest("from is after to", code="invalid_range")
+        raise InvalidInput("from is after to", code="invalid_range")
     if (to_day - from_day).days + 1 > MAX_DAYS:
-        raise BadRequest(f"at most {MAX_DAYS} days at a time", code="range_too_long")
+        raise InvalidInput(f"at most {MAX_DAYS} days at a time", code="range_too_long")
     return from_day.isoformat(), to_day.isoformat()
 
 
@@ -129,7 +129,7 @@ def sources(principal: Principal, first: str | None, last: str | None, by: str |
     require_role(principal)
     kind = by or "channel"
     if kind not in counters.SOURCE_KINDS:
-        raise BadRequest(f"by is one of {', '.join(counters.SOURCE_KINDS)}", code="invalid_by")
+        raise InvalidInput(f"by is one of {', '.join(counters.SOURCE_KINDS)}", code="invalid_by")
     start, end = _range(principal.tenant, first, last)
     totals: dict[str, dict[str, int]] = {}
     for period, values in stats.period_range(principal.tenant, counters.source_scope(kind), start, end + "#\uffff"):

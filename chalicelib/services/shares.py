@@ -9,7 +9,7 @@ from collections import OrderedDict
 from chalicelib import caches
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Share
-from chalicelib.errors import Conflict, NotFound
+from chalicelib.errors import Missing, StateConflict
 from chalicelib.observability import count
 from chalicelib.retry import Retry
 from chalicelib.settings import get_settings
@@ -48,9 +48,9 @@ def create(principal: Principal, product_id: str | None, channel: str | None, co
     """
     store = get_store()
     if product_id is not None and store.products.get(principal.tenant, product_id) is None:
-        raise NotFound(f"no product {product_id} in this mini-program", code="unknown_product")
+        raise Missing(f"no product {product_id} in this mini-program", code="unknown_product")
     if coupon_id is not None and store.coupons.get(principal.tenant, coupon_id) is None:
-        raise NotFound("unknown coupon", code="unknown_coupon")
+        raise Missing("unknown coupon", code="unknown_coupon")
     for _ in NEW_CODES:
         share = Share(
             tenant=principal.tenant,
@@ -66,11 +66,11 @@ def create(principal: Principal, product_id: str | None, channel: str | None, co
         if store.shares.create(share, event):
             count("Shares")
             return share
-    raise Conflict("could not allocate a share code, try again", code="share_code_busy")
+    raise StateConflict("could not allocate a share code, try again", code="share_code_busy")
 
 
 def get(tenant: str, code: str) -> Share:
-    """A share (its immutable fields cached in memory), or NotFound."""
+    """A share (its immutable fields cached in memory), or Missing."""
     key = (tenant, code)
     with _lock:
         cached = _cache.get(key)
@@ -79,7 +79,7 @@ def get(tenant: str, code: str) -> Share:
             return cached
     share = get_store().shares.get(tenant, code) if _valid_code(code) else None
     if share is None:
-        raise NotFound("unknown share code", code="unknown_share")
+        raise Missing("unknown share code", code="unknown_share")
     with _lock:
         _cache[key] = share
         if len(_cache) > _CACHE_SIZE:

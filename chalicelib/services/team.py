@@ -8,7 +8,7 @@ from chalicelib import counters
 from chalicelib.auth import require_role
 from chalicelib.clock import iso
 from chalicelib.entities import Principal, TeamMember, User
-from chalicelib.errors import NotFound, Unauthorized
+from chalicelib.errors import Missing, NotAuthenticated
 from chalicelib.referral import MAX_LEVELS
 from chalicelib.store import get_store
 
@@ -29,7 +29,7 @@ def me(principal: Principal) -> dict[str, Any]:
     store = get_store()
     user = store.users.get(principal.tenant, principal.subject)
     if user is None:
-        raise Unauthorized("the user of this token does not exist", code="unknown_user")
+        raise NotAuthenticated("the user of this token does not exist", code="unknown_user")
     upline = upline_refs(principal.tenant, user.upline[:1])[0] if user.upline else None
     return {
         **user_view(user),
@@ -69,7 +69,7 @@ def tree(principal: Principal, uid: str, depth: int, limit: int, cursor: str | N
     store = get_store()
     user = store.users.get(principal.tenant, uid)
     if user is None:
-        raise NotFound("user not found", code="unknown_user")
+        raise Missing("user not found", code="unknown_user")
     node = {
         **user_view(user),
         "upline": upline_refs(principal.tenant, user.upline),

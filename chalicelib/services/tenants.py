@@ -6,7 +6,7 @@ import time
 
 from chalicelib import caches
 from chalicelib.entities import Tenant
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import InvalidInput, Missing
 from chalicelib.settings import get_settings
 from chalicelib.store import get_store
 
@@ -18,17 +18,17 @@ def resolve(appid: str | None) -> Tenant:
     """The tenant named by `appid`, or the deployment's only tenant when it is left out."""
     tenant_id = appid or get_settings().default_tenant
     if not tenant_id:
-        raise BadRequest("appid is required", code="appid_required")
+        raise InvalidInput("appid is required", code="appid_required")
     return get(tenant_id)
 
 
 def get(tenant_id: str) -> Tenant:
-    """A known tenant (cached for a minute), or NotFound."""
+    """A known tenant (cached for a minute), or Missing."""
     cached = _cache.get(tenant_id)
     if cached and cached[1] > time.monotonic():
         return cached[0]
     tenant = get_store().tenants.get(tenant_id)
     if tenant is None:
-        raise NotFound(f"unknown mini-program {tenant_id!r}", code="unknown_tenant")
+        raise Missing(f"unknown mini-program {tenant_id!r}", code="unknown_tenant")
     _cache[tenant_id] = (tenant, time.monotonic() + _CACHE_SECONDS)
     return tenant

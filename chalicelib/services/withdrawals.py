@@ -23,7 +23,7 @@ from chalicelib import withdrawal
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
-from chalicelib.errors import BadRequest, Conflict, NotFound, UpstreamError
+from chalicelib.errors import InvalidInput, Missing, StateConflict, UpstreamError
 from chalicelib.money import format_yuan
 from chalicelib.observability import count, logger
 from chalicelib.retry import Retry
@@ -113,13 +113,13 @@ def request(
     rules = rules_of(tenant.id)
     q = withdrawal.quote(rules, amount_fen)
     if q.real_name_required and not real_name:
-        raise BadRequest(
+        raise InvalidInput(
             f"withdrawals of {format_yuan(rules.real_name_from_fen)} yuan or more need the payee's real name",
             code="real_name_required",
         )
     user = store.users.get(tenant.id, principal.subject)
     if user is None:
-        raise NotFound("unknown user", code="unknown_user")
+        raise Missing("unknown user", code="unknown_user")
     now = utcnow()
     wid = new_id(tenant.id, principal.subject, idempotency_key)
     state = WithdrawalState.APPROVED if q.auto_approved else WithdrawalState.REQUESTED
@@ -143,7 +143,7 @@ def request(
     if outcome.exists:
         existing = store.withdrawals.get(tenant.id, wid)
         if existing is None or existing.promoter != principal.subject or existing.amount_fen != amount_fen:
-            raise Conflict("this Idempotency-Key was used for another withdrawal", code="idempotency_key_reused")
+            raise StateConflict("this Idempotency-Key was used for another withdrawal", code="idempotency_key_reused")
         return view(existing), False
     if outcome.refused:
         raise _refusal(tenant.id, principal.subject, rules, amount_fen, day)
@@ -169,23 +169,23 @@ def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
     )
 
 
-def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int, day: str) -> Conflict:
+def _refusal(tenant: str, promoter: str, rules: WithdrawalRules, amount_fen: int, day: str) -> StateConflict:
     """Why the reservation was refused (read after the fact: the write decided, this explains)."""
     available, wd_day, day_count, day_fen = get_store().withdrawals.account_day(tenant, promoter)
     if available < 0:
-        return Conflict(
+        return StateConflict(
             f"your balance is {format_yuan(available)} yuan after a refund of commission already withdrawn; "
             "withdrawals resume once new earnings cover it",
             code="negative_balance",
         )
     if available < amount_fen:
-        return Conflict(f"only {format_yuan(available)} yuan is available", code="insufficient_balance")
+        return StateConflict(f"only {format_yuan(available)} yuan is available", code="insufficient_balance")
     if wd_day == day and day_count >= rules.count_per_day:
-        return Conflict(f"at most {rules.count_per_day} withdrawals a day", code="daily_count_exceeded")
+        return StateConflict(f"at most {rules.count_per_day} withdrawals a day", code="daily_count_exceeded")
     if wd_day == day and day_fen + amount_fen > rules.max_per_day_fen:
         left = max(0, rules.max_per_day_fen - day_fen)
-        return Conflict(f"only {format_yuan(left)} yuan more can be withdrawn today", code="daily_amount_exceeded")
-    return Conflict("the balance changed meanwhile; try again", code="busy")
+        return StateConflict(f"only {format_yuan(left)} yuan more can be withdrawn today", code="daily_amount_exceeded")
+    return StateConflict("the balance changed meanwhile; try again", code="busy")
 
 
 def mine(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]:
@@ -199,7 +199,7 @@ def mine(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]
 def get_own(principal: Principal, withdrawal_id: str) -> Withdrawal:
     w = get_store().withdrawals.get(principal.tenant, withdrawal_id)
     if w is None or w.promoter != principal.subject:
-        raise NotFound("withdrawal not found", code="unknown_withdrawal")
+        raise Missing("withdrawal not found", code="unknown_withdrawal")
     return w
 
 
@@ -207,7 +207,7 @@ def get_any(principal: Principal, withdrawal_id: str) -> Withdrawal:
     require_role(principal, *READERS)
     w = get_store().withdrawals.get(principal.tenant, withdrawal_id)
     if w is None:
-        raise NotFound("withdrawal not found", code="unknown_withdrawal")
+        raise Missing("withdrawal not found", code="unknown_withdrawal")
     return w
 
 
@@ -229,7 +229,7 @@ def take_back(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
     except TransferUnclear as exc:
         raise UpstreamError("WeChat did not answer; try again", code="wechatpay_unavailable") from exc
     except TransferRejected as exc:
-        raise Conflict(f"WeChat refused to cancel the transfer ({exc.code})", code="not_cancellable") from exc
+        raise StateConflict(f"WeChat refused to cancel the transfer ({exc.code})", code="not_cancellable") from exc
     return view(payouts.record(principal.tenant, bill, "cancel", principal.actor))
 
 
@@ -237,7 +237,7 @@ def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:
     """What `wx.requestMerchantTransfer` needs while the transfer waits for the user."""
     w = get_own(principal, withdrawal_id)
     if w.state is not WithdrawalState.WAIT_USER_CONFIRM or not w.package_info:
-        raise Conflict(
+        raise StateConflict(
             f"the withdrawal is {w.state.value}, not waiting for your confirmation",
             code="not_waiting_for_confirmation",
             details={"state": w.state.value},
@@ -255,7 +255,7 @@ def sandbox_user_confirm(principal: Principal, withdrawal_id: str) -> dict[str, 
     w = get_own(principal, withdrawal_id)
     provider = get_transfer(principal.tenant)
     if not isinstance(provider, SandboxTransfer):
-        raise NotFound("not available", code="not_found")
+        raise Missing("not available", code="not_found")
     provider.user_confirm(w.id)
     return view(get_own(principal, withdrawal_id))
 
@@ -279,7 +279,7 @@ def reject(principal: Principal, withdrawal_id: str, reason: str) -> dict[str, A
 def _admin_get(principal: Principal, withdrawal_id: str) -> Withdrawal:
     w = get_store().withdrawals.get(principal.tenant, withdrawal_id)
     if w is None:
-        raise NotFound("withdrawal not found", code="unknown_withdrawal")
+        raise Missing("withdrawal not found", code="unknown_withdrawal")
     return w
 
 
@@ -291,7 +291,9 @@ def _act(
     for _ in PERSON_MOVES:
         target = withdrawal.TRANSITIONS[action].get(w.state)
         if target is None:
-            raise Conflict(f"the withdrawal is {w.state.value}", code="invalid_state", details={"state": w.state.value})
+            raise StateConflict(
+                f"the withdrawal is {w.state.value}", code="invalid_state", details={"state": w.state.value}
+            )
         now = utcnow()
         event = AuditEvent(
             entity=f"withdrawal:{w.id}",
@@ -307,9 +309,9 @@ def _act(
             return store.withdrawals.get(w.tenant, w.id) or w
         fresh = store.withdrawals.get(w.tenant, w.id)
         if fresh is None:
-            raise NotFound("withdrawal not found", code="unknown_withdrawal")
+            raise Missing("withdrawal not found", code="unknown_withdrawal")
         w = fresh
-    raise Conflict("the withdrawal keeps changing; try again", code="busy")
+    raise StateConflict("the withdrawal keeps changing; try again", code="busy")
 
 
 def admin_list(principal: Principal, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
@@ -318,7 +320,7 @@ def admin_list(principal: Principal, state: str | None, cursor: str | None, limi
         wanted = WithdrawalState(state or WithdrawalState.REQUESTED.value)
     except ValueError:
         names = ", ".join(s.value for s in WithdrawalState)
-        raise BadRequest(f"state must be one of {names}", code="invalid_state") from None
+        raise InvalidInput(f"state must be one of {names}", code="invalid_state") from None
     store = get_store()
     page = store.withdrawals.by_state(principal.tenant, wanted, cursor, limit)
     rows = store.withdrawals.get_many(principal.tenant, [row["id"] for row in page.items])
@@ -359,7 +361,7 @@ def run_report(principal: Principal, run_id: str) -> dict[str, Any]:
     store = get_store()
     run = store.withdrawals.run(principal.tenant, run_id)
     if run is None:
-        raise NotFound("no such payout run", code="unknown_run")
+        raise Missing("no such payout run", code="unknown_run")
     by_state: dict[str, dict[str, int]] = {}
     failures: list[dict[str, Any]] = []
     failed_total = 0

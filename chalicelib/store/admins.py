@@ -17,7 +17,7 @@ from pynamodb.transactions import TransactWrite
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import Admin, AuditEvent, Page, Role
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.operators import Operator, Written
 from chalicelib.retry import Retry
 from chalicelib.settings import get_settings
@@ -95,7 +95,7 @@ class AdminStore:
         """A tenant's operators by username."""
         start = decode_cursor(cursor, hash_attr="tenant", hash_value=tenant)
         if start is not None and set(start) != INDEX_KEYS:
-            raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
+            raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
         result = AdminModel.by_tenant.query(tenant, limit=limit, last_evaluated_key=start)
         items = [_to_operator(item) for item in result]
         return Page(items, encode_cursor(result.last_evaluated_key))

@@ -15,7 +15,7 @@ from pynamodb.connection import Connection
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.settings import Settings, get_settings
 
 TransactionBody = Callable[[TransactWrite], None]
@@ -93,10 +93,10 @@ def unseal(token: str) -> bytes:
             raise ValueError("malformed")
         payload, tag = _unb64(body), _unb64(mac)
     except (binascii.Error, ValueError) as exc:
-        raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
+        raise InvalidInput("cursor is not valid", code="invalid_cursor") from exc
     expected = hmac.new(_cursor_key(), payload, hashlib.sha256).digest()[:16]
     if not hmac.compare_digest(tag, expected):
-        raise BadRequest("cursor is not valid", code="invalid_cursor")
+        raise InvalidInput("cursor is not valid", code="invalid_cursor")
     return payload
 
 
@@ -123,9 +123,9 @@ def decode_cursor(cursor: str | None, *, hash_attr: str, hash_value: str) -> dic
     try:
         key = json.loads(unseal(cursor))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
+        raise InvalidInput("cursor is not valid", code="invalid_cursor") from exc
     if not isinstance(key, dict) or key.get(hash_attr) != {"S": hash_value}:
-        raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
+        raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
     if not all(isinstance(v, dict) and len(v) == 1 for v in key.values()):
-        raise BadRequest("cursor is not valid", code="invalid_cursor")
+        raise InvalidInput("cursor is not valid", code="invalid_cursor")
     return key

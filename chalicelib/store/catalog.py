@@ -31,7 +31,7 @@ from pynamodb.transactions import TransactWrite
 from chalicelib.catalog import template_fields
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, ClaimRefusal, ClaimState, CouponClaim, CouponTemplate, Page, Product
-from chalicelib.errors import BadRequest, Conflict
+from chalicelib.errors import InvalidInput, StateConflict
 from chalicelib.retry import Retry
 from chalicelib.store import audit
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
@@ -55,7 +55,7 @@ def _chained(tenant: str, event: AuditEvent, now: datetime) -> AuditModel:
 def _cursor(cursor: str | None, *, hash_attr: str, hash_value: str, keys: set[str]) -> dict[str, Any] | None:
     start = decode_cursor(cursor, hash_attr=hash_attr, hash_value=hash_value)
     if start is not None and set(start) != keys:
-        raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
+        raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
     return start
 
 
@@ -317,7 +317,7 @@ class CouponStore:
                 free.pop(0)  # another request took this number meanwhile
             else:
                 COUPON_CONTENTION.pause(attempt)
-        raise Conflict("the coupon is busy, try again", code="busy")
+        raise StateConflict("the coupon is busy, try again", code="busy")
 
     def use(
         self,
@@ -351,7 +351,7 @@ class CouponStore:
             if self._move(item, used, ClaimState.CLAIMED, event, when):
                 return used
             COUPON_CONTENTION.pause(attempt)
-        raise Conflict("the coupon is busy, try again", code="busy")
+        raise StateConflict("the coupon is busy, try again", code="busy")
 
     def release(
         self,
@@ -385,7 +385,7 @@ class CouponStore:
             if self._move(item, released, ClaimState.USED, event, when):
                 return released
             COUPON_CONTENTION.pause(attempt)
-        raise Conflict("the coupon is busy, try again", code="busy")
+        raise StateConflict("the coupon is busy, try again", code="busy")
 
     def _move(
         self, item: CouponModel, claim: CouponClaim, from_state: ClaimState, event: AuditEvent, when: datetime

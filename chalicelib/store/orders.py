@@ -17,7 +17,7 @@ from chalicelib import counters
 from chalicelib.clock import iso, parse_iso
 from chalicelib.counters import Deltas
 from chalicelib.entities import AuditEvent, Page
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.orders import Order, OrderStatus, PricedLine, Refund, RefundState, Snapshot
 from chalicelib.retry import Retry
 from chalicelib.store import audit, shards, stats
@@ -633,7 +633,7 @@ class ListedPages:
     def page(self, cursor: str | None) -> tuple[list[Any], str | None]:
         positions = shards._decode(cursor)
         if any(p not in self._partitions for p in positions):
-            raise BadRequest("cursor does not belong to this list", code="invalid_cursor")
+            raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
         live = [p for p in self._partitions if positions.get(p) != "done"]
         with ThreadPoolExecutor(max_workers=len(self._partitions)) as pool:
             reads = dict(zip(live, pool.map(lambda p: self._scan(p, positions.get(p)), live), strict=True))
@@ -657,7 +657,7 @@ class ListedPages:
 
     def _scan(self, partition: str, start: Any) -> tuple[list[Any], Any]:
         if start is not None and not (isinstance(start, dict) and _is_key(start, partition)):
-            raise BadRequest("cursor is not valid", code="invalid_cursor")
+            raise InvalidInput("cursor is not valid", code="invalid_cursor")
         found: list[Any] = []
         for _ in range(self.MAX_READS):
             items, start = self._read(partition, start, self._limit - len(found))

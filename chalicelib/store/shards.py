@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.store.base import seal, unseal
 
 SHARDS = 8
@@ -101,7 +101,7 @@ def _decode(cursor: str | None) -> dict[str, Any]:
     try:
         positions = json.loads(zlib.decompress(unseal(cursor)))
     except (ValueError, zlib.error, UnicodeDecodeError) as exc:
-        raise BadRequest("cursor is not valid", code="invalid_cursor") from exc
+        raise InvalidInput("cursor is not valid", code="invalid_cursor") from exc
     if not isinstance(positions, dict):
-        raise BadRequest("cursor is not valid", code="invalid_cursor")
+        raise InvalidInput("cursor is not valid", code="invalid_cursor")
     return positions

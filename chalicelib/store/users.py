@@ -13,7 +13,7 @@ from typing import Any
 
 from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page, TeamMember, User
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.referral import MAX_LEVELS, Node
 from chalicelib.store.audit import canonical, version_actions
 from chalicelib.store.base import conditional_write, decode_cursor, encode_cursor
@@ -152,7 +152,7 @@ class UserStore:
     def team(self, tenant: str, uid: str, level: int, cursor: str | None, limit: int) -> Page[TeamMember]:
         """Users at `level` below `uid`, newest binding first, read from the level's index."""
         if level not in _TEAM_INDEXES:
-            raise BadRequest("level must be 1, 2 or 3", code="invalid_level")
+            raise InvalidInput("level must be 1, 2 or 3", code="invalid_level")
         attr, index = _TEAM_INDEXES[level]
         hash_value = _key(tenant, uid)
         start = decode_cursor(cursor, hash_attr=attr, hash_value=hash_value)

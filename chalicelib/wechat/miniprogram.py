@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.errors import BadRequest, DomainError, Forbidden, TooManyRequests, Unauthorized, UpstreamError
+from chalicelib.errors import DomainError, InvalidInput, NotAllowed, NotAuthenticated, Throttled, UpstreamError
 
 API_BASE = "https://api.weixin.qq.com"
 SCENE_MAX = 32
@@ -37,18 +37,18 @@ class MiniProgram(Protocol):
 def wechat_error(errcode: int, errmsg: str) -> DomainError:
     """A WeChat errcode as the domain error a client sees."""
     mapping: dict[int, DomainError] = {
-        40029: Unauthorized("the login code is invalid or expired", code="invalid_code"),
-        40163: Unauthorized("the login code was already used", code="invalid_code"),
-        45011: TooManyRequests("too many login attempts, try again in a minute", code="rate_limited", retry_after=60),
-        40226: Forbidden("WeChat flagged this account as risky", code="risky_user"),
-        41030: BadRequest("the mini-program page does not exist", code="invalid_page"),
+        40029: NotAuthenticated("the login code is invalid or expired", code="invalid_code"),
+        40163: NotAuthenticated("the login code was already used", code="invalid_code"),
+        45011: Throttled("too many login attempts, try again in a minute", code="rate_limited", retry_after=60),
+        40226: NotAllowed("WeChat flagged this account as risky", code="risky_user"),
+        41030: InvalidInput("the mini-program page does not exist", code="invalid_page"),
     }
     return mapping.get(errcode, UpstreamError(f"WeChat error {errcode}: {errmsg}", code="wechat_error"))
 
 
 def check_scene(scene: str) -> None:
     if not scene or len(scene) > SCENE_MAX or not scene.isascii() or not scene.isprintable():
-        raise BadRequest("scene must be 1-32 visible ASCII characters", code="invalid_scene")
+        raise InvalidInput("scene must be 1-32 visible ASCII characters", code="invalid_scene")
 
 
 class LiveMiniProgram:

@@ -123,15 +123,15 @@ def test_rebind_refuses_cycles_self_and_needs_a_role(stack: Stack) -> None:
     a, b = make_user(stack, "a"), make_user(stack, "b")
     bind(stack, b, a)
     owner = stack.principal("owner", Role.OWNER)
-    from chalicelib.errors import Conflict, Forbidden
+    from chalicelib.errors import NotAllowed, StateConflict
 
-    with pytest.raises(Conflict) as cycle:
+    with pytest.raises(StateConflict) as cycle:
         referrals.rebind(owner, a, b, "x")
     assert cycle.value.code == "cycle"
-    with pytest.raises(Conflict) as self_bind:
+    with pytest.raises(StateConflict) as self_bind:
         referrals.rebind(owner, a, a, "x")
     assert self_bind.value.code == "self_binding"
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAllowed):
         referrals.rebind(stack.principal("finance", Role.FINANCE), b, b, "x")
 
 

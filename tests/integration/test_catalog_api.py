@@ -388,7 +388,7 @@ def test_one_claim_raced_by_five_orders_is_used_once(client: Client, owner: str)
 
 
 def test_quote_and_redeem_for_an_order(client: Client, owner: str) -> None:
-    from chalicelib.errors import Conflict, NotFound
+    from chalicelib.errors import Missing, StateConflict
     from chalicelib.services import catalog
 
     tenant = "wxtest000000000a"
@@ -399,19 +399,19 @@ def test_quote_and_redeem_for_an_order(client: Client, owner: str) -> None:
     token, uid = login(client, unique("q"))
     at = datetime.now(UTC)
 
-    with pytest.raises(Conflict, match="no unused"):
+    with pytest.raises(StateConflict, match="no unused"):
         catalog.quote_coupon(tenant, uid, coupon["id"], [(cream, 12_000)], at)
     call(client, "post", f"/v1/coupons/{coupon['id']}/claim", None, token)
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         catalog.quote_coupon(tenant, uid, "missing-coupon", [(cream, 12_000)], at)
-    with pytest.raises(Conflict) as refused:  # the mask does not count towards the threshold
+    with pytest.raises(StateConflict) as refused:  # the mask does not count towards the threshold
         catalog.quote_coupon(tenant, uid, coupon["id"], [(cream, 6_000), (mask, 6_000)], at)
     assert refused.value.code == "coupon_not_applicable"
     template, discount = catalog.quote_coupon(tenant, uid, coupon["id"], [(cream, 12_000), (mask, 6_000)], at)
     assert discount == 2_000 and template.coupon_id == coupon["id"]
 
     assert catalog.redeem_coupon(tenant, uid, coupon["id"], "o-1", at).order_id == "o-1"
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         catalog.redeem_coupon(tenant, uid, coupon["id"], "o-2", at)
     assert catalog.release_coupon(tenant, uid, coupon["id"], "o-1") is True
     assert catalog.release_coupon(tenant, uid, coupon["id"], "o-1") is False

@@ -75,12 +75,12 @@ def test_a_crafted_cursor_with_the_right_partition_and_a_bad_range_is_a_400(clie
 
 
 def test_a_cursor_changed_by_one_character_is_refused() -> None:
-    from chalicelib.errors import BadRequest
+    from chalicelib.errors import InvalidInput
     from chalicelib.store.base import decode_cursor, encode_cursor
 
     cursor = encode_cursor({"pk": {"S": "t#u"}, "sk": {"S": "a"}})
     assert cursor is not None
     assert decode_cursor(cursor, hash_attr="pk", hash_value="t#u") == {"pk": {"S": "t#u"}, "sk": {"S": "a"}}
     tampered = cursor[:-1] + ("A" if cursor[-1] != "A" else "B")
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         decode_cursor(tampered, hash_attr="pk", hash_value="t#u")

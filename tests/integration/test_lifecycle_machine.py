@@ -53,7 +53,7 @@ from chalicelib import commission
 from chalicelib.clock import utcnow
 from chalicelib.commission import Attribution, OrderLine, Trigger
 from chalicelib.entities import Principal, Role
-from chalicelib.errors import Conflict
+from chalicelib.errors import StateConflict
 from chalicelib.events import orders_stream
 from chalicelib.ledger import BUCKETS, LedgerLine
 from chalicelib.observability import logger
@@ -395,7 +395,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         t.cancelled = True
         self.calm = False
         if prepaid:  # closed at WeChat: the buyer can no longer pay it
-            with pytest.raises(Conflict):
+            with pytest.raises(StateConflict):
                 self.pay_twin.user_pays(t.id)
 
     @precondition(lambda self: self._orders(OrderStatus.PAID))
@@ -504,7 +504,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 withdrawals.reject(self.finance, w.id, "lifecycle test")
             else:
                 withdrawals.cancel(w.who, w.id)
-        except Conflict:
+        except StateConflict:
             pass  # not in a state that allows it
 
     @precondition(lambda self: self.withdrawals)

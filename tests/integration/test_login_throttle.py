@@ -12,7 +12,7 @@ from chalicelib import throttle
 from chalicelib.auth import hash_password
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Role
-from chalicelib.errors import TooManyRequests, Unauthorized
+from chalicelib.errors import NotAuthenticated, Throttled
 from chalicelib.services import logins
 from chalicelib.store import get_store
 from tests.stack import TEST_TENANT, Stack, unique
@@ -70,9 +70,9 @@ def test_failed_logins_from_one_address_are_limited_across_usernames(
     monkeypatch.setattr(throttle, "ADMIN_PER_IP", throttle.Limit("admin-ip-test", attempts=5, window_seconds=900))
     address = f"203.0.113.{unique('ip')[-2:]}"
     for i in range(5):
-        with pytest.raises(Unauthorized):
+        with pytest.raises(NotAuthenticated):
             logins.admin_login(f"nobody{i}", "wrong", TEST_TENANT, address)
-    with pytest.raises(TooManyRequests):
+    with pytest.raises(Throttled):
         logins.admin_login(operator(), PASSWORD, TEST_TENANT, address)
     assert logins.admin_login(operator(), PASSWORD, TEST_TENANT, "198.51.100.1")  # another address
 
@@ -82,6 +82,6 @@ def test_mini_program_logins_from_one_address_are_limited(stack: Stack, monkeypa
     address = f"192.0.2.{unique('ip')[-2:]}"
     for _ in range(3):
         logins.login(f"dev-{unique('t')}", TEST_TENANT, source_ip=address)
-    with pytest.raises(TooManyRequests) as refused:
+    with pytest.raises(Throttled) as refused:
         logins.login(f"dev-{unique('t')}", TEST_TENANT, source_ip=address)
     assert refused.value.code == "too_many_attempts" and 1 <= refused.value.retry_after <= 60

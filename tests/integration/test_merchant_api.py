@@ -19,7 +19,7 @@ from app import app
 from chalicelib import signing
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import InvalidInput, Missing, StateConflict
 from chalicelib.services import logins, merchant, merchant_credentials, plans, referrals, shares
 from chalicelib.store import audit, get_store
 from chalicelib.store.models import MerchantModel
@@ -608,12 +608,12 @@ def test_secrets_are_sealed_at_rest_and_bound_to_their_merchant(stack: Stack, cl
 
 
 def test_merchant_ids_are_unique_across_tenants_and_secrets_are_checked(stack: Stack, client: Client) -> None:
-    with pytest.raises(Conflict) as taken:
+    with pytest.raises(StateConflict) as taken:
         merchant_credentials.create(stack.tenant, SHOP2, "mine now", None, "admin:owner")
     assert taken.value.code == "merchant_exists"
-    with pytest.raises(NotFound):  # another tenant's merchant cannot be rotated from here
+    with pytest.raises(Missing):  # another tenant's merchant cannot be rotated from here
         merchant_credentials.rotate(stack.tenant, SHOP2, None, "admin:owner")
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         merchant_credentials.create(stack.tenant, unique("m").replace("-", "_")[:30], "x", "too-short", "admin:owner")
     assert MerchantModel.get(SHOP2).tenant == OTHER_TENANT
 

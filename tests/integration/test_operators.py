@@ -16,7 +16,7 @@ from chalice.test import Client
 from chalicelib.auth import hash_password
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, Principal, Role, Tenant
-from chalicelib.errors import Conflict
+from chalicelib.errors import StateConflict
 from chalicelib.store import audit, get_store
 from chalicelib.store.admins import AdminStore
 from chalicelib.store.base import encode_cursor
@@ -336,7 +336,7 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(
     def demote(actor: str, target: str) -> str:
         try:
             operators.change(Principal(tenant, actor, Role.OWNER), target, role=Role.OPS, disabled=None, password=None)
-        except Conflict as exc:
+        except StateConflict as exc:
             return exc.code
         return "done"
 

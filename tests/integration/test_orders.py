@@ -127,7 +127,7 @@ def test_payment_notifications_delivered_three_times_pay_once(stack: Stack, owne
 
 
 def test_a_payment_of_another_amount_is_refused(stack: Stack, owner: Principal) -> None:
-    from chalicelib.errors import Conflict
+    from chalicelib.errors import StateConflict
 
     activate(owner, PLAN_10_5_2)
     (buyer,) = chain(stack, 1)
@@ -135,7 +135,7 @@ def test_a_payment_of_another_amount_is_refused(stack: Stack, owner: Principal) 
     client = get_pay(stack.tenant)
     assert isinstance(client, SandboxWeChatPay), "the tests pay through the sandbox twin"
     headers, body = client.notification_for(order.id, 1, "someone")
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         orders.payment_notification(stack.tenant, headers, body)
     assert get_store().orders.get(stack.tenant, order.id).status.value == "created"  # type: ignore[union-attr]
 
@@ -186,19 +186,19 @@ def test_cancel_before_payment_creates_nothing(stack: Stack, owner: Principal) -
     orders.cancel(buyer, order.id)
     stack.drain()
     assert get_store().ledger.all_lines(stack.tenant, sharer.subject) == []
-    from chalicelib.errors import Conflict
+    from chalicelib.errors import StateConflict
 
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         orders.pay(buyer, order.id)
 
 
 def test_an_order_without_an_active_plan_earns_nothing_and_plans_are_validated(stack: Stack, owner: Principal) -> None:
-    from chalicelib.errors import BadRequest
+    from chalicelib.errors import InvalidInput
 
-    with pytest.raises(BadRequest) as fee:
+    with pytest.raises(InvalidInput) as fee:
         plans.create(owner, {**PLAN_10_5_2, "joining_fee": 9900})
     assert fee.value.code == "forbidden_fee"
-    with pytest.raises(BadRequest) as four:
+    with pytest.raises(InvalidInput) as four:
         plans.create(owner, {"rates_bps": [100, 100, 100, 100], "cap_bps": 3000})
     assert four.value.code == "invalid_plan"
     listed = plans.listing(owner, None, 50)
@@ -231,7 +231,7 @@ def test_auto_receipt_receives_only_orders_paid_long_enough_ago_and_once(stack: 
 def test_a_share_with_a_coupon_friend_claims_and_orders_in_one_step(stack: Stack, owner: Principal) -> None:
     from datetime import timedelta
 
-    from chalicelib.errors import Conflict
+    from chalicelib.errors import StateConflict
     from chalicelib.services import catalog
 
     # Given a "spend 100, save 20" coupon and a 120-yuan lipstick shared with it
@@ -257,7 +257,7 @@ def test_a_share_with_a_coupon_friend_claims_and_orders_in_one_step(stack: Stack
     assert get_store().ledger.account(stack.tenant, sharer.subject)["pending_fen"] == 1000
     assert get_store().ledger.account(stack.tenant, l2.subject)["pending_fen"] == 500
     assert get_store().ledger.account(stack.tenant, top.subject)["pending_fen"] == 200
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         orders.place(friend, [(lipstick, 1)], share.code, coupon.coupon_id)
 
 

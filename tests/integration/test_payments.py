@@ -15,7 +15,7 @@ from chalice.test import Client
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role
-from chalicelib.errors import Conflict, UpstreamError
+from chalicelib.errors import StateConflict, UpstreamError
 from chalicelib.orders import OrderStatus, RefundState
 from chalicelib.services import logins, orders, refunds
 from chalicelib.store import audit, get_store
@@ -127,7 +127,7 @@ def test_a_cancelled_order_is_closed_at_wechat_and_cannot_be_paid(stack: Stack) 
     orders.cancel(buyer, order_id)
     state = twin(TEST_TENANT).query(order_id)
     assert state is not None and state.trade_state == "CLOSED"
-    with pytest.raises(Conflict) as refused:
+    with pytest.raises(StateConflict) as refused:
         twin(TEST_TENANT).user_pays(order_id)
     assert refused.value.code == "order_closed"
 
@@ -221,7 +221,7 @@ def test_a_double_submitted_refund_is_recorded_and_refunded_once(stack: Stack) -
     def submit() -> None:
         try:
             results.append(refunds.request(owner(), order_id, 3_000, "double click"))
-        except Conflict as exc:
+        except StateConflict as exc:
             results.append(exc)
 
     threads = [threading.Thread(target=submit) for _ in range(4)]

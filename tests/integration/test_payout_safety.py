@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal
-from chalicelib.errors import Conflict
+from chalicelib.errors import StateConflict
 from chalicelib.services import payouts, withdrawals
 from chalicelib.store import get_store
 from chalicelib.store.audit import for_entity, verify_chain
@@ -204,7 +204,7 @@ def test_a_callback_with_another_amount_or_payee_is_refused_and_counted(
     pay_out(stack, w["id"])
     before = get_store().withdrawals.get(stack.tenant, w["id"])
     headers, body = _callback(sandbox, w["id"], **changes)
-    with pytest.raises(Conflict) as err:
+    with pytest.raises(StateConflict) as err:
         payouts.transfer_notification(stack.tenant, headers, body)
     assert err.value.status == 409 and err.value.code == "transfer_mismatch"  # WeChat notifies again
     assert get_store().withdrawals.get(stack.tenant, w["id"]) == before  # nothing changed
@@ -295,7 +295,7 @@ def two_a_day(stack: Stack, finance: Principal, rules: dict[str, Any]) -> None:
 def _try(who: Principal, amount: int) -> str:
     try:
         return str(request(who, amount)["state"])
-    except Conflict as exc:
+    except StateConflict as exc:
         return exc.code
 
 

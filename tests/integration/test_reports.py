@@ -16,7 +16,7 @@ import pytest
 from chalicelib import counters
 from chalicelib.clock import iso, parse_iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Product, Role, Tenant
-from chalicelib.errors import BadRequest, Conflict, DomainError, Forbidden
+from chalicelib.errors import DomainError, InvalidInput, NotAllowed, StateConflict
 from chalicelib.events import users_stream
 from chalicelib.services import commissions, logins, orders, plans, referrals, reports, shares, team
 from chalicelib.store import get_store
@@ -57,7 +57,7 @@ def _workload(stack: Stack, tenant: str, seed: int) -> list[Principal]:
             _order(rng, owner, rng.choice(people), products, rng.choice([*codes, None]))
         if round_ == 0:
             for _ in range(3):  # operators move users (and their downlines) elsewhere
-                with contextlib.suppress(Conflict, DomainError):
+                with contextlib.suppress(StateConflict, DomainError):
                     referrals.rebind(owner, rng.choice(people).subject, rng.choice(people).subject, "test")
             stack.drain()
     stack.drain()
@@ -257,12 +257,12 @@ def test_another_tenants_operator_sees_nothing_of_this_tenant(stack: Stack) -> N
 def test_reports_refuse_bad_ranges_and_promoters(stack: Stack) -> None:
     owner = stack.principal("owner", Role.OWNER)
     for first, last in (("2026-13-01", None), ("2026-11-02", "2026-11-01"), ("2025-01-01", "2026-01-02")):
-        with pytest.raises(BadRequest):
+        with pytest.raises(InvalidInput):
             reports.daily(owner, first, last)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         reports.sources(owner, None, None, "weather", 10)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         reports.my_stats(stack.principal("u"), "2026-13")
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAllowed):
         reports.daily(stack.principal("u"), None, None)
     assert reports.daily(owner, "2025-01-01", "2026-01-01")["days"][-1]["date"] == "2026-01-01"

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
-from chalicelib.errors import Conflict
+from chalicelib.errors import StateConflict
 from chalicelib.services import payouts, withdrawals
 from chalicelib.store import get_store
 from chalicelib.withdrawal import WithdrawalState
@@ -65,7 +65,7 @@ class WithdrawalMachine(RuleBasedStateMachine):
         refused = None
         try:
             body, _ = withdrawals.request(self.who, amount)
-        except Conflict as exc:
+        except StateConflict as exc:
             refused = exc.code
         if refused:
             assert self.available < amount, refused
@@ -88,7 +88,7 @@ class WithdrawalMachine(RuleBasedStateMachine):
                 withdrawals.reject(self.finance, wid, "test")
             else:
                 withdrawals.cancel(self.who, wid)
-        except Conflict:
+        except StateConflict:
             return
         if action != "approve":
             self.available += get_store().withdrawals.get(self.stack.tenant, wid).amount_fen  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ import pytest
 
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal, Role
-from chalicelib.errors import BadRequest, Conflict, DomainError, Unauthorized
+from chalicelib.errors import DomainError, InvalidInput, NotAuthenticated, StateConflict
 from chalicelib.ledger import BUCKETS, LedgerLine, LedgerWrite
 from chalicelib.services import logins, payouts, withdrawals
 from chalicelib.store import get_store
@@ -116,7 +116,7 @@ def test_twenty_concurrent_requests_against_a_balance_for_five_give_exactly_five
     def attempt(_: int) -> str:
         try:
             return request(who, 1_000)["state"]
-        except Conflict as exc:
+        except StateConflict as exc:
             return exc.code
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -166,10 +166,10 @@ def test_fee_minimum_real_name_and_auto_approval(stack: Stack, finance: Principa
     assert (quote["fee_fen"], quote["net_fen"]) == (150, 9_850)
     small = request(who, 1_000)
     assert small["state"] == "approved" and small["fee_fen"] == 60
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         request(who, 99)
     assert err.value.code == "below_minimum"
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         request(who, 250_000)
     assert err.value.code == "real_name_required"
     named = request(who, 250_000, real_name="张三")
@@ -184,7 +184,7 @@ def test_an_idempotency_key_makes_a_retried_request_the_same_withdrawal(stack: S
     again, created_again = withdrawals.request(who, 2_000, None, "key-1")
     assert created and not created_again and first["id"] == again["id"]
     assert account(stack, who)["available_fen"] == 3_000
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         withdrawals.request(who, 3_000, None, "key-1")
 
 
@@ -218,7 +218,7 @@ def test_cancel_and_reject_return_the_money_and_final_states_do_not_move(
     assert account(stack, who)["available_fen"] == 3_000
     assert account(stack, who)["withdrawing_fen"] == 0
     for action in (lambda: withdrawals.cancel(who, a["id"]), lambda: withdrawals.approve(finance, b["id"])):
-        with pytest.raises(Conflict):
+        with pytest.raises(StateConflict):
             action()
     assert account(stack, who)["available_fen"] == 3_000
     records = list(for_entity(stack.tenant, f"withdrawal:{b['id']}"))
@@ -227,18 +227,18 @@ def test_cancel_and_reject_return_the_money_and_final_states_do_not_move(
 
 
 def test_only_reviewers_approve_and_promoters_see_only_their_own(stack: Stack, rules: dict[str, Any]) -> None:
-    from chalicelib.errors import Forbidden, NotFound
+    from chalicelib.errors import Missing, NotAllowed
 
     who, other = promoter(stack), promoter(stack)
     credit(stack, who, 1_000)
     w = request(who, 1_000)
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAllowed):
         withdrawals.approve(stack.principal("ops", Role.OPS), w["id"])
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAllowed):
         withdrawals.approve(other, w["id"])
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         withdrawals.get_own(other, w["id"])
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         withdrawals.cancel(other, w["id"])
     listed = withdrawals.admin_list(stack.principal("auditor", Role.AUDITOR), "requested", None, 100)
     assert w["id"] in [row["id"] for row in listed["items"]]
@@ -255,11 +255,11 @@ def test_payout_confirm_and_paid(stack: Stack, rules: dict[str, Any], sandbox: A
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
     confirmation = withdrawals.confirmation(who, w["id"])
     assert confirmation["package_info"] and confirmation["appid"] == stack.tenant and confirmation["mch_id"]
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         withdrawals.cancel(who, w["id"])  # sent: only the payouts service may cancel it, at WeChat
     assert withdrawals.sandbox_user_confirm(who, w["id"])["state"] == "paid"
     assert account(stack, who) == {**dict.fromkeys(BUCKETS, 0), "paid_fen": 2_000}
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         withdrawals.confirmation(who, w["id"])
     assert_money_conserved(stack, who)
     actions = [r.action for r in for_entity(stack.tenant, f"withdrawal:{w['id']}")]
@@ -450,7 +450,7 @@ def test_a_forged_transfer_callback_is_refused(stack: Stack, rules: dict[str, An
     pay_out(stack, w["id"])
     headers, body = sandbox.notification_for(w["id"])
     forged = body.replace(b'"event_type":"', b'"event_type":"X')
-    with pytest.raises((Unauthorized, BadRequest)):
+    with pytest.raises((NotAuthenticated, InvalidInput)):
         payouts.transfer_notification(stack.tenant, headers, forged)
     assert state_of(stack, w["id"]) is WithdrawalState.WAIT_USER_CONFIRM
 
@@ -549,7 +549,7 @@ def test_the_user_cancels_a_transfer_waiting_for_confirmation(
     assert stored is not None and stored.real_name is None  # dropped once final
     last = list(for_entity(stack.tenant, f"withdrawal:{w['id']}"))[-1]
     assert (last.action, last.actor) == ("withdrawal.failed", who.actor)
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         withdrawals.take_back(who, w["id"])
     assert_money_conserved(stack, who)
 

@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib import auth
 from chalicelib.entities import Principal, Role
-from chalicelib.errors import Forbidden, Unauthorized
+from chalicelib.errors import NotAllowed, NotAuthenticated
 from chalicelib.settings import Settings
 
 SETTINGS = Settings.from_env(
@@ -25,14 +25,14 @@ def test_a_token_round_trips() -> None:
 
 def test_an_expired_token_is_refused() -> None:
     token = auth.issue_token(SETTINGS, Principal("wxa", "u1", Role.USER), NOW - timedelta(days=30))
-    with pytest.raises(Unauthorized) as raised:
+    with pytest.raises(NotAuthenticated) as raised:
         auth.verify_token(SETTINGS, f"Bearer {token}")
     assert raised.value.code == "token_expired"
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Bearer a.b.c"])
 def test_missing_or_malformed_tokens_are_refused(header: str | None) -> None:
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         auth.verify_token(SETTINGS, header)
 
 
@@ -41,7 +41,7 @@ def test_a_token_signed_with_another_secret_is_refused() -> None:
         {"TABLE_PREFIX": "unit", "JWT_SECRET": "another-secret-0123456789abcdefgh", "WECHAT_MODE": "sandbox"}
     )
     token = auth.issue_token(other, Principal("wxa", "u1", Role.USER), datetime.now(UTC))
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         auth.verify_token(SETTINGS, f"Bearer {token}")
 
 
@@ -49,9 +49,9 @@ def test_roles() -> None:
     owner = Principal("wxa", "boss", Role.OWNER)
     assert auth.require_role(owner, Role.OWNER) is owner
     assert auth.require_role(Principal("wxa", "f", Role.FINANCE)).is_admin
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAllowed):
         auth.require_role(Principal("wxa", "u", Role.USER))
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotAllowed):
         auth.require_role(Principal("wxa", "o", Role.OPS), Role.OWNER)
     assert owner.actor == "admin:boss"
     assert Principal("wxa", "u", Role.USER).actor == "user:u"

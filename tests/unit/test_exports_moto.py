@@ -146,9 +146,9 @@ def test_the_status_link_is_a_presigned_get_that_downloads_the_file(s3: Any) -> 
 
 
 def test_the_local_download_route_is_not_served_when_files_are_on_s3(s3: Any) -> None:
-    from chalicelib.errors import NotFound
+    from chalicelib.errors import Missing
 
     expires = "9999999999"
     signature = exports.signature("wxunit", "exp-1", int(expires))
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         exports.download("wxunit", "exp-1", expires, signature)

@@ -55,13 +55,26 @@ def test_pure_rules_raise_domain_named_errors(module: str) -> None:
 
 
 @pytest.mark.parametrize(("old", "expected"), HTTP_NAMES.items())
-def test_http_names_are_the_domain_classes_with_the_same_status_and_code(
-    old: str, expected: tuple[str, int, str]
-) -> None:
+def test_errors_have_domain_names_mapped_to_http_in_one_place(old: str, expected: tuple[str, int, str]) -> None:
+    """The HTTP status lives on the domain error (mapped to a response by `api.http.handled` only);
+    the HTTP names the code used before are gone, so nothing can raise `BadRequest` again."""
     name, status, code = expected
     cls = getattr(errors, name)
-    assert getattr(errors, old) is cls
     assert (cls.status, cls.code) == (status, code)
+    assert not hasattr(errors, old)
+
+
+def test_no_module_names_an_error_by_its_http_status() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}"
+        for folder in ("chalicelib", "tests", "devtools", "bench", "infra")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for node in _imports(path)
+        if node.module == "chalicelib.errors"
+        for alias in node.names
+        if alias.name in HTTP_NAMES
+    ]
+    assert found == []
 
 
 def test_services_import_rule_modules_without_an_alias() -> None:

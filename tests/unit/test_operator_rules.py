@@ -9,7 +9,7 @@ import pytest
 
 from chalicelib import operators as rules
 from chalicelib.entities import Role
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.operators import Change, Operator
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -28,7 +28,7 @@ def test_valid_usernames(name: str) -> None:
 @pytest.mark.parametrize("name", ["ab", "x" * 33, "Alice", "a#b", "a b", "名字名字", "", "abc\n"])
 def test_invalid_usernames(name: str) -> None:
     assert not rules.valid_username(name)
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         rules.check_username(name)
     assert err.value.code == "invalid_username"
 
@@ -37,13 +37,13 @@ def test_passwords_need_10_to_256_characters() -> None:
     rules.check_password("x" * 10)
     rules.check_password("x" * 256)
     for bad in ("x" * 9, "x" * 257):
-        with pytest.raises(BadRequest):
+        with pytest.raises(InvalidInput):
             rules.check_password(bad)
 
 
 def test_only_operator_roles() -> None:
     rules.check_role(Role.AUDITOR)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         rules.check_role(Role.USER)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.store import shards
 from tests.envutil import environ
 
@@ -82,5 +82,5 @@ def test_first_takes_the_earliest_over_every_shard() -> None:
 
 
 def test_a_broken_cursor_is_a_bad_request() -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         shards.page("t#s", lambda p, s: ([], False), "not-a-cursor!", 10)

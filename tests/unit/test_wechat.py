@@ -8,7 +8,7 @@ import pytest
 import responses
 from responses import matchers
 
-from chalicelib.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, UpstreamError
+from chalicelib.errors import InvalidInput, NotAllowed, NotAuthenticated, Throttled, UpstreamError
 from chalicelib.settings import Settings
 from chalicelib.wechat.miniprogram import API_BASE, LiveMiniProgram, SandboxMiniProgram, check_scene
 
@@ -38,7 +38,7 @@ def test_code2session_returns_the_openid(live: LiveMiniProgram) -> None:
 
 @pytest.mark.parametrize(
     ("errcode", "error", "status"),
-    [(40029, Unauthorized, 401), (45011, TooManyRequests, 429), (40226, Forbidden, 403), (-1, UpstreamError, 502)],
+    [(40029, NotAuthenticated, 401), (45011, Throttled, 429), (40226, NotAllowed, 403), (-1, UpstreamError, 502)],
 )
 @responses.activate
 def test_code2session_errors_map_to_client_errors(
@@ -96,7 +96,7 @@ def test_wxacode_fetches_a_token_once_and_returns_the_png(live: LiveMiniProgram)
 def test_wxacode_json_error_is_reported(live: LiveMiniProgram) -> None:
     responses.post(f"{API_BASE}/cgi-bin/stable_token", json={"access_token": "T", "expires_in": 7200})
     responses.post(f"{API_BASE}/wxa/getwxacodeunlimit", json={"errcode": 41030, "errmsg": "invalid page"})
-    with pytest.raises(BadRequest) as raised:
+    with pytest.raises(InvalidInput) as raised:
         live.wxacode(APPID, "ABCD2345", "pages/nope")
     assert raised.value.code == "invalid_page"
 
@@ -111,7 +111,7 @@ def test_wxacode_neither_image_nor_error(live: LiveMiniProgram) -> None:
 
 @pytest.mark.parametrize("scene", ["", "x" * 33, "中文", "a\nb"])
 def test_scene_must_be_1_to_32_visible_ascii(scene: str) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         check_scene(scene)
 
 
@@ -120,9 +120,9 @@ def test_sandbox_logs_in_dev_names_and_plays_errors() -> None:
     assert sandbox.code2session(APPID, "dev-alice") == sandbox.code2session(APPID, "dev-alice")
     assert sandbox.code2session(APPID, "dev-alice") != sandbox.code2session(APPID, "dev-bob")
     assert sandbox.code2session(APPID, "dev-alice") != sandbox.code2session("wxother", "dev-alice")
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         sandbox.code2session(APPID, "dev-")
-    with pytest.raises(TooManyRequests):
+    with pytest.raises(Throttled):
         sandbox.code2session(APPID, "err-45011")
     assert sandbox.wxacode(APPID, "ABCD2345", "pages/index/index").startswith(b"\x89PNG")
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, load_pem_public_key
 from responses import matchers
 
-from chalicelib.errors import BadRequest, Conflict, Unauthorized, UpstreamError
+from chalicelib.errors import InvalidInput, NotAuthenticated, StateConflict, UpstreamError
 from chalicelib.wechat.pay import keys as sandbox_keys
 from chalicelib.wechat.pay import protocol
 from chalicelib.wechat.pay.keys import SandboxKeys, generate_sandbox_keys, load_or_create_sandbox_keys, sandbox_config
@@ -200,7 +200,7 @@ def test_orders_wechat_would_refuse_are_bad_requests(
 ) -> None:
     args = {"out_trade_no": "T20250101000004", "description": "x", "amount_fen": 100, "payer_openid": OPENID, **order}
     for client in (live, sandbox):
-        with pytest.raises(BadRequest) as raised:
+        with pytest.raises(InvalidInput) as raised:
             client.jsapi_prepay(**args, time_expire=EXPIRES)
         assert raised.value.code == "invalid_payment"
     assert len(responses.calls) == 0
@@ -230,8 +230,8 @@ def test_prepay_outages_are_upstream_unavailable(live: LiveWeChatPay, reply: dic
 @pytest.mark.parametrize(
     ("status", "code", "error", "domain_code"),
     [
-        (400, "ORDERPAID", Conflict, "order_paid"),
-        (400, "ORDER_CLOSED", Conflict, "order_closed"),
+        (400, "ORDERPAID", StateConflict, "order_paid"),
+        (400, "ORDER_CLOSED", StateConflict, "order_closed"),
         (400, "PARAM_ERROR", UpstreamError, "wechatpay_error"),
         (403, "NO_AUTH", UpstreamError, "wechatpay_error"),
         (401, "SIGN_ERROR", UpstreamError, "wechatpay_error"),
@@ -344,7 +344,7 @@ def test_a_tampered_body_is_refused(sandbox: SandboxWeChatPay, live: LiveWeChatP
     headers, body = sandbox.notification_for("T20250101000012", 100, OPENID)
     tampered = body.replace(b'"summary":"', b'"summary":"x')
     assert tampered != body
-    with pytest.raises(Unauthorized) as raised:
+    with pytest.raises(NotAuthenticated) as raised:
         live.parse_notification(headers, tampered)
     assert raised.value.code == "bad_signature"
 
@@ -360,7 +360,7 @@ def test_a_wrong_signature_is_refused(
         headers["Wechatpay-Signature"] = base64.b64encode(b"\0" * 256).decode()
     else:
         headers["Wechatpay-Timestamp"] = str(int(headers["Wechatpay-Timestamp"]) - 1)
-    with pytest.raises(Unauthorized) as raised:
+    with pytest.raises(NotAuthenticated) as raised:
         live.parse_notification(headers, body)
     assert raised.value.code == "bad_signature"
 
@@ -371,7 +371,7 @@ def test_an_unknown_serial_is_refused_without_fetching_certificates(
     sandbox: SandboxWeChatPay, live: LiveWeChatPay, serial: str
 ) -> None:
     headers, body = sandbox.notification_for("T20250101000014", 100, OPENID)
-    with pytest.raises(Unauthorized) as raised:
+    with pytest.raises(NotAuthenticated) as raised:
         live.parse_notification({**headers, "Wechatpay-Serial": serial}, body)
     assert raised.value.code == "bad_signature"
     assert len(responses.calls) == 0
@@ -381,14 +381,14 @@ def test_an_unknown_serial_is_refused_without_fetching_certificates(
 def test_a_missing_header_is_refused(sandbox: SandboxWeChatPay, live: LiveWeChatPay, missing: str) -> None:
     headers, body = sandbox.notification_for("T20250101000015", 100, OPENID)
     del headers[missing]
-    with pytest.raises(Unauthorized) as raised:
+    with pytest.raises(NotAuthenticated) as raised:
         live.parse_notification(headers, body)
     assert raised.value.code == "bad_signature"
 
 
 def test_another_signature_type_is_refused(sandbox: SandboxWeChatPay, live: LiveWeChatPay) -> None:
     headers, body = sandbox.notification_for("T20250101000016", 100, OPENID)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         live.parse_notification({**headers, "Wechatpay-Signature-Type": "WECHATPAY2-SM2-WITH-SM3"}, body)
 
 
@@ -401,16 +401,16 @@ def test_stale_or_future_notifications_are_refused(
     if accepted:
         assert live.parse_notification(headers, body).amount_fen == 100
         return
-    with pytest.raises(Unauthorized) as raised:
+    with pytest.raises(NotAuthenticated) as raised:
         live.parse_notification(headers, body)
     assert raised.value.code == "stale_notification"
 
 
 def test_a_timestamp_that_is_not_a_number_is_refused(sandbox: SandboxWeChatPay, live: LiveWeChatPay) -> None:
     headers, body = sandbox.notification_for("T20250101000018", 100, OPENID)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         live.parse_notification({**headers, "Wechatpay-Timestamp": "1e9"}, body)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         live.parse_notification({**headers, "Wechatpay-Timestamp": "²"}, body)
 
 
@@ -419,7 +419,7 @@ def test_a_notification_under_another_apiv3_key_cannot_be_decrypted(
 ) -> None:
     headers, body = sandbox.notification_for("T20250101000019", 100, OPENID)
     other = LiveWeChatPay(dataclasses.replace(config, apiv3_key="0" * 32))
-    with pytest.raises(BadRequest) as raised:
+    with pytest.raises(InvalidInput) as raised:
         other.parse_notification(headers, body)
     assert raised.value.code == "bad_notification"
 
@@ -429,7 +429,7 @@ def test_a_notification_for_another_mini_program_is_refused(
 ) -> None:
     elsewhere = SandboxWeChatPay(dataclasses.replace(config, appid="wxother"), keys.wechat_private_key_pem)
     headers, body = elsewhere.notification_for("T20250101000020", 100, OPENID)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         live.parse_notification(headers, body)
 
 
@@ -444,7 +444,7 @@ def test_a_notification_for_another_mini_program_is_refused(
 )
 def test_signed_but_malformed_notifications_are_bad_requests(keys: SandboxKeys, live: LiveWeChatPay, body: str) -> None:
     headers = wechat_signature_headers(keys.wechat_private_key_pem, keys.public_key_id, body)
-    with pytest.raises(BadRequest) as raised:
+    with pytest.raises(InvalidInput) as raised:
         live.parse_notification(headers, body.encode())
     assert raised.value.code == "bad_notification"
 
@@ -455,13 +455,13 @@ def test_a_decrypted_resource_without_the_expected_fields_is_a_bad_request(
     headers, body = sandbox._notification(
         "TRANSACTION.SUCCESS", "支付成功", "transaction", {"mchid": config.mchid}, time.time()
     )
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         live.parse_notification(headers, body)
 
 
 def test_a_body_that_is_not_utf8_is_a_bad_request(sandbox: SandboxWeChatPay, live: LiveWeChatPay) -> None:
     headers, _ = sandbox.notification_for("T20250101000021", 100, OPENID)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         live.parse_notification(headers, b"\xff\xfe")
 
 
@@ -595,7 +595,7 @@ def test_refunds_wechat_would_refuse_are_bad_requests(
         **change,
     }
     for client in (live, sandbox):
-        with pytest.raises(BadRequest) as raised:
+        with pytest.raises(InvalidInput) as raised:
             client.refund(**args)
         assert raised.value.code == "invalid_refund"
     assert len(responses.calls) == 0
@@ -800,9 +800,9 @@ def test_a_closed_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) ->
     )
     sandbox.close("T20250101000041")
     assert sandbox.query("T20250101000041").trade_state == "CLOSED"  # type: ignore[union-attr]
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         sandbox.user_pays("T20250101000041")
-    with pytest.raises(Conflict):  # ORDERCLOSED: a closed order is never prepaid again
+    with pytest.raises(StateConflict):  # ORDERCLOSED: a closed order is never prepaid again
         sandbox.jsapi_prepay(
             out_trade_no="T20250101000041", description="x", amount_fen=1, payer_openid=OPENID, time_expire=EXPIRES
         )
@@ -813,5 +813,5 @@ def test_an_expired_order_cannot_be_paid_at_the_twin(sandbox: SandboxWeChatPay) 
     sandbox.jsapi_prepay(
         out_trade_no="T20250101000042", description="x", amount_fen=1, payer_openid=OPENID, time_expire=past
     )
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         sandbox.user_pays("T20250101000042")

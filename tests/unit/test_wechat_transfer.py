@@ -12,7 +12,7 @@ import responses
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from chalicelib.errors import BadRequest, Conflict, NotFound, Unauthorized
+from chalicelib.errors import InvalidInput, Missing, NotAuthenticated, StateConflict
 from chalicelib.wechat.pay.keys import SandboxKeys, generate_sandbox_keys
 from chalicelib.wechat.pay.live import LiveWeChatPay
 from chalicelib.wechat.pay.protocol import PayConfig, wechat_signature_headers
@@ -192,7 +192,7 @@ def test_live_cancel(live: LiveTransfer, keys: SandboxKeys) -> None:
 )
 @responses.activate
 def test_bills_wechat_would_refuse_are_never_sent(live: LiveTransfer, kwargs: dict[str, Any], code: str) -> None:
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         create(live, **kwargs)
     assert err.value.code == code
     assert len(responses.calls) == 0
@@ -220,9 +220,9 @@ def test_user_confirmation_sends_a_callback_the_live_code_verifies(
     bill = live.parse_notification(headers, body)
     assert (bill.out_bill_no, bill.state, bill.amount_fen, bill.openid) == ("W0001test", "SUCCESS", 1_000, OPENID)
     assert json.loads(body)["event_type"] == "MCHTRANSFER.BILL.FINISHED"
-    with pytest.raises(Conflict):
+    with pytest.raises(StateConflict):
         sandbox.user_confirm("W0001test")
-    with pytest.raises(NotFound):
+    with pytest.raises(Missing):
         sandbox.user_confirm("W0404test")
 
 
@@ -231,19 +231,19 @@ def test_forged_and_foreign_callbacks_are_refused(
 ) -> None:
     create(sandbox)
     headers, body = sandbox.notification_for("W0001test")
-    with pytest.raises((Unauthorized, BadRequest)):
+    with pytest.raises((NotAuthenticated, InvalidInput)):
         live.parse_notification(headers, body.replace(b"MCHTRANSFER", b"MCHTRANSFEX"))
     rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rogue_pem = rogue.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
     forged = wechat_signature_headers(rogue_pem, config.public_key_id, body.decode())
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         live.parse_notification(forged, body)
     other_keys = generate_sandbox_keys()
     other = SandboxTransfer(
         other_keys.config(notify_url=NOTIFY_URL, appid=APPID), other_keys.wechat_private_key_pem, tmp_path / "o.db"
     )
     create(other)
-    with pytest.raises(Unauthorized):
+    with pytest.raises(NotAuthenticated):
         live.parse_notification(*other.notification_for("W0001test"))
 
 
@@ -397,5 +397,5 @@ def test_a_callback_for_another_or_no_merchant_is_refused(
     headers, body = sandbox._pay.notification(
         "MCHTRANSFER.BILL.FINISHED", "商家转账单据终态通知", "mch_payment", resource
     )
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         live.parse_notification(headers, body)

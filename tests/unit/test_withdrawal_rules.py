@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib import withdrawal
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.ledger import BUCKETS
 from chalicelib.withdrawal import FINAL, IN_FLIGHT, TRANSITIONS, WithdrawalRules, WithdrawalState
 
@@ -35,14 +35,14 @@ def test_fee_is_basis_points_rounded_down_plus_fixed() -> None:
     [(99, "below_minimum"), (2_000_001, "daily_amount_exceeded")],
 )
 def test_amounts_outside_the_rules_are_refused(amount: int, code: str) -> None:
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         withdrawal.quote(WithdrawalRules(), amount)
     assert err.value.code == code
 
 
 def test_a_fee_that_leaves_less_than_wechats_minimum_is_refused() -> None:
     rules = WithdrawalRules(min_fen=100, fee_fixed_fen=95)
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         withdrawal.quote(rules, 100)
     assert err.value.code == "below_minimum"
 
@@ -58,18 +58,18 @@ def test_real_name_from_the_threshold_and_auto_approval_below_the_limit() -> Non
 def test_parse_rules_is_a_partial_update_and_names_every_bad_field() -> None:
     base = WithdrawalRules(count_per_day=5)
     assert withdrawal.parse_rules({"fee_bps": 100}, base) == WithdrawalRules(count_per_day=5, fee_bps=100)
-    with pytest.raises(BadRequest) as err:
+    with pytest.raises(InvalidInput) as err:
         withdrawal.parse_rules({"fee_bps": -1, "min_fen": "100", "joining_fee": 1, "count_per_day": True})
     fields = sorted(d["field"] for d in err.value.details)
     assert fields == ["count_per_day", "fee_bps", "joining_fee", "min_fen"]
 
 
 def test_parse_rules_refuses_inconsistent_rules() -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         withdrawal.parse_rules({"min_fen": 500, "fee_fixed_fen": 495})
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         withdrawal.parse_rules({"min_fen": 10_000, "max_per_day_fen": 5_000})
-    with pytest.raises(BadRequest):  # WeChat requires the real name from 2,000 yuan: a tenant cannot raise it
+    with pytest.raises(InvalidInput):  # WeChat requires the real name from 2,000 yuan: a tenant cannot raise it
         withdrawal.parse_rules({"real_name_from_fen": 300_000})
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from chalicelib.errors import BadRequest, Unauthorized, UpstreamError
+from chalicelib.errors import InvalidInput, NotAuthenticated, UpstreamError
 from chalicelib.wechat.pay.protocol import (
     NONCE_HEADER,
     NOTIFICATION_MAX_SKEW_SECONDS,
@@ -151,9 +151,9 @@ class LiveWeChatPay:
                 self._config.appid
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BadRequest("the notification lacks expected fields", code="bad_notification") from exc
+            raise InvalidInput("the notification lacks expected fields", code="bad_notification") from exc
         if not ours:
-            raise BadRequest("the notification is for another merchant or mini-program", code="bad_notification")
+            raise InvalidInput("the notification is for another merchant or mini-program", code="bad_notification")
         return notice
 
     def verified_callback(self, headers: Mapping[str, str], body: bytes | str) -> dict[str, Any]:
@@ -161,26 +161,26 @@ class LiveWeChatPay:
         freshness and signature are checked (any WeChat Pay notification: payments, transfers)."""
         found = notification_headers(headers)
         if found[SIGNATURE_TYPE_HEADER] != SIGNATURE_TYPE:
-            raise Unauthorized("unsupported notification signature type", code="bad_signature")
+            raise NotAuthenticated("unsupported notification signature type", code="bad_signature")
         # Checked here: for an unknown serial the library would go and download platform certificates.
         if found[SERIAL_HEADER] != self._config.public_key_id:
-            raise Unauthorized("the notification is signed with an unknown key", code="bad_signature")
+            raise NotAuthenticated("the notification is signed with an unknown key", code="bad_signature")
         self._check_fresh(found[TIMESTAMP_HEADER])
         text = notification_text(body)
         try:
             data = self._client.callback(found, text)
         except Exception as exc:  # signed, but not the JSON/resource WeChat sends
-            raise BadRequest("the notification is malformed", code="bad_notification") from exc
+            raise InvalidInput("the notification is malformed", code="bad_notification") from exc
         if not data:
             from wechatpayv3.utils import rsa_verify  # heavy: not at cold start
 
             if not rsa_verify(
                 found[TIMESTAMP_HEADER], found[NONCE_HEADER], text, found[SIGNATURE_HEADER], self._public_key
             ):
-                raise Unauthorized("the notification's signature does not verify", code="bad_signature")
-            raise BadRequest("the notification could not be decrypted", code="bad_notification")
+                raise NotAuthenticated("the notification's signature does not verify", code="bad_signature")
+            raise InvalidInput("the notification could not be decrypted", code="bad_notification")
         if not isinstance(data, dict):
-            raise BadRequest("the notification is malformed", code="bad_notification")
+            raise InvalidInput("the notification is malformed", code="bad_notification")
         return data
 
     @property
@@ -194,12 +194,12 @@ class LiveWeChatPay:
 
     def _check_fresh(self, timestamp: str) -> None:
         if not (timestamp.isascii() and timestamp.isdigit()):
-            raise Unauthorized("the notification timestamp is not a number", code="bad_signature")
+            raise NotAuthenticated("the notification timestamp is not a number", code="bad_signature")
         if abs(self._clock() - int(timestamp)) > NOTIFICATION_MAX_SKEW_SECONDS:
-            raise Unauthorized("the notification is too old or from the future", code="stale_notification")
+            raise NotAuthenticated("the notification is too old or from the future", code="stale_notification")
 
     def close(self, out_trade_no: str) -> None:
-        """Close an unpaid order (关闭订单): it can no longer be paid. Conflict `order_paid` if it was."""
+        """Close an unpaid order (关闭订单): it can no longer be paid. StateConflict `order_paid` if it was."""
         self._call(lambda: self._client.close(out_trade_no=out_trade_no))
 
     def query(self, out_trade_no: str) -> PaymentState | None:

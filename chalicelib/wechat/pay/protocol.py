@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from chalicelib.errors import BadRequest, Conflict, DomainError, Unauthorized, UpstreamError
+from chalicelib.errors import DomainError, InvalidInput, NotAuthenticated, StateConflict, UpstreamError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -149,20 +149,20 @@ class WeChatPay(Protocol):
 def check_prepay(out_trade_no: str, description: str, amount_fen: int, payer_openid: str) -> None:
     """WeChat's own limits on a JSAPI order, checked before calling it."""
     if not _OUT_TRADE_NO.fullmatch(out_trade_no):
-        raise BadRequest("out_trade_no must be 6-32 letters, digits or _-|*", code="invalid_payment")
+        raise InvalidInput("out_trade_no must be 6-32 letters, digits or _-|*", code="invalid_payment")
     if not description or len(description) > 127:
-        raise BadRequest("the description must be 1-127 characters", code="invalid_payment")
+        raise InvalidInput("the description must be 1-127 characters", code="invalid_payment")
     if isinstance(amount_fen, bool) or not isinstance(amount_fen, int) or amount_fen < 1:
-        raise BadRequest("the amount must be a positive number of fen", code="invalid_payment")
+        raise InvalidInput("the amount must be a positive number of fen", code="invalid_payment")
     if not payer_openid:
-        raise BadRequest("the payer's openid is missing", code="invalid_payment")
+        raise InvalidInput("the payer's openid is missing", code="invalid_payment")
 
 
 def check_notify_url(url: str) -> None:
     """WeChat refuses a notify_url with a query string (通知URL不能携带参数) or without a host."""
     parts = urlsplit(url)
     if parts.query or parts.fragment or parts.scheme not in ("https", "http") or not parts.netloc:
-        raise BadRequest(f"notify_url {url!r} must be an absolute URL without parameters", code="invalid_notify_url")
+        raise InvalidInput(f"notify_url {url!r} must be an absolute URL without parameters", code="invalid_notify_url")
 
 
 def china_time(moment: datetime) -> str:
@@ -190,14 +190,14 @@ def parse_payment_state(data: Mapping[str, Any], out_trade_no: str) -> PaymentSt
 def check_refund(out_trade_no: str, out_refund_no: str, total_fen: int, refund_fen: int, reason: str) -> None:
     """WeChat's own limits on a refund, checked before calling it."""
     if not _OUT_TRADE_NO.fullmatch(out_trade_no):
-        raise BadRequest("out_trade_no must be 6-32 letters, digits or _-|*", code="invalid_refund")
+        raise InvalidInput("out_trade_no must be 6-32 letters, digits or _-|*", code="invalid_refund")
     if not _OUT_REFUND_NO.fullmatch(out_refund_no):
-        raise BadRequest("out_refund_no must be 1-64 letters, digits or _-|*@", code="invalid_refund")
+        raise InvalidInput("out_refund_no must be 1-64 letters, digits or _-|*@", code="invalid_refund")
     amounts = (total_fen, refund_fen)
     if any(isinstance(a, bool) or not isinstance(a, int) for a in amounts) or not 0 < refund_fen <= total_fen:
-        raise BadRequest("the refund must be between 1 fen and the order total", code="invalid_refund")
+        raise InvalidInput("the refund must be between 1 fen and the order total", code="invalid_refund")
     if len(reason) > 80:
-        raise BadRequest("the refund reason must be at most 80 characters", code="invalid_refund")
+        raise InvalidInput("the refund reason must be at most 80 characters", code="invalid_refund")
 
 
 def wechatpay_error(status: int, code: str, message: str) -> DomainError:
@@ -205,9 +205,9 @@ def wechatpay_error(status: int, code: str, message: str) -> DomainError:
     text = f"WeChat Pay error {code or '?'} (HTTP {status}): {message}"
     details = {"wechatpay_code": code}
     if code in {"ORDERPAID", "ORDER_PAID"}:
-        return Conflict(f"the order is already paid ({text})", code="order_paid", details=details)
+        return StateConflict(f"the order is already paid ({text})", code="order_paid", details=details)
     if code in {"ORDERCLOSED", "ORDER_CLOSED"}:
-        return Conflict(f"the order is closed ({text})", code="order_closed", details=details)
+        return StateConflict(f"the order is closed ({text})", code="order_closed", details=details)
     if status >= 500 or status == 429 or code in {"SYSTEMERROR", "SYSTEM_ERROR", "FREQUENCY_LIMITED"}:
         return UpstreamError(text, code="wechatpay_unavailable", details=details)
     return UpstreamError(text, code="wechatpay_error", details=details)
@@ -245,7 +245,7 @@ def notification_headers(headers: Mapping[str, str]) -> dict[str, str]:
     for name in NOTIFICATION_HEADERS:
         value = lowered.get(name.lower())
         if not isinstance(value, str) or not value:
-            raise Unauthorized(f"the notification has no {name} header", code="bad_signature")
+            raise NotAuthenticated(f"the notification has no {name} header", code="bad_signature")
         found[name] = value
     return found
 
@@ -256,7 +256,7 @@ def notification_text(body: bytes | str) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest("the notification body is not UTF-8", code="bad_notification") from exc
+        raise InvalidInput("the notification body is not UTF-8", code="bad_notification") from exc
 
 
 def _optional(value: Any) -> str | None:

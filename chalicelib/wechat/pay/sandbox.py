@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import InvalidInput, Missing, StateConflict
 from chalicelib.wechat.outbox import Outbox, immediate
 from chalicelib.wechat.pay.live import LiveWeChatPay
 from chalicelib.wechat.pay.protocol import (
@@ -166,7 +166,7 @@ class SandboxWeChatPay:
         check_prepay(out_trade_no, description, amount_fen, payer_openid)
         try:
             check_notify_url(self._config.notify_url)
-        except BadRequest as exc:
+        except InvalidInput as exc:
             raise wechatpay_error(400, "PARAM_ERROR", f"notify_url格式不正确: {exc}") from exc
         mchid = self._config.mchid
         with self._tx() as db:
@@ -224,11 +224,11 @@ class SandboxWeChatPay:
         with self._tx() as db:
             row = self._payment_row(db, out_trade_no)
             if row is None:
-                raise NotFound("WeChat Pay knows no such order (no prepay)", code="unknown_payment")
+                raise Missing("WeChat Pay knows no such order (no prepay)", code="unknown_payment")
             if row["state"] == "CLOSED":
-                raise Conflict("the order is closed at WeChat Pay and cannot be paid", code="order_closed")
+                raise StateConflict("the order is closed at WeChat Pay and cannot be paid", code="order_closed")
             if row["state"] == "NOTPAY" and now > float(row["time_expire"]):
-                raise Conflict("the order's payment time has expired", code="order_expired")
+                raise StateConflict("the order's payment time has expired", code="order_expired")
             if row["state"] == "NOTPAY":
                 db.execute(
                     "UPDATE payments SET state = 'SUCCESS', transaction_id = ?, success_time = ? "

@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 from chalicelib.wechat.pay.live import LiveWeChatPay
 from chalicelib.wechat.pay.protocol import PayConfig
 from chalicelib.wechat.transfer.protocol import (
@@ -103,10 +103,10 @@ class LiveTransfer:
         try:
             resource = data["resource"]
             if data.get("event_type") != NOTIFICATION_EVENT or not isinstance(resource, dict):
-                raise BadRequest("not a transfer notification", code="bad_notification")
+                raise InvalidInput("not a transfer notification", code="bad_notification")
             # WeChat names the merchant `mch_id` in this resource, `mchid` in others: accept either
             if (resource.get("mch_id") or resource.get("mchid")) != self.mch_id:
-                raise BadRequest("the notification is for another merchant", code="bad_notification")
+                raise InvalidInput("the notification is for another merchant", code="bad_notification")
             return bill_from(resource)
         except (KeyError, TypeError, TransferUnclear) as exc:
-            raise BadRequest("the notification lacks expected fields", code="bad_notification") from exc
+            raise InvalidInput("the notification lacks expected fields", code="bad_notification") from exc

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chalicelib.errors import BadRequest
+from chalicelib.errors import InvalidInput
 
 TRANSFER_STATES = (
     "ACCEPTED",
@@ -83,15 +83,15 @@ class TransferProvider(Protocol):
 def check_bill(out_bill_no: str, openid: str, amount_fen: int, remark: str, user_name: str | None) -> None:
     """WeChat's own limits on a transfer bill, checked before calling it."""
     if not _OUT_BILL_NO.fullmatch(out_bill_no):
-        raise BadRequest("out_bill_no must be 5-32 letters or digits", code="invalid_transfer")
+        raise InvalidInput("out_bill_no must be 5-32 letters or digits", code="invalid_transfer")
     if not openid:
-        raise BadRequest("the payee has no openid", code="invalid_transfer")
+        raise InvalidInput("the payee has no openid", code="invalid_transfer")
     if isinstance(amount_fen, bool) or not isinstance(amount_fen, int) or amount_fen < MIN_TRANSFER_FEN:
-        raise BadRequest("a transfer is at least 0.1 yuan", code="invalid_transfer")
+        raise InvalidInput("a transfer is at least 0.1 yuan", code="invalid_transfer")
     if not 1 <= len(remark) <= 32:
-        raise BadRequest("the transfer remark must be 1-32 characters", code="invalid_transfer")
+        raise InvalidInput("the transfer remark must be 1-32 characters", code="invalid_transfer")
     if amount_fen >= REAL_NAME_FROM_FEN and not user_name:
-        raise BadRequest("transfers of 2,000 yuan or more need the payee's real name", code="real_name_required")
+        raise InvalidInput("transfers of 2,000 yuan or more need the payee's real name", code="real_name_required")
 
 
 def bill_from(data: Mapping[str, Any], out_bill_no: str | None = None) -> TransferBill:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.errors import InvalidInput, Missing, StateConflict
 from chalicelib.wechat.outbox import Outbox, immediate
 from chalicelib.wechat.pay.protocol import PayConfig, check_notify_url
 from chalicelib.wechat.pay.sandbox import SandboxWeChatPay
@@ -124,7 +124,7 @@ class SandboxTransfer:
         check_bill(out_bill_no, openid, amount_fen, remark, user_name)
         try:
             check_notify_url(self._config.notify_url)
-        except BadRequest as exc:  # WeChat: PARAM_ERROR, no bill
+        except InvalidInput as exc:  # WeChat: PARAM_ERROR, no bill
             raise TransferRejected("PARAM_ERROR", f"notify_url格式不正确: {exc.message}") from exc
         with self._tx() as db:  # faults are consumed in the transaction; errors are raised after it
             outcome = self._create(db, out_bill_no, openid, amount_fen)
@@ -217,7 +217,7 @@ class SandboxTransfer:
         with self._tx() as db:
             bill = self._row(db, out_bill_no)
             if bill is None:
-                raise NotFound("WeChat knows no such transfer", code="unknown_transfer")
+                raise Missing("WeChat knows no such transfer", code="unknown_transfer")
             return create_answer(bill, self._created_at(db, out_bill_no))
 
     def cancel_bill(self, out_bill_no: str) -> TransferBill:
@@ -236,9 +236,9 @@ class SandboxTransfer:
         with self._tx() as db:
             bill = self._row(db, out_bill_no)
             if bill is None:
-                raise NotFound("WeChat knows no such transfer", code="unknown_transfer")
+                raise Missing("WeChat knows no such transfer", code="unknown_transfer")
             if bill.state != "WAIT_USER_CONFIRM":
-                raise Conflict(f"the transfer is {bill.state}, not waiting for the user", code="not_waiting")
+                raise StateConflict(f"the transfer is {bill.state}, not waiting for the user", code="not_waiting")
             fail = self._take(db, "fail", out_bill_no)[0]
             self._set_state(db, bill, "FAIL" if fail else "SUCCESS", "ACCOUNT_FROZEN" if fail else None)
             repeats, _ = self._take(db, "repeat_callbacks", out_bill_no, all_left=True)
@@ -274,7 +274,7 @@ class SandboxTransfer:
         with self._tx() as db:
             bill = self._row(db, out_bill_no)
         if bill is None:
-            raise NotFound("WeChat knows no such transfer", code="unknown_transfer")
+            raise Missing("WeChat knows no such transfer", code="unknown_transfer")
         return self._notification(bill)
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes | str) -> TransferBill:
