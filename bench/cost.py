@@ -192,7 +192,7 @@ def model(usage: Usage, paid_orders: int, memory: dict[str, int] | None = None) 
         raise ValueError("a run without paid orders cannot be scaled")
     scale = PAID_ORDERS / paid_orders
     amounts = quantities(usage, memory or memory_mb())
-    items = {}
+    items: dict[str, dict[str, Any]] = {}
     for name, amount in amounts.items():
         price = PRICES[name]
         scaled = amount * scale

@@ -52,10 +52,10 @@ def written_items(operation: str, params: dict[str, Any]) -> Counter[str]:
     return Counter(name.split("-")[-1] for name in names)
 
 
-def units_per_table(consumed: Any) -> Counter[str]:
+def units_per_table(consumed: Any) -> defaultdict[str, float]:
     """`ConsumedCapacity` (INDEXES) as units per table and per "table/index"."""
     entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
-    per_table: Counter[str] = Counter()
+    per_table: defaultdict[str, float] = defaultdict(float)
     for entry in entries:
         table = str(entry.get("TableName", "?")).split("-")[-1]
         per_table[table] += float((entry.get("Table") or {}).get("CapacityUnits") or entry.get("CapacityUnits") or 0)
@@ -92,8 +92,8 @@ class Meter:
         self.ddb_requests: Counter[str] = Counter()
         self.read_units = 0.0
         self.write_units = 0.0
-        self.units_by_table: Counter[str] = Counter()  # "read table[/index]" or "write table[/index]" -> units
-        self.write_units_by_route: Counter[str] = Counter()  # route or function -> write units
+        self.units_by_table: defaultdict[str, float] = defaultdict(float)  # "read|write table[/index]" -> units
+        self.write_units_by_route: defaultdict[str, float] = defaultdict(float)  # route or function -> units
         self.write_items: Counter[str] = Counter()  # "tx table" or "single table" -> items written
         self.durations_ms: dict[str, list[float]] = defaultdict(list)  # function -> invocation durations
         self.routes: Counter[str] = Counter()  # API invocations per route
@@ -139,7 +139,7 @@ class Meter:
             return original_spool(directory, name, bodies)
 
         botocore.client.BaseClient._make_api_call = counting_call  # type: ignore[method-assign]
-        queue.spool = counting_spool  # type: ignore[assignment]
+        queue.spool = counting_spool
         self._undo.append(lambda: setattr(botocore.client.BaseClient, "_make_api_call", original_call))
         self._undo.append(lambda: setattr(queue, "spool", original_spool))
         return self
