@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from chalice.app import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ from chalicelib.api import schemas as s
 from chalicelib.api.errorcodes import ANY_ROUTE, ERROR_CODES
 from chalicelib.api.merchant import MerchantEventBody
 from chalicelib.entities import Role
+from chalicelib.services.plans import PlanBody
 
 bp = Blueprint(__name__)
 
@@ -77,45 +78,6 @@ class Route:
 
 
 # --- documentation bodies for routes that read a free-form object ---------------------------------
-
-
-class LevelAmount(BaseModel):
-    rate_bps: int | None = Field(default=None, ge=0, le=10_000)
-    fixed_fen: int | None = Field(default=None, ge=0)
-
-
-class ProductOverride(BaseModel):
-    product_id: str
-    levels: list[LevelAmount]
-
-
-class LadderTier(BaseModel):
-    min_month_sales_fen: int = Field(ge=0)
-    level1_rate_bps: int = Field(ge=0, le=10_000)
-
-
-class Campaign(BaseModel):
-    name: str
-    starts_at: str = Field(json_schema_extra={"format": "date-time"})
-    ends_at: str = Field(json_schema_extra={"format": "date-time"})
-    multiplier_bps: int = Field(ge=0)
-    product_ids: list[str] = []
-
-
-class PlanBody(BaseModel):
-    """A commission plan version (immutable once saved; activate it to use it)."""
-
-    rates_bps: Annotated[list[Annotated[int, Field(ge=0, le=10_000)]], Field(min_length=1, max_length=3)]
-    cap_bps: int = Field(ge=0, le=10_000)
-    overrides: list[ProductOverride] = []
-    ladder: list[LadderTier] = []
-    campaigns: list[Campaign] = []
-    self_purchase: bool = False
-    trigger: Literal["paid", "received"] = "paid"
-    inactive_upline: Literal["skip", "compress"] = "skip"
-    settlement: Literal["days_after_receipt", "weekly", "monthly"] = "days_after_receipt"
-    settle_after_days: int = Field(default=7, ge=0)
-    timezone: str = "Asia/Shanghai"
 
 
 class SimulateBody(BaseModel):

@@ -6,6 +6,8 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, Field, ValidationError
+
 from chalicelib import caches, commission
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
@@ -27,49 +29,93 @@ _cache: dict[tuple[str, int], Plan] = caches.register(f"{__name__}._cache", {})
 _lock = threading.Lock()
 
 
-def plan_from_body(body: dict[str, Any], version: int = 0) -> Plan:
+class LevelAmountBody(BaseModel):
+    """One level of a product override: a rate or a fixed amount (the rule checks which)."""
+
+    rate_bps: int | None = None
+    fixed_fen: int | None = None
+
+
+class ProductOverrideBody(BaseModel):
+    product_id: str
+    levels: list[LevelAmountBody]
+
+
+class LadderTierBody(BaseModel):
+    min_month_sales_fen: int
+    level1_rate_bps: int
+
+
+class CampaignBody(BaseModel):
+    name: str
+    starts_at: str = Field(json_schema_extra={"format": "date-time"})
+    ends_at: str = Field(json_schema_extra={"format": "date-time"})
+    multiplier_bps: int
+    product_ids: list[str] | None = None
+
+
+class PlanBody(BaseModel):
+    """A commission plan version as operators send it and as it is stored (immutable once saved;
+    activate it to use it). The model holds the shape and types; what a plan may pay (one to
+    three levels, rates and cap in 0-10000 bps, ladders increasing, campaigns ending after they
+    start, the worst case within the cap) is `commission.plan_errors`, in its own words."""
+
+    rates_bps: list[int] = Field(description="per level, 1-3 levels, each 0-10000 bps")
+    cap_bps: int = Field(description="all levels together never above this share of the paid amount (0-10000 bps)")
+    overrides: list[ProductOverrideBody] = []
+    ladder: list[LadderTierBody] = []
+    campaigns: list[CampaignBody] = []
+    self_purchase: bool = False
+    trigger: commission.Trigger = commission.Trigger.PAID
+    inactive_upline: commission.InactiveUpline = commission.InactiveUpline.SKIP
+    settlement: commission.SettlementMode = commission.SettlementMode.DAYS_AFTER_RECEIPT
+    settle_after_days: int = Field(default=7, description="0-365")
+    timezone: str = "Asia/Shanghai"
+
+
+def plan_from_body(body: Any, version: int = 0) -> Plan:
     """A plan from its JSON body (as stored and as operators send it)."""
-    forbidden = FORBIDDEN_FIELDS & set(body)
+    forbidden = FORBIDDEN_FIELDS & set(body) if isinstance(body, dict) else set()
     if forbidden:
         raise InvalidInput(
             f"plans cannot charge promoters or pay for recruiting: {', '.join(sorted(forbidden))}", code="forbidden_fee"
         )
     try:
-        return Plan(
-            version=version,
-            rates_bps=tuple(int(r) for r in body["rates_bps"]),
-            cap_bps=int(body["cap_bps"]),
-            overrides=tuple(
-                ProductOverride(
-                    str(o["product_id"]),
-                    tuple(
-                        LevelAmount(rate_bps=lv.get("rate_bps"), fixed_fen=lv.get("fixed_fen")) for lv in o["levels"]
-                    ),
-                )
-                for o in body.get("overrides", [])
-            ),
-            ladder=tuple(
-                LadderTier(int(t["min_month_sales_fen"]), int(t["level1_rate_bps"])) for t in body.get("ladder", [])
-            ),
-            campaigns=tuple(
-                Campaign(
-                    str(c["name"]),
-                    datetime.fromisoformat(c["starts_at"]),
-                    datetime.fromisoformat(c["ends_at"]),
-                    int(c["multiplier_bps"]),
-                    frozenset(c.get("product_ids") or ()),
-                )
-                for c in body.get("campaigns", [])
-            ),
-            self_purchase=bool(body.get("self_purchase", False)),
-            trigger=commission.Trigger(body.get("trigger", "paid")),
-            inactive_upline=commission.InactiveUpline(body.get("inactive_upline", "skip")),
-            settlement=commission.SettlementMode(body.get("settlement", "days_after_receipt")),
-            settle_after_days=int(body.get("settle_after_days", 7)),
-            timezone=str(body.get("timezone", "Asia/Shanghai")),
+        parsed = PlanBody.model_validate(body)
+        campaigns = tuple(
+            Campaign(
+                c.name,
+                datetime.fromisoformat(c.starts_at),
+                datetime.fromisoformat(c.ends_at),
+                c.multiplier_bps,
+                frozenset(c.product_ids or ()),
+            )
+            for c in parsed.campaigns
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except ValidationError as exc:
+        details = [f"{'.'.join(map(str, e['loc'])) or 'plan'}: {e['msg']}" for e in exc.errors()]
+        raise InvalidInput(
+            f"the plan is not well formed: {'; '.join(details)}", code="invalid_plan", details=details
+        ) from exc
+    except ValueError as exc:  # a campaign time that is not ISO 8601
         raise InvalidInput(f"the plan is not well formed: {exc}", code="invalid_plan") from exc
+    return Plan(
+        version=version,
+        rates_bps=tuple(parsed.rates_bps),
+        cap_bps=parsed.cap_bps,
+        overrides=tuple(
+            ProductOverride(o.product_id, tuple(LevelAmount(lv.rate_bps, lv.fixed_fen) for lv in o.levels))
+            for o in parsed.overrides
+        ),
+        ladder=tuple(LadderTier(t.min_month_sales_fen, t.level1_rate_bps) for t in parsed.ladder),
+        campaigns=campaigns,
+        self_purchase=parsed.self_purchase,
+        trigger=parsed.trigger,
+        inactive_upline=parsed.inactive_upline,
+        settlement=parsed.settlement,
+        settle_after_days=parsed.settle_after_days,
+        timezone=parsed.timezone,
+    )
 
 
 def plan_view(stored: StoredPlan, active: int | None) -> dict[str, Any]:

@@ -1966,8 +1966,8 @@ export interface components {
             /** Reason */
             reason: string;
         };
-        /** Campaign */
-        Campaign: {
+        /** CampaignBody */
+        CampaignBody: {
             /**
              * Ends At
              * Format: date-time
@@ -1979,9 +1979,9 @@ export interface components {
             name: string;
             /**
              * Product Ids
-             * @default []
+             * @default null
              */
-            product_ids?: string[];
+            product_ids?: string[] | null;
             /**
              * Starts At
              * Format: date-time
@@ -2359,6 +2359,12 @@ export interface components {
              */
             status: "ok";
         };
+        /**
+         * InactiveUpline
+         * @description An upline who is not an active promoter: their level earns nothing, or the next one moves up.
+         * @enum {string}
+         */
+        InactiveUpline: "skip" | "compress";
         /** JobRun */
         JobRun: {
             /** Job */
@@ -2371,15 +2377,18 @@ export interface components {
                 [key: string]: unknown;
             };
         };
-        /** LadderTier */
-        LadderTier: {
+        /** LadderTierBody */
+        LadderTierBody: {
             /** Level1 Rate Bps */
             level1_rate_bps: number;
             /** Min Month Sales Fen */
             min_month_sales_fen: number;
         };
-        /** LevelAmount */
-        LevelAmount: {
+        /**
+         * LevelAmountBody
+         * @description One level of a product override: a rate or a fixed amount (the rule checks which).
+         */
+        LevelAmountBody: {
             /**
              * Fixed Fen
              * @default null
@@ -2914,33 +2923,38 @@ export interface components {
         };
         /**
          * PlanBody
-         * @description A commission plan version (immutable once saved; activate it to use it).
+         * @description A commission plan version as operators send it and as it is stored (immutable once saved;
+         *     activate it to use it). The model holds the shape and types; what a plan may pay (one to
+         *     three levels, rates and cap in 0-10000 bps, ladders increasing, campaigns ending after they
+         *     start, the worst case within the cap) is `commission.plan_errors`, in its own words.
          */
         PlanBody: {
             /**
              * Campaigns
              * @default []
              */
-            campaigns?: components["schemas"]["Campaign"][];
-            /** Cap Bps */
-            cap_bps: number;
+            campaigns?: components["schemas"]["CampaignBody"][];
             /**
-             * Inactive Upline
-             * @default skip
-             * @enum {string}
+             * Cap Bps
+             * @description all levels together never above this share of the paid amount (0-10000 bps)
              */
-            inactive_upline?: "skip" | "compress";
+            cap_bps: number;
+            /** @default skip */
+            inactive_upline?: components["schemas"]["InactiveUpline"];
             /**
              * Ladder
              * @default []
              */
-            ladder?: components["schemas"]["LadderTier"][];
+            ladder?: components["schemas"]["LadderTierBody"][];
             /**
              * Overrides
              * @default []
              */
-            overrides?: components["schemas"]["ProductOverride"][];
-            /** Rates Bps */
+            overrides?: components["schemas"]["ProductOverrideBody"][];
+            /**
+             * Rates Bps
+             * @description per level, 1-3 levels, each 0-10000 bps
+             */
             rates_bps: number[];
             /**
              * Self Purchase
@@ -2949,26 +2963,19 @@ export interface components {
             self_purchase?: boolean;
             /**
              * Settle After Days
+             * @description 0-365
              * @default 7
              */
             settle_after_days?: number;
-            /**
-             * Settlement
-             * @default days_after_receipt
-             * @enum {string}
-             */
-            settlement?: "days_after_receipt" | "weekly" | "monthly";
+            /** @default days_after_receipt */
+            settlement?: components["schemas"]["SettlementMode"];
             /**
              * Timezone
              * @default Asia/Shanghai
              */
             timezone?: string;
-            /**
-             * Trigger
-             * @default paid
-             * @enum {string}
-             */
-            trigger?: "paid" | "received";
+            /** @default paid */
+            trigger?: components["schemas"]["Trigger"];
         };
         /** PlanFigures */
         PlanFigures: {
@@ -3024,10 +3031,10 @@ export interface components {
              */
             repurchase_days?: number | null;
         };
-        /** ProductOverride */
-        ProductOverride: {
+        /** ProductOverrideBody */
+        ProductOverrideBody: {
             /** Levels */
-            levels: components["schemas"]["LevelAmount"][];
+            levels: components["schemas"]["LevelAmountBody"][];
             /** Product Id */
             product_id: string;
         };
@@ -3198,6 +3205,11 @@ export interface components {
              */
             status: "bound" | "already_bound" | "rejected";
         };
+        /**
+         * SettlementMode
+         * @enum {string}
+         */
+        SettlementMode: "days_after_receipt" | "weekly" | "monthly";
         /** Share */
         Share: {
             /** Channel */
@@ -3377,6 +3389,12 @@ export interface components {
              */
             next_cursor?: string | null;
         };
+        /**
+         * Trigger
+         * @description When commission is created: on payment (pending until receipt) or only on receipt.
+         * @enum {string}
+         */
+        Trigger: "paid" | "received";
         /** UplineRef */
         UplineRef: {
             /** Id */
