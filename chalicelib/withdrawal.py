@@ -191,7 +191,7 @@ class WithdrawalRules:
 WECHAT_MIN_TRANSFER_FEN = 10  # 0.1 yuan
 WECHAT_REAL_NAME_FEN = 200_000
 
-_RULE_BOUNDS = {
+RULE_BOUNDS = {  # each rule an operator may set: its lowest and highest value
     "min_fen": (WECHAT_MIN_TRANSFER_FEN, 100_000_000),
     "max_per_day_fen": (WECHAT_MIN_TRANSFER_FEN, 100_000_000),
     "count_per_day": (1, 1000),
@@ -207,10 +207,10 @@ def parse_rules(data: Mapping[str, Any], base: WithdrawalRules | None = None) ->
     values = (base or WithdrawalRules()).as_dict()
     problems: list[dict[str, str]] = []
     for name, value in data.items():
-        if name not in _RULE_BOUNDS:
+        if name not in RULE_BOUNDS:
             problems.append({"field": name, "message": "unknown rule"})
             continue
-        low, high = _RULE_BOUNDS[name]
+        low, high = RULE_BOUNDS[name]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             problems.append({"field": name, "message": f"must be an integer from {low} to {high}"})
             continue

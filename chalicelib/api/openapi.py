@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chalice.app import Blueprint, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
+from chalicelib import withdrawal
 from chalicelib.api import audit, exports, operators
 from chalicelib.api import responses as r
 from chalicelib.api import schemas as s
@@ -87,18 +88,16 @@ class SimulateBody(BaseModel):
     days: int = Field(default=30, ge=1, le=90, description="the last N local days, today included")
 
 
-class WithdrawalRulesBody(BaseModel):
-    """A partial update: name only the rules to change."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_fen: int | None = Field(default=None, ge=10, le=100_000_000)
-    max_per_day_fen: int | None = Field(default=None, ge=10, le=100_000_000)
-    count_per_day: int | None = Field(default=None, ge=1, le=1000)
-    fee_bps: int | None = Field(default=None, ge=0, le=5000)
-    fee_fixed_fen: int | None = Field(default=None, ge=0, le=100_000)
-    auto_approve_below_fen: int | None = Field(default=None, ge=0, le=100_000_000)
-    real_name_from_fen: int | None = Field(default=None, ge=1, le=200_000)
+# A partial update of the withdrawal rules (name only the rules to change), documented from the
+# bounds the rule itself checks (`withdrawal.RULE_BOUNDS`), so the two cannot drift apart.
+WithdrawalRulesBody: type[BaseModel] = create_model(
+    "WithdrawalRulesBody",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A partial update: name only the rules to change.",
+    **{
+        name: (int | None, Field(default=None, ge=low, le=high)) for name, (low, high) in withdrawal.RULE_BOUNDS.items()
+    },  # type: ignore[call-overload]
+)
 
 
 class RedriveBody(BaseModel):
