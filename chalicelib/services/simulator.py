@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from chalicelib import commission, counters
 from chalicelib.auth import require_role
 from chalicelib.clock import utcnow
-from chalicelib.commission import Attribution, Earning, OrderLine, Plan
+from chalicelib.commission import Plan
 from chalicelib.entities import Principal, Role
 from chalicelib.errors import InvalidInput, TooLarge
 from chalicelib.money import BPS_DENOMINATOR, apply_bps
@@ -41,13 +41,14 @@ from chalicelib.services import plans, tenants
 from chalicelib.store import get_store
 
 if TYPE_CHECKING:  # the store's models load PynamoDB and botocore: not at `import app` (cold start)
-    from chalicelib.store.orders import Sale
+    from chalicelib.store.sold import Sale
 
 MAX_DAYS = 90
 DEFAULT_DAYS = 30
 MAX_ORDERS = 200_000  # beyond this a replay outlives an API request: simulate fewer days
 TOP_CHANGES = 10
 CHUNK = 500  # orders whose promoters are looked up together
+QUARTER_HOUR = 900  # seconds: every UTC offset in use is a whole number of quarter hours
 ROLES = (Role.OWNER, Role.OPS, Role.FINANCE)
 LEVELS = tuple(str(level) for level in range(1, MAX_LEVELS + 1))
 
@@ -61,46 +62,48 @@ class Replay:
     by_level: list[int] = field(default_factory=lambda: [0] * MAX_LEVELS)
     by_promoter: dict[str, int] = field(default_factory=dict)
     cap_breaches: int = 0
+    months: dict[int, str] = field(default_factory=dict)  # UTC quarter hour -> month in the plan's zone
 
-    def add(
-        self,
-        sale: Sale,
-        lines: list[OrderLine],
-        attribution: Attribution,
-        active: Callable[[str], bool],
-        *,
-        count: bool,
-    ) -> None:
+    def add(self, sale: Sale, active: Callable[[str], bool], *, count: bool) -> None:
         """Replay one order (oldest first); `count`: it is in the window, not only month-to-date."""
         plan = self.plan
         if plan is None:
             return
-        month_sales = self._accumulate(plan, sale, attribution, active)
+        month_sales = self._accumulate(plan, sale, active) if plan.ladder else {}
         if not count:
             return
         earnings = commission.compute(
-            lines, attribution, plan, at=sale.paid_at, month_sales_fen=month_sales, is_active=active
+            sale.lines, sale.attribution, plan, at=sale.paid_at, month_sales_fen=month_sales, is_active=active
         )
+        by_level, by_promoter = self.by_level, self.by_promoter
+        earned, capped = 0, False
         for earning in earnings:
+            earned += earning.amount_fen
+            capped = capped or earning.trace.capped
             amount = commission.remaining_after_refunds(earning.amount_fen, sale.amount_fen, sale.refunded_fen)
-            self.by_level[earning.level - 1] += amount
-            self.by_promoter[earning.promoter] = self.by_promoter.get(earning.promoter, 0) + amount
-        if _trimmed(earnings, lines, attribution, plan, sale.paid_at, month_sales, active):
+            by_level[earning.level - 1] += amount
+            by_promoter[earning.promoter] = by_promoter.get(earning.promoter, 0) + amount
+        if capped or _trimmed(sale, plan, earned, month_sales, active):
             self.cap_breaches += 1
 
-    def _accumulate(
-        self, plan: Plan, sale: Sale, attribution: Attribution, active: Callable[[str], bool]
-    ) -> dict[str, int]:
+    def _accumulate(self, plan: Plan, sale: Sale, active: Callable[[str], bool]) -> dict[str, int]:
         """The level-1 promoter's month-to-date sales with this order (as the engine's counter)."""
-        if not plan.ladder:
-            return {}
-        level1 = commission.earners(attribution, plan, active)[:1]
+        level1 = commission.earners(sale.attribution, plan, active)[:1]
         if not level1:
             return {}
         promoter = level1[0][1]
-        key = (promoter, counters.month_of(sale.paid_at, plan.timezone))
-        self.month_sales[key] = self.month_sales.get(key, 0) + sale.net_fen
-        return {promoter: self.month_sales[key]}
+        key = (promoter, self._month(sale.paid_at, plan.timezone))
+        total = self.month_sales[key] = self.month_sales.get(key, 0) + sale.net_fen
+        return {promoter: total}
+
+    def _month(self, at: datetime, timezone: str) -> str:
+        """`counters.month_of`, once per quarter hour of UTC: a local month starts at a local
+        midnight, which is a whole quarter hour of UTC, so a quarter hour lies in one month."""
+        quarter = int(at.timestamp()) // QUARTER_HOUR
+        month = self.months.get(quarter)
+        if month is None:
+            month = self.months[quarter] = counters.month_of(at, timezone)
+        return month
 
     def figures(self, sales_fen: int) -> dict[str, Any]:
         total = sum(self.by_level)
@@ -111,29 +114,22 @@ class Replay:
         }
 
 
-def _trimmed(
-    earnings: list[Earning],
-    lines: list[OrderLine],
-    attribution: Attribution,
-    plan: Plan,
-    at: datetime,
-    month_sales: dict[str, int],
-    active: Callable[[str], bool],
-) -> bool:
-    """Whether the plan's cap cut this order's commission. A cut line says so in its trace; a line
-    the cap left at zero is not returned, so when the lines fill the whole budget the order is
-    computed once more without the cap (rare: only fixed amounts can outgrow a valid plan's cap)."""
-    if any(e.trace.capped for e in earnings):
-        return True
-    paid = sum(line.paid_fen for line in lines)
+def _trimmed(sale: Sale, plan: Plan, earned: int, month_sales: dict[str, int], active: Callable[[str], bool]) -> bool:
+    """Whether the plan's cap cut this order's commission although no line's trace says so (the
+    caller looked at the traces): a line the cap left at zero is not returned, so when the lines
+    (`earned` in all) fill the whole budget the order is computed once more without the cap (rare:
+    only fixed amounts can outgrow a valid plan's cap)."""
+    if plan.cap_bps >= BPS_DENOMINATOR:
+        return False
+    paid = sum(line.paid_fen for line in sale.lines)
     budget = min(apply_bps(paid, plan.cap_bps), paid)
-    if sum(e.amount_fen for e in earnings) < budget or plan.cap_bps >= BPS_DENOMINATOR:
+    if earned < budget:
         return False
     uncapped = commission.compute(
-        lines,
-        attribution,
+        sale.lines,
+        sale.attribution,
         replace(plan, cap_bps=BPS_DENOMINATOR),
-        at=at,
+        at=sale.paid_at,
         month_sales_fen=month_sales,
         is_active=active,
     )
@@ -148,11 +144,13 @@ class Promoters:
     def __init__(self, tenant: str, self_purchase: bool) -> None:
         self.tenant = tenant
         self.self_purchase = self_purchase
-        self.known: dict[str, bool] = {}
+        self.known = _Known()
+        self.is_active: Callable[[str], bool] = self.known.__getitem__  # the rules ask it per level
 
     def _users(self, sale: Sale) -> tuple[str, ...]:
-        upline = sale.snapshot.upline
-        return (sale.buyer, *upline) if self.self_purchase and sale.snapshot.buyer_is_promoter else upline
+        attribution = sale.attribution
+        upline = attribution.upline
+        return (attribution.buyer, *upline) if self.self_purchase and attribution.buyer_is_promoter else upline
 
     def learn(self, sales: Iterable[Sale]) -> None:
         new = {uid for s in sales for uid in self._users(s) if uid not in self.known}
@@ -160,8 +158,12 @@ class Promoters:
             active = get_store().users.promoters(self.tenant, sorted(new))
             self.known.update({uid: uid in active for uid in new})
 
-    def __call__(self, uid: str) -> bool:
-        return self.known.get(uid, False)
+
+class _Known(dict[str, bool]):
+    """Users looked up so far: whether each is an active promoter (nobody looked up is not)."""
+
+    def __missing__(self, uid: str) -> bool:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +235,13 @@ def simulate(principal: Principal, body: dict[str, Any], *, now: datetime | None
 def _replay(tenant: str, span: Window, replays: tuple[Replay, ...]) -> tuple[int, int]:
     """Feed every order paid since `span.read_from` to each replay, oldest first; the number of
     orders in the window and what is still paid of them."""
+    from chalicelib.store import sold
+
     orders = sales_fen = 0
     promoters = Promoters(tenant, any(r.plan is not None and r.plan.self_purchase for r in replays))
-    sales = get_store().orders.sales(tenant, span.read_from, span.end)
+    active = promoters.is_active
+    get_store()  # the store's models are configured before the index is read
+    sales = sold.sales(tenant, span.read_from, span.end)
     while chunk := list(itertools.islice(sales, CHUNK)):
         promoters.learn(chunk)
         for sale in chunk:
@@ -246,10 +252,8 @@ def _replay(tenant: str, span: Window, replays: tuple[Replay, ...]) -> tuple[int
                     raise TooLarge(
                         f"more than {MAX_ORDERS} orders in these days: simulate fewer days", code="too_many_orders"
                     )
-            lines = [OrderLine(x.product_id, x.qty, x.paid_fen) for x in sale.lines]
-            attribution = Attribution(sale.buyer, sale.snapshot.upline, sale.snapshot.buyer_is_promoter)
             for replay in replays:
-                replay.add(sale, lines, attribution, promoters, count=counted)
+                replay.add(sale, active, count=counted)
     return orders, sales_fen
 
 
