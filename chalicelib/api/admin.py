@@ -6,6 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint
 
+from chalicelib.api import views
 from chalicelib.api.http import handled, int_param, parse_body, principal_of, query, source_ip
 from chalicelib.api.schemas import AdminLoginBody, RebindBody
 from chalicelib.services import jobs, logins, referrals, team
@@ -36,7 +37,7 @@ def rebind(uid: str) -> dict[str, Any]:
     principal = principal_of(bp.current_request)
     body = parse_body(bp.current_request, RebindBody)
     user = referrals.rebind(principal, uid, body.parent_id, body.reason)
-    return {**team.user_view(user), "upline": team.upline_refs(user.tenant, user.upline)}
+    return {**views.user_view(user), "upline": team.upline_refs(user.tenant, user.upline)}
 
 
 @bp.route("/v1/admin/jobs/{name}/run", methods=["POST"])

@@ -6,6 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
+from chalicelib.api import views
 from chalicelib.api.http import handled, page_limit, parse_body, principal_of, query
 from chalicelib.api.schemas import CouponBody, ProductBody, ProductUpdateBody
 from chalicelib.services import catalog
@@ -19,7 +20,7 @@ def products() -> dict[str, Any]:
     principal = principal_of(bp.current_request)
     params = query(bp.current_request)
     page = catalog.active_products(principal, params.get("cursor"), page_limit(params))
-    return {"items": [catalog.product_view(p) for p in page.items], "next_cursor": page.next_cursor}
+    return {"items": [views.product_view(p) for p in page.items], "next_cursor": page.next_cursor}
 
 
 @bp.route("/v1/admin/products", methods=["POST"])
@@ -30,7 +31,7 @@ def create_product() -> Response:
     product = catalog.create_product(
         principal, body.id, body.name, body.price_fen, repurchase_days=body.repurchase_days, active=body.active
     )
-    return Response(body=catalog.admin_product_view(product), status_code=201)
+    return Response(body=views.admin_product_view(product), status_code=201)
 
 
 @bp.route("/v1/admin/products/{product_id}", methods=["PUT"])
@@ -41,7 +42,7 @@ def update_product(product_id: str) -> dict[str, Any]:
     product = catalog.update_product(
         principal, product_id, body.name, body.price_fen, repurchase_days=body.repurchase_days, active=body.active
     )
-    return catalog.admin_product_view(product)
+    return views.admin_product_view(product)
 
 
 @bp.route("/v1/admin/products", methods=["GET"])
@@ -50,7 +51,7 @@ def admin_products() -> dict[str, Any]:
     principal = principal_of(bp.current_request)
     params = query(bp.current_request)
     page = catalog.admin_products(principal, params.get("cursor"), page_limit(params))
-    return {"items": [catalog.admin_product_view(p) for p in page.items], "next_cursor": page.next_cursor}
+    return {"items": [views.admin_product_view(p) for p in page.items], "next_cursor": page.next_cursor}
 
 
 @bp.route("/v1/admin/coupons", methods=["POST"])
@@ -70,7 +71,7 @@ def create_coupon() -> Response:
         total_limit=body.total_limit,
         product_ids=body.product_ids,
     )
-    return Response(body=catalog.template_view(template), status_code=201)
+    return Response(body=views.coupon_template_view(template), status_code=201)
 
 
 @bp.route("/v1/admin/coupons", methods=["GET"])
@@ -79,18 +80,18 @@ def admin_coupons() -> dict[str, Any]:
     principal = principal_of(bp.current_request)
     params = query(bp.current_request)
     page = catalog.admin_coupons(principal, params.get("cursor"), page_limit(params))
-    return {"items": [catalog.template_view(t) for t in page.items], "next_cursor": page.next_cursor}
+    return {"items": [views.coupon_template_view(t) for t in page.items], "next_cursor": page.next_cursor}
 
 
 @bp.route("/v1/coupons/{coupon_id}/claim", methods=["POST"])
 @handled
 def claim_coupon(coupon_id: str) -> Response:
     claim, template = catalog.claim(principal_of(bp.current_request), coupon_id)
-    return Response(body=catalog.claim_view(claim, template), status_code=201)
+    return Response(body=views.coupon_claim_view(claim, template), status_code=201)
 
 
 @bp.route("/v1/me/coupons", methods=["GET"])
 @handled
 def my_coupons() -> dict[str, Any]:
     mine = catalog.my_coupons(principal_of(bp.current_request))
-    return {"items": [catalog.claim_view(claim, template) for claim, template in mine]}
+    return {"items": [views.coupon_claim_view(claim, template) for claim, template in mine]}

@@ -6,6 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
+from chalicelib.api import views
 from chalicelib.api.http import handled, page_limit, parse_body, principal_of, query, source_ip
 from chalicelib.api.schemas import LoginBody, ScanBody, ShareBody
 from chalicelib.errors import InvalidInput
@@ -24,7 +25,7 @@ def health() -> dict[str, Any]:
 def login() -> dict[str, Any]:
     body = parse_body(bp.current_request, LoginBody)
     result = logins.login(body.code, body.appid, body.name, source_ip(bp.current_request))
-    return {"token": result.token, "user": {**team.user_view(result.user), "new": result.created}}
+    return {"token": result.token, "user": {**views.user_view(result.user), "new": result.created}}
 
 
 @bp.route("/v1/shares", methods=["POST"])

@@ -6,6 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
+from chalicelib.api import views
 from chalicelib.api.http import handled, header, int_param, page_limit, parse_body, parse_object, principal_of, query
 from chalicelib.api.schemas import OrderBody, RefundBody
 from chalicelib.errors import InvalidInput
@@ -20,7 +21,7 @@ def place_order() -> Response:
     principal = principal_of(bp.current_request)
     body = parse_body(bp.current_request, OrderBody)
     order = orders.place(principal, [(x.product_id, x.qty) for x in body.lines], body.share_code, body.coupon_id)
-    return Response(body=orders.order_view(order), status_code=201)
+    return Response(body=views.order_view(order), status_code=201)
 
 
 @bp.route("/v1/orders", methods=["GET"])
@@ -33,7 +34,7 @@ def my_orders() -> dict[str, Any]:
 @bp.route("/v1/orders/{order_id}", methods=["GET"])
 @handled
 def get_order(order_id: str) -> dict[str, Any]:
-    return orders.order_view(orders.get(principal_of(bp.current_request), order_id))
+    return views.order_view(orders.get(principal_of(bp.current_request), order_id))
 
 
 @bp.route("/v1/orders/{order_id}/pay", methods=["POST"])
@@ -45,13 +46,13 @@ def pay_order(order_id: str) -> dict[str, Any]:
 @bp.route("/v1/orders/{order_id}/confirm-receipt", methods=["POST"])
 @handled
 def confirm_receipt(order_id: str) -> dict[str, Any]:
-    return orders.order_view(orders.confirm_receipt(principal_of(bp.current_request), order_id))
+    return views.order_view(orders.confirm_receipt(principal_of(bp.current_request), order_id))
 
 
 @bp.route("/v1/orders/{order_id}/cancel", methods=["POST"])
 @handled
 def cancel_order(order_id: str) -> dict[str, Any]:
-    return orders.order_view(orders.cancel(principal_of(bp.current_request), order_id))
+    return views.order_view(orders.cancel(principal_of(bp.current_request), order_id))
 
 
 @bp.route("/v1/callbacks/wechatpay/{appid}/payment", methods=["POST"])

@@ -6,6 +6,7 @@ from typing import Any
 
 from chalice.app import Blueprint, Response
 
+from chalicelib.api import views
 from chalicelib.api.http import handled, header, int_param, page_limit, parse_body, parse_object, principal_of, query
 from chalicelib.api.schemas import RejectBody, WithdrawalBody
 from chalicelib.services import payouts, withdrawals
@@ -41,7 +42,7 @@ def withdrawal_quote() -> dict[str, Any]:
 @bp.route("/v1/withdrawals/{withdrawal_id}", methods=["GET"])
 @handled
 def get_withdrawal(withdrawal_id: str) -> dict[str, Any]:
-    return withdrawals.view(withdrawals.get_own(principal_of(bp.current_request), withdrawal_id))
+    return views.withdrawal_view(withdrawals.get_own(principal_of(bp.current_request), withdrawal_id))
 
 
 @bp.route("/v1/withdrawals/{withdrawal_id}/cancel", methods=["POST"])
@@ -82,7 +83,7 @@ def admin_withdrawals() -> dict[str, Any]:
 @bp.route("/v1/admin/withdrawals/{withdrawal_id}", methods=["GET"])
 @handled
 def admin_withdrawal(withdrawal_id: str) -> dict[str, Any]:
-    return withdrawals.admin_view(withdrawals.get_any(principal_of(bp.current_request), withdrawal_id))
+    return views.admin_withdrawal_view(withdrawals.get_any(principal_of(bp.current_request), withdrawal_id))
 
 
 @bp.route("/v1/admin/withdrawals/{withdrawal_id}/approve", methods=["POST"])

@@ -14,13 +14,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from chalicelib.api import views
+from chalicelib.api.views import commission_line_view
 from chalicelib.auth import require_role
 from chalicelib.clock import iso
 from chalicelib.entities import Principal
 from chalicelib.errors import InvalidInput, Missing
 from chalicelib.orders import TRANSITIONS, OrderStatus
-from chalicelib.services import orders, tenants
-from chalicelib.services.promoters import line_view
+from chalicelib.services import tenants
 from chalicelib.store import get_store
 
 STATES = tuple(s.value for s in OrderStatus)
@@ -104,7 +105,7 @@ def detail(principal: Principal, order_id: str) -> dict[str, Any]:
     names = store.users.names(order.tenant, [order.buyer, *order.snapshot.upline, *(x.promoter for x in lines)])
     snap = order.snapshot
     return {
-        **orders.order_view(order),
+        **views.order_view(order),
         "buyer": {"id": order.buyer, "name": names.get(order.buyer, "")},
         "source": order.source,
         "attribution": {
@@ -125,5 +126,5 @@ def detail(principal: Principal, order_id: str) -> dict[str, Any]:
             }
             for r in order.refunds
         ],
-        "commissions": [line_view(x, names) for x in lines],
+        "commissions": [commission_line_view(x, names) for x in lines],
     }

@@ -20,6 +20,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from chalicelib.api.views import audit_record_view
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
@@ -68,19 +69,6 @@ def _text_filter(value: str | None, name: str) -> str | None:
     if value is not None and not (0 < len(value) <= _ACTION_OR_ACTOR):
         raise InvalidInput(f"{name} is 1 to {_ACTION_OR_ACTOR} characters", code="invalid_filter")
     return value or None
-
-
-def view(row: Any) -> dict[str, Any]:
-    return {
-        "entity": row.entity,
-        "action": row.action,
-        "actor": row.actor,
-        "at": row.at,
-        "data": json.loads(row.data),
-        "hash": row.hash,
-        "prev_hash": row.prev_hash,
-        "id": row.sk,
-    }
 
 
 def listing(
@@ -146,7 +134,7 @@ def _entity_items(
     key = state.get("k")
     for _ in range(MAX_READS):
         rows, key = audit.entity_page(tenant, entity, span.start, span.end, key, limit - len(items))
-        items += [view(r) for r in rows if wanted(r)]
+        items += [audit_record_view(r) for r in rows if wanted(r)]
         if key is None or len(items) >= limit:
             break
     return items, {"k": key} if key is not None else None
@@ -166,7 +154,7 @@ def _day_items(
         if position >= len(days) or len(items) >= limit:
             break
         rows, inner = audit.day_page(tenant, days[position], span.start, span.end, inner, limit - len(items))
-        items += [view(r) for r in rows if wanted(r)]
+        items += [audit_record_view(r) for r in rows if wanted(r)]
         if inner is None:
             position += 1
     return items, {"d": days[position], "c": inner} if position < len(days) else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib import catalog
 from chalicelib.auth import require_role
-from chalicelib.clock import iso, utcnow
+from chalicelib.clock import utcnow
 from chalicelib.entities import (
     AuditEvent,
     ClaimRefusal,
@@ -99,23 +99,6 @@ def active_products(principal: Principal, cursor: str | None, limit: int) -> Pag
     return get_store().products.page(principal.tenant, cursor, limit, active_only=True)
 
 
-def product_view(product: Product) -> dict[str, Any]:
-    return {
-        "id": product.id,
-        "name": product.name,
-        "price_fen": product.price_fen,
-        "repurchase_days": product.repurchase_days,
-    }
-
-
-def admin_product_view(product: Product) -> dict[str, Any]:
-    """The product with its state; timestamps when known (lists come from an index without them)."""
-    view = {**product_view(product), "active": product.active}
-    if product.created_at is not None and product.updated_at is not None:
-        view.update(created_at=iso(product.created_at), updated_at=iso(product.updated_at))
-    return view
-
-
 def _product_data(product: Product) -> dict[str, Any]:
     return {
         "name": product.name,
@@ -186,15 +169,6 @@ def admin_coupons(principal: Principal, cursor: str | None, limit: int) -> Page[
     return get_store().coupons.page(principal.tenant, cursor, limit)
 
 
-def template_view(template: CouponTemplate) -> dict[str, Any]:
-    return {
-        "id": template.coupon_id,
-        **catalog.template_fields(template),
-        "issued": template.issued,
-        "created_at": iso(template.created_at) if template.created_at else None,
-    }
-
-
 # --- claims --------------------------------------------------------------------------------
 
 
@@ -225,21 +199,6 @@ def my_coupons(principal: Principal) -> list[tuple[CouponClaim, CouponTemplate]]
     claims = store.claims_of(principal.tenant, principal.subject, templates.values())
     mine = [(c, templates[c.coupon_id]) for c in claims if c.state is ClaimState.CLAIMED]
     return sorted(mine, key=lambda pair: (pair[1].valid_until, pair[0].coupon_id, pair[0].number))
-
-
-def claim_view(claim: CouponClaim, template: CouponTemplate) -> dict[str, Any]:
-    return {
-        "coupon_id": claim.coupon_id,
-        "claim": claim.number,
-        "state": claim.state.value,
-        "claimed_at": iso(claim.claimed_at),
-        "name": template.name,
-        "threshold_fen": template.threshold_fen,
-        "amount_fen": template.amount_fen,
-        "valid_from": iso(template.valid_from),
-        "valid_until": iso(template.valid_until),
-        "product_ids": list(template.product_ids),
-    }
 
 
 # --- for orders ----------------------------------------------------------------------------

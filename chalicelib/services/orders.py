@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.api.views import order_view
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import AuditEvent, Principal
 from chalicelib.errors import DomainError, InvalidInput, Missing, NotAuthenticated, StateConflict, UpstreamError
@@ -25,32 +26,6 @@ MAX_QTY = 999
 def new_order_id() -> str:
     """Time-sortable, 21 characters: a valid WeChat out_trade_no (6-32 alphanumerics)."""
     return "o" + utcnow().strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
-
-
-def order_view(order: Order) -> dict[str, Any]:
-    return {
-        "id": order.id,
-        "status": order.status.value,
-        "amount_fen": order.amount_fen,
-        "list_fen": order.list_fen,
-        "discount_fen": order.discount_fen,
-        "refunded_fen": order.refunded_fen,
-        "coupon_id": order.coupon,
-        "share_code": order.snapshot.share_code,
-        "lines": [
-            {
-                "product_id": x.product_id,
-                "name": x.name,
-                "qty": x.qty,
-                "unit_price_fen": x.unit_price_fen,
-                "paid_fen": x.paid_fen,
-            }
-            for x in order.lines
-        ],
-        "placed_at": iso(order.placed_at),
-        "paid_at": iso(order.paid_at) if order.paid_at else None,
-        "received_at": iso(order.received_at) if order.received_at else None,
-    }
 
 
 def _priced_items(tenant: str, lines: Sequence[tuple[str, int]]) -> list[tuple[str, str, int, int]]:

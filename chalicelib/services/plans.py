@@ -9,10 +9,11 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from chalicelib import caches, commission
+from chalicelib.api.views import plan_view
 from chalicelib.auth import require_role
-from chalicelib.clock import iso, utcnow
+from chalicelib.clock import utcnow
 from chalicelib.commission import Campaign, LadderTier, LevelAmount, Plan, ProductOverride
-from chalicelib.entities import Principal, Role, StoredPlan
+from chalicelib.entities import Principal, Role
 from chalicelib.errors import InvalidInput, Missing, StateConflict
 from chalicelib.retry import Retry
 from chalicelib.store import get_store
@@ -116,17 +117,6 @@ def plan_from_body(body: Any, version: int = 0) -> Plan:
         settle_after_days=parsed.settle_after_days,
         timezone=parsed.timezone,
     )
-
-
-def plan_view(stored: StoredPlan, active: int | None) -> dict[str, Any]:
-    return {
-        **stored.body,
-        "version": stored.version,
-        "active": stored.version == active,
-        "created_at": iso(stored.created_at),
-        "created_by": stored.created_by,
-        "activated_at": iso(stored.activated_at) if stored.activated_at else None,
-    }
 
 
 def validated(body: dict[str, Any]) -> Plan:

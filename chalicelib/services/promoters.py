@@ -18,13 +18,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from chalicelib import counters
+from chalicelib.api import views
+from chalicelib.api.views import commission_line_view
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
 from chalicelib.entities import Page, Principal, User
 from chalicelib.errors import InvalidInput, Missing
-from chalicelib.ledger import LedgerLine
 from chalicelib.referral import MAX_LEVELS
-from chalicelib.services import logins, team, tenants
+from chalicelib.services import logins, tenants
 from chalicelib.store import get_store
 
 MAX_QUERY = 64
@@ -105,22 +106,6 @@ def listing(principal: Principal, q: str | None, cursor: str | None, limit: int)
     return {"items": _rows(tenant, page.items), "next_cursor": page.next_cursor}
 
 
-def line_view(line: LedgerLine, names: dict[str, str]) -> dict[str, Any]:
-    """A commission line as operators see it: the buyer named, the rule trace whole."""
-    return {
-        "promoter": {"id": line.promoter, "name": names.get(line.promoter, "")},
-        "order_id": line.order_id,
-        "level": line.level,
-        "event": line.event,
-        "amount_fen": line.amount_fen,
-        "state": line.state,
-        "buyer": {"id": line.buyer, "name": names.get(line.buyer, "")},
-        "trace": dict(line.trace),
-        "created_at": iso(line.created_at),
-        "frozen_until": iso(line.frozen_until) if line.frozen_until else None,
-    }
-
-
 def detail(
     principal: Principal, uid: str, lines_cursor: str | None, team_cursor: str | None, limit: int
 ) -> dict[str, Any]:
@@ -138,6 +123,9 @@ def detail(
     names[user.id] = user.name
     return {
         **_rows(principal.tenant, [user])[0],
-        "commissions": {"items": [line_view(x, names) for x in lines.items], "next_cursor": lines.next_cursor},
-        "team": {"items": [team.member_view(m) for m in members.items], "next_cursor": members.next_cursor},
+        "commissions": {
+            "items": [commission_line_view(x, names) for x in lines.items],
+            "next_cursor": lines.next_cursor,
+        },
+        "team": {"items": [views.member_view(m) for m in members.items], "next_cursor": members.next_cursor},
     }

@@ -20,8 +20,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from chalicelib.api.views import refund_view
 from chalicelib.auth import require_role
-from chalicelib.clock import iso, utcnow
+from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import DomainError, InvalidInput, Missing, StateConflict, UpstreamError
 from chalicelib.observability import count, logger
@@ -42,18 +43,6 @@ LATE_PAYMENT_REASON = "订单已取消，款项原路退回"
 DOUBLE_SUBMIT_WINDOW = timedelta(seconds=60)
 
 
-def view(order: Order, refund: Refund) -> dict[str, Any]:
-    return {
-        "refund_id": refund.number,
-        "order_id": order.id,
-        "amount_fen": refund.amount_fen,
-        "state": refund.state.value,
-        "reason": refund.reason,
-        "requested_at": iso(refund.requested_at),
-        "late_payment": refund.late_payment,
-    }
-
-
 def request(
     principal: Principal, order_id: str, amount_fen: int, reason: str, key: str | None = None
 ) -> tuple[dict[str, Any], bool]:
@@ -65,7 +54,7 @@ def request(
         raise Missing("order not found", code="unknown_order")
     known = _same_request(order, amount_fen, reason, principal.actor, key, utcnow())
     if known is not None:
-        return view(order, _ask_wechat(order, known)), False
+        return refund_view(order, _ask_wechat(order, known)), False
     _check_refundable(order, amount_fen)
     number = refund_number(order.id, len(order.refunds) + 1)
     now = utcnow()
@@ -92,9 +81,9 @@ def request(
         existing = current.refund(number)
         if existing is None or existing.amount_fen != amount_fen:
             raise StateConflict("the order changed meanwhile; nothing was recorded, reload and retry", code="busy")
-        return view(current, _ask_wechat(current, existing)), False  # the same request, submitted twice
+        return refund_view(current, _ask_wechat(current, existing)), False  # the same request, submitted twice
     count("Refunds")
-    return view(after, _ask_wechat(after, refund)), True
+    return refund_view(after, _ask_wechat(after, refund)), True
 
 
 def _same_request(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib import counters
+from chalicelib.api.views import member_view, user_view
 from chalicelib.auth import require_role
-from chalicelib.clock import iso
-from chalicelib.entities import Principal, TeamMember, User
+from chalicelib.entities import Principal
 from chalicelib.errors import Missing, NotAuthenticated
 from chalicelib.referral import MAX_LEVELS
 from chalicelib.store import get_store
@@ -42,20 +42,6 @@ def upline_refs(tenant: str, upline: tuple[str, ...] | list[str]) -> list[dict[s
     """An upline as `{"id", "name"}` refs, nearest first: the one shape of an upline everywhere."""
     names = get_store().users.names(tenant, list(upline)) if upline else {}
     return [{"id": uid, "name": names.get(uid, "")} for uid in upline]
-
-
-def user_view(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "name": user.name,
-        "promoter": user.promoter,
-        "created_at": iso(user.created_at),
-        "bound_at": iso(user.bound_at) if user.bound_at else None,
-    }
-
-
-def member_view(member: TeamMember) -> dict[str, Any]:
-    return {"id": member.id, "name": member.name, "bound_at": iso(member.bound_at)}
 
 
 def my_team(principal: Principal, level: int, cursor: str | None, limit: int) -> dict[str, Any]:

@@ -20,8 +20,9 @@ import secrets
 from typing import Any
 
 from chalicelib import withdrawal
+from chalicelib.api.views import admin_withdrawal_view, withdrawal_view
 from chalicelib.auth import require_role
-from chalicelib.clock import iso, utcnow
+from chalicelib.clock import utcnow
 from chalicelib.entities import AuditEvent, Principal, Role
 from chalicelib.errors import InvalidInput, Missing, StateConflict, UpstreamError
 from chalicelib.money import format_yuan
@@ -53,33 +54,6 @@ def new_id(tenant: str, promoter: str, idempotency_key: str | None) -> str:
         digest = hashlib.sha256(f"{tenant}:{promoter}:{idempotency_key}".encode()).hexdigest()
         return "W" + digest[:25]
     return "W" + secrets.token_hex(13)[:25]
-
-
-def view(w: Withdrawal) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": w.id,
-        "state": w.state.value,
-        "amount_fen": w.amount_fen,
-        "fee_fen": w.fee_fen,
-        "net_fen": w.net_fen,
-        "amount": format_yuan(w.amount_fen),
-        "created_at": iso(w.created_at),
-        "updated_at": iso(w.updated_at),
-    }
-    for name in ("reason", "fail_reason", "provider_state", "run_id"):
-        value = getattr(w, name)
-        if value:
-            data[name] = value
-    if w.state is WithdrawalState.WAIT_USER_CONFIRM:
-        data["confirmation_required"] = True
-    return data
-
-
-def admin_view(w: Withdrawal) -> dict[str, Any]:
-    data = {**view(w), "promoter": w.promoter, "attempts": w.attempts, "bill_no": w.bill_no}
-    if w.state is WithdrawalState.SENDING and (w.refusal or w.not_found):
-        data["refusal"], data["not_found"] = w.refusal, w.not_found  # why it waits before the money returns
-    return data
 
 
 def quote(principal: Principal, amount_fen: int) -> dict[str, Any]:
@@ -144,7 +118,7 @@ def request(
         existing = store.withdrawals.get(tenant.id, wid)
         if existing is None or existing.promoter != principal.subject or existing.amount_fen != amount_fen:
             raise StateConflict("this Idempotency-Key was used for another withdrawal", code="idempotency_key_reused")
-        return view(existing), False
+        return withdrawal_view(existing), False
     if outcome.refused:
         raise _refusal(tenant.id, principal.subject, rules, amount_fen, day)
     count("WithdrawalsRequested")
@@ -153,7 +127,7 @@ def request(
         count("WithdrawalsAutoApproved")
     logger.info("withdrawal requested", extra={"tenant": tenant.id, "withdrawal": wid, "amount_fen": amount_fen})
     created = store.withdrawals.get(tenant.id, wid)
-    return view(created or requested), True
+    return withdrawal_view(created or requested), True
 
 
 def _reservation(rules: WithdrawalRules, amount_fen: int, day: str) -> Any:
@@ -193,7 +167,7 @@ def mine(principal: Principal, cursor: str | None, limit: int) -> dict[str, Any]
     store = get_store()
     page = store.withdrawals.by_promoter(principal.tenant, principal.subject, cursor, limit)
     rows = store.withdrawals.get_many(principal.tenant, [row["id"] for row in page.items])
-    return {"items": [view(w) for w in rows], "next_cursor": page.next_cursor}
+    return {"items": [withdrawal_view(w) for w in rows], "next_cursor": page.next_cursor}
 
 
 def get_own(principal: Principal, withdrawal_id: str) -> Withdrawal:
@@ -214,7 +188,7 @@ def get_any(principal: Principal, withdrawal_id: str) -> Withdrawal:
 def cancel(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
     """The promoter takes back a withdrawal not yet sent; the money returns to available."""
     w = get_own(principal, withdrawal_id)
-    return view(_act(w, "cancel", principal.actor, {}))
+    return withdrawal_view(_act(w, "cancel", principal.actor, {}))
 
 
 def take_back(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
@@ -230,7 +204,7 @@ def take_back(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
         raise UpstreamError("WeChat did not answer; try again", code="wechatpay_unavailable") from exc
     except TransferRejected as exc:
         raise StateConflict(f"WeChat refused to cancel the transfer ({exc.code})", code="not_cancellable") from exc
-    return view(payouts.record(principal.tenant, bill, "cancel", principal.actor))
+    return withdrawal_view(payouts.record(principal.tenant, bill, "cancel", principal.actor))
 
 
 def confirmation(principal: Principal, withdrawal_id: str) -> dict[str, str]:
@@ -257,7 +231,7 @@ def sandbox_user_confirm(principal: Principal, withdrawal_id: str) -> dict[str, 
     if not isinstance(provider, SandboxTransfer):
         raise Missing("not available", code="not_found")
     provider.user_confirm(w.id)
-    return view(get_own(principal, withdrawal_id))
+    return withdrawal_view(get_own(principal, withdrawal_id))
 
 
 def approve(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
@@ -265,7 +239,7 @@ def approve(principal: Principal, withdrawal_id: str) -> dict[str, Any]:
     w = _admin_get(principal, withdrawal_id)
     moved = _act(w, "approve", principal.actor, {})
     count("WithdrawalsApproved")
-    return admin_view(moved)
+    return admin_withdrawal_view(moved)
 
 
 def reject(principal: Principal, withdrawal_id: str, reason: str) -> dict[str, Any]:
@@ -273,7 +247,7 @@ def reject(principal: Principal, withdrawal_id: str, reason: str) -> dict[str, A
     w = _admin_get(principal, withdrawal_id)
     moved = _act(w, "reject", principal.actor, {"reason": reason}, extra={"reason": reason})
     count("WithdrawalsRejected")
-    return admin_view(moved)
+    return admin_withdrawal_view(moved)
 
 
 def _admin_get(principal: Principal, withdrawal_id: str) -> Withdrawal:
@@ -326,7 +300,7 @@ def admin_list(principal: Principal, state: str | None, cursor: str | None, limi
     rows = store.withdrawals.get_many(principal.tenant, [row["id"] for row in page.items])
     promoters = store.users.names(principal.tenant, [w.promoter for w in rows]) if rows else {}
     # each row has the fields of GET /v1/admin/withdrawals/{id}, and the promoter's display name
-    items = [{**admin_view(w), "promoter_name": promoters.get(w.promoter, "")} for w in rows]
+    items = [{**admin_withdrawal_view(w), "promoter_name": promoters.get(w.promoter, "")} for w in rows]
     return {"state": wanted.value, "items": items, "next_cursor": page.next_cursor}
 
 

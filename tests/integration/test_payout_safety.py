@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.api import views
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal
 from chalicelib.errors import StateConflict
@@ -109,7 +110,7 @@ def test_a_refused_transfer_returns_the_money_once_not_found_persists_past_the_w
     stored = get_store().withdrawals.get(stack.tenant, w["id"])
     assert stored is not None and stored.state is WithdrawalState.SENDING
     assert stored.refusal and "NOT_ENOUGH" in stored.refusal and stored.not_found == 1
-    shown = withdrawals.admin_view(stored)  # operators see why the money has not come back yet
+    shown = views.admin_withdrawal_view(stored)  # operators see why the money has not come back yet
     assert shown["state"] == "sending" and "NOT_ENOUGH" in shown["refusal"] and shown["not_found"] == 1
     summary = reconcile_at(LATER)  # a second NOT_FOUND, but inside the window after the create
     assert summary["waiting"] >= 1 and summary["resent"] == 0  # a refused bill is not sent again
