@@ -358,6 +358,21 @@ def _fraction(moment: str, start: str, end: str) -> float:
     return min(max(done / whole, 0.0), 1.0) if whole > 0 else 1.0
 
 
+Fetch = Callable[[str, Raw | None], tuple[list[Raw], Raw | None]]  # a partition's page from a start key
+
+
+def _index_pages(connection: Any, index: str, between: Any) -> Fetch:
+    """A reader of one partition of `index`, a page at a time from `start_key`, within `between`."""
+
+    def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
+        data = connection.query(
+            partition, range_key_condition=between, index_name=index, limit=PAGE, exclusive_start_key=start_key
+        )
+        return data.get("Items", []), data.get("LastEvaluatedKey")
+
+    return fetch
+
+
 class AuditSource(Source):
     """Audit records with `start <= at < end`, UTC day by UTC day, each day's shards merged."""
 
@@ -369,15 +384,7 @@ class AuditSource(Source):
     def _day(self, day: str, position: dict[str, Any] | None) -> MergedIndex:
         connection = AuditModel._get_connection()
 
-        def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
-            data = connection.query(
-                partition,
-                range_key_condition=AuditModel.sk.between(self.start, self.end),
-                index_name="by_day",
-                limit=PAGE,
-                exclusive_start_key=start_key,
-            )
-            return data.get("Items", []), data.get("LastEvaluatedKey")
+        fetch = _index_pages(connection, "by_day", AuditModel.sk.between(self.start, self.end))
 
         return MergedIndex(
             position,
@@ -420,15 +427,7 @@ def withdrawals(tenant: str, start: str, end: str, position: dict[str, Any] | No
     connection = WithdrawalModel._get_connection()
     partitions = [p for state in WithdrawalState for p in shards.keys(f"{tenant}#{state.value}")]
 
-    def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
-        data = connection.query(
-            partition,
-            range_key_condition=WithdrawalModel.created_at.between(start, end),
-            index_name="by_state",
-            limit=PAGE,
-            exclusive_start_key=start_key,
-        )
-        return data.get("Items", []), data.get("LastEvaluatedKey")
+    fetch = _index_pages(connection, "by_state", WithdrawalModel.created_at.between(start, end))
 
     def convert(partition: str, items: list[Raw]) -> list[Row | None]:
         state = partition.split("#")[1]
@@ -532,15 +531,7 @@ def orders(tenant: str, start: str, end: str, position: dict[str, Any] | None) -
     """Orders placed in `[start, end)`, oldest first over every shard of the `listed` index."""
     connection = OrderModel._get_connection()
 
-    def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
-        data = connection.query(
-            partition,
-            range_key_condition=OrderModel.placed_at.between(start, end),
-            index_name="listed",
-            limit=PAGE,
-            exclusive_start_key=start_key,
-        )
-        return data.get("Items", []), data.get("LastEvaluatedKey")
+    fetch = _index_pages(connection, "listed", OrderModel.placed_at.between(start, end))
 
     def convert(_: str, items: list[Raw]) -> list[Row | None]:
         keys = [str(_s(raw, "pk")) for raw in items if str(_s(raw, "placed_at")) < end]
@@ -583,15 +574,7 @@ def promoters(tenant: str, start: str, end: str, position: dict[str, Any] | None
     account balances."""
     connection = UserModel._get_connection()
 
-    def fetch(partition: str, start_key: Raw | None) -> tuple[list[Raw], Raw | None]:
-        data = connection.query(
-            partition,
-            range_key_condition=UserModel.created_at.between(start, end),
-            index_name="joined",
-            limit=PAGE,
-            exclusive_start_key=start_key,
-        )
-        return data.get("Items", []), data.get("LastEvaluatedKey")
+    fetch = _index_pages(connection, "joined", UserModel.created_at.between(start, end))
 
     def convert(_: str, items: list[Raw]) -> list[Row | None]:
         wanted = [
