@@ -143,7 +143,7 @@ def redrive_queue(queue: str, limit: int, state_dir: Path) -> dict[str, Any]:
     settings = get_settings()
     url = {"jobs": settings.jobs_queue_url, "payouts": settings.payout_queue_url}[queue]
     if url:
-        import boto3  # type: ignore[import-untyped]
+        import boto3
 
         return redrive_sqs(boto3.client("sqs", region_name=settings.aws_region), url, limit)
     if settings.local_queue_dir:
