@@ -75,7 +75,14 @@ def test_the_cli_uses_the_queue_url_of_the_settings(sqs: Any, capsys: pytest.Cap
     sqs.send_message(QueueUrl=dlq, MessageBody='{"job":"settle","tenant":"wx01"}')
     get_settings.cache_clear()
     try:
-        env = {"JOBS_QUEUE_URL": source, "TABLE_PREFIX": "redrive", "JWT_SECRET": "s" * 32, "WECHAT_MODE": "sandbox"}
+        env = {
+            "JOBS_QUEUE_URL": source,
+            "TABLE_PREFIX": "redrive",
+            "JWT_SECRET": "s" * 32,
+            "WECHAT_MODE": "sandbox",
+            "AWS_REGION": REGION,  # the suite's environment may name another region (make test: ap-shanghai)
+            "AWS_DEFAULT_REGION": REGION,
+        }
         with environ(env):
             assert redrive.main(["--queue", "jobs", "--max", "5"]) == 0
     finally:
