@@ -34,7 +34,7 @@ class Page:
     headers: dict[str, str | list[str]]
 
 
-def _csp_hash(source: str) -> str:
+def csp_hash(source: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode()).digest()).decode() + "'"
 
 
@@ -47,7 +47,7 @@ def console_page() -> Page:
     this API only: a name a user typed cannot run as script here.
     """
     html = PAGE.read_text(encoding="utf-8")
-    blocks = {kind: [_csp_hash(body) for k, body in _INLINE.findall(html) if k == kind] for kind in ("script", "style")}
+    blocks = {kind: [csp_hash(body) for k, body in _INLINE.findall(html) if k == kind] for kind in ("script", "style")}
     policy = "; ".join(
         [
             "default-src 'none'",

@@ -28,6 +28,7 @@ from chalicelib import withdrawal
 from chalicelib.api import audit, exports, operators
 from chalicelib.api import responses as r
 from chalicelib.api import schemas as s
+from chalicelib.api.console import csp_hash
 from chalicelib.api.errorcodes import ANY_ROUTE, ERROR_CODES
 from chalicelib.api.merchant import MerchantEventBody
 from chalicelib.entities import Role
@@ -1048,8 +1049,6 @@ DOCS_PAGE = """<!doctype html>
 
 @functools.cache
 def _docs_headers() -> dict[str, str | list[str]]:
-    from chalicelib.api.console import _csp_hash as csp_hash
-
     inline = re.findall(r"<script>(.*?)</script>", DOCS_PAGE, re.DOTALL)
     policy = "; ".join(
         [

@@ -43,6 +43,7 @@ def _month(tenant: str) -> str:
 
 def _rows(tenant: str, users: list[User]) -> list[dict[str, Any]]:
     """List rows for these users: counters, balances and upline names in a few batched reads."""
+    # function-local: cold start (the store module loads PynamoDB)
     from chalicelib.store import stats
 
     if not users:

@@ -235,6 +235,7 @@ def simulate(principal: Principal, body: dict[str, Any], *, now: datetime | None
 def _replay(tenant: str, span: Window, replays: tuple[Replay, ...]) -> tuple[int, int]:
     """Feed every order paid since `span.read_from` to each replay, oldest first; the number of
     orders in the window and what is still paid of them."""
+    # function-local: cold start (the store module loads PynamoDB)
     from chalicelib.store import sold
 
     orders = sales_fen = 0
