@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
@@ -174,97 +171,6 @@ def _counters(tenant: str, order: Order, event: AuditEvent, when: datetime) -> t
 
 def _first(row: tuple[str, str]) -> tuple[str, str]:
     return row
-
-
-@dataclass(frozen=True, slots=True)
-class Sale:
-    """A paid order as the commission rules replay it: lines, attribution snapshot, amounts."""
-
-    order_id: str
-    buyer: str
-    paid_at: datetime
-    amount_fen: int
-    refunded_fen: int
-    lines: tuple[PricedLine, ...]
-    snapshot: Snapshot
-
-    @property
-    def net_fen(self) -> int:
-        return self.amount_fen - self.refunded_fen
-
-
-def _sale(item: OrderModel) -> Sale:
-    snap = json.loads(item.attribution)
-    return Sale(
-        order_id=item.order_id,
-        buyer=item.buyer,
-        paid_at=parse_iso(str(item.paid_at)),
-        amount_fen=int(item.amount_fen),
-        refunded_fen=int(item.refunded_fen or 0),
-        lines=tuple(PricedLine(**line) for line in json.loads(item.lines)),
-        snapshot=Snapshot(
-            upline=tuple(snap.get("upline") or ()),
-            share_code=snap.get("share_code"),
-            plan_version=snap.get("plan_version"),
-            buyer_is_promoter=bool(snap.get("buyer_is_promoter", True)),
-        ),
-    )
-
-
-def _paid_at(sale: Sale) -> tuple[datetime, str]:
-    return sale.paid_at, sale.order_id
-
-
-T = TypeVar("T")
-READ_AHEAD = 2_000  # items a shard's reader may hold before the consumer takes them
-
-
-@dataclass(frozen=True, slots=True)
-class _End:
-    error: Exception | None = None
-
-
-class _ReadAhead:
-    """Items of an iterator read on a daemon thread up to `depth` ahead of the consumer; an error
-    of the reader is raised in the consumer, and a consumer that stops early stops the reader."""
-
-    def __init__(self, items: Iterator[Any], depth: int) -> None:
-        self._items = items
-        self._buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-
-    def _offer(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._buffer.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self) -> None:
-        try:
-            for item in self._items:
-                if not self._offer(item):
-                    return
-        except Exception as exc:  # handed to the consumer, which raises it
-            self._offer(_End(exc))
-            return
-        self._offer(_End())
-
-    def __iter__(self) -> Iterator[Any]:
-        threading.Thread(target=self._produce, daemon=True).start()
-        try:
-            while not isinstance(item := self._buffer.get(), _End):
-                yield item
-            if item.error is not None:
-                raise item.error
-        finally:
-            self._stop.set()
-
-
-def _read_ahead(items: Iterator[T], depth: int = READ_AHEAD) -> Iterator[T]:
-    return iter(_ReadAhead(items, depth))
 
 
 class ExtraWriteRefused(Exception):
@@ -512,18 +418,6 @@ class OrderStore:
 
         return [order_id for _, order_id in shards.first(f"{tenant}#paid", query, _first, limit)]
 
-    def sales(self, tenant: str, start: datetime, end: datetime) -> Iterator[Sale]:
-        """Every order paid in [start, end), oldest payment first, over every shard of the sparse
-        `sold` index. Each shard is read ahead on a thread of its own (a few pages at most are
-        held), so the caller's work on one order overlaps the reads of the next ones."""
-        low, high = iso(start), iso(end)
-
-        def pages(partition: str) -> Iterator[Sale]:
-            found = OrderModel.sold.query(partition, OrderModel.paid_at.between(low, high))
-            return (_sale(item) for item in found if str(item.paid_at) != high)
-
-        return shards.merged(f"{tenant}#sold", lambda p: _read_ahead(pages(p)), _paid_at)
-
     def by_buyer(self, tenant: str, buyer: str, cursor: str | None, limit: int) -> Page[dict[str, Any]]:
         key = f"{tenant}#{buyer}"
         start = decode_cursor(cursor, hash_attr="buyer_key", hash_value=key)
@@ -631,7 +525,7 @@ class ListedPages:
         self._limit = limit
 
     def page(self, cursor: str | None) -> tuple[list[Any], str | None]:
-        positions = shards._decode(cursor)
+        positions = shards.decode_positions(cursor)
         if any(p not in self._partitions for p in positions):
             raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
         live = [p for p in self._partitions if positions.get(p) != "done"]
@@ -653,7 +547,7 @@ class ListedPages:
                 if after[partition] is None:
                     del after[partition]
         done = all(after.get(p) == "done" for p in self._partitions)
-        return [c[2] for c in taken], None if done else shards._encode(after)
+        return [c[2] for c in taken], None if done else shards.encode_positions(after)
 
     def _scan(self, partition: str, start: Any) -> tuple[list[Any], Any]:
         if start is not None and not (isinstance(start, dict) and _is_key(start, partition)):

@@ -62,7 +62,7 @@ def page(
 
     `query(partition, start_key)` returns up to `limit` (sort value, item key, row) of that
     partition after `start_key`, and whether the partition has more."""
-    positions = _decode(cursor)
+    positions = decode_positions(cursor)
     candidates: list[tuple[Any, str, dict[str, Any], T]] = []
     more: dict[str, bool] = {}
     with ThreadPoolExecutor(max_workers=SHARDS) as pool:
@@ -87,14 +87,14 @@ def page(
         if took == used and not more[partition]:
             after[partition] = "done"
     finished = all(after.get(p) == "done" for p in keys(prefix))
-    return [row for *_, row in taken], None if finished or not taken else _encode(after)
+    return [row for *_, row in taken], None if finished or not taken else encode_positions(after)
 
 
-def _encode(positions: dict[str, Any]) -> str:
+def encode_positions(positions: dict[str, Any]) -> str:
     return seal(zlib.compress(json.dumps(positions, separators=(",", ":"), sort_keys=True).encode()))
 
 
-def _decode(cursor: str | None) -> dict[str, Any]:
+def decode_positions(cursor: str | None) -> dict[str, Any]:
     """The shards' positions in a cursor made by `_encode` (signed: a crafted one is refused)."""
     if not cursor:
         return {}

@@ -14,16 +14,69 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.clock import iso
 from chalicelib.commission import Attribution, OrderLine
 from chalicelib.store import shards
 from chalicelib.store.models import OrderModel
-from chalicelib.store.orders import _read_ahead
+
+T = TypeVar("T")
+READ_AHEAD = 2_000  # items a shard's reader may hold before the consumer takes them
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    error: Exception | None = None
+
+
+class _ReadAhead:
+    """Items of an iterator read on a daemon thread up to `depth` ahead of the consumer; an error
+    of the reader is raised in the consumer, and a consumer that stops early stops the reader."""
+
+    def __init__(self, items: Iterator[Any], depth: int) -> None:
+        self._items = items
+        self._buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+
+    def _offer(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            for item in self._items:
+                if not self._offer(item):
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it
+            self._offer(_End(exc))
+            return
+        self._offer(_End())
+
+    def __iter__(self) -> Iterator[Any]:
+        threading.Thread(target=self._produce, daemon=True).start()
+        try:
+            while not isinstance(item := self._buffer.get(), _End):
+                yield item
+            if item.error is not None:
+                raise item.error
+        finally:
+            self._stop.set()
+
+
+def _read_ahead(items: Iterator[T], depth: int = READ_AHEAD) -> Iterator[T]:
+    return iter(_ReadAhead(items, depth))
+
 
 BATCH = 250  # items a shard's reader hands over at once
 DEPTH = 8  # batches a shard's reader may hold before the consumer takes them

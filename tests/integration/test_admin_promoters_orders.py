@@ -255,7 +255,7 @@ def test_orders_bad_input_is_a_400(client: Client, world: World, query: str, cod
 def test_an_orders_cursor_is_signed_and_its_own(client: Client, world: World) -> None:
     from chalicelib.store import shards
 
-    forged = shards._encode({f"{world.tenant}#orders#0": {"pk": {"S": "x"}}})  # signed, not a position
+    forged = shards.encode_positions({f"{world.tenant}#orders#0": {"pk": {"S": "x"}}})  # signed, not a position
     _error(*_call(client, f"/v1/admin/orders?cursor={forged}", world.tokens["ops"]), 400, "invalid_cursor")
     status, page = _call(client, "/v1/admin/orders?limit=1", world.tokens["ops"])
     assert status == 200 and page["next_cursor"]
