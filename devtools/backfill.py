@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from chalicelib.store import backfill, get_store
 
-    tenants = [args.tenant] if args.tenant else [t.id for t in get_store().tenants.all()]
+    store = get_store()  # configures the models' tables and endpoint from the settings
+    tenants = [args.tenant] if args.tenant else [t.id for t in store.tenants.all()]
     for tenant in tenants:
         filled = backfill.order_index_keys(tenant, dry_run=args.dry_run)
         print(json.dumps({"tenant": tenant, "dry_run": args.dry_run, **asdict(filled)}))

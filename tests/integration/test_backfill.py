@@ -9,12 +9,20 @@ from typing import Any
 import pytest
 
 from chalicelib.clock import iso, utcnow
-from chalicelib.store import backfill, shards
+from chalicelib.store import backfill, get_store, shards
 from chalicelib.store.models import OrderModel
 from devtools import backfill as cli
-from tests.stack import Stack, unique
+from tests.stack import Stack, reset_caches, unique
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _models_on_this_stack(stack: Stack) -> None:
+    """The models point at this session's DynamoDB Local (another test may have pointed them at
+    one of its own, since stopped): `get_store()` configures them, as every service does."""
+    reset_caches()
+    get_store()
 
 
 def _old_order(tenant: str, order_id: str, status: str, *, paid: bool, **keys: Any) -> None:
