@@ -28,7 +28,7 @@ from chalicelib import withdrawal
 from chalicelib.api import audit, exports, operators
 from chalicelib.api import responses as r
 from chalicelib.api import schemas as s
-from chalicelib.api.console import csp_hash
+from chalicelib.api.console import csp_hash, script_response
 from chalicelib.api.errorcodes import ANY_ROUTE, ERROR_CODES
 from chalicelib.api.merchant import MerchantEventBody
 from chalicelib.entities import Role
@@ -1093,9 +1093,4 @@ def docs_page() -> Response:
 
 @bp.route("/docs/redoc.standalone.js", methods=["GET"])
 def redoc_bundle() -> Response:
-    headers: dict[str, str | list[str]] = {
-        "Content-Type": "application/javascript; charset=utf-8",
-        "Cache-Control": "public, max-age=86400",
-        "X-Content-Type-Options": "nosniff",
-    }
-    return Response(body=_redoc_bundle(), status_code=200, headers=headers)
+    return script_response(_redoc_bundle())
