@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,12 @@ def comment_start(line: str) -> int | None:
     return None
 
 
-def balanced(text: str) -> bool:
-    """True when every bracket opened in `text` outside JSON strings is closed."""
+def _depths(text: str) -> Iterator[tuple[int, int, bool]]:
+    """(index, bracket depth after it, whether it closed a bracket) for each character of `text`,
+    brackets inside JSON strings not counted."""
     depth, in_string, escaped = 0, False, False
-    for char in text:
+    for i, char in enumerate(text):
+        closed = False
         if in_string:
             escaped = not escaped and char == "\\"
             if char == '"' and not escaped:
@@ -125,7 +128,13 @@ def balanced(text: str) -> bool:
             depth += 1
         elif char in "}]":
             depth -= 1
-    return depth <= 0
+            closed = True
+        yield i, depth, closed
+
+
+def balanced(text: str) -> bool:
+    """True when every bracket opened in `text` outside JSON strings is closed."""
+    return all(depth <= 0 for _, depth, _ in list(_depths(text))[-1:])
 
 
 def shell_steps(block: Block) -> list[Step]:
@@ -208,20 +217,9 @@ def parse_promise(promise: str) -> tuple[int | None, Any]:
 
 
 def _json_end(text: str) -> int:
-    depth, in_string, escaped = 0, False, False
-    for i, char in enumerate(text):
-        if in_string:
-            escaped = not escaped and char == "\\"
-            if char == '"' and not escaped:
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+    for i, depth, closed in _depths(text):
+        if closed and depth == 0:
+            return i + 1
     raise AssertionError(f"unbalanced JSON in promise {text!r}")
 
 
