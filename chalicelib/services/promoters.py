@@ -13,7 +13,6 @@ case-sensitive). Without `q`: the tenant's promoters, newest first (the `joined`
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -53,10 +52,9 @@ def _rows(tenant: str, users: list[User]) -> list[dict[str, Any]]:
     keys = [(counters.promoter_scope(u.id), period) for u in users for period in (counters.ALL, month)]
     found = stats.get_many(tenant, keys)
     names = store.users.names(tenant, [uid for u in users for uid in u.upline])
-    with ThreadPoolExecutor(max_workers=min(8, len(users))) as pool:
-        accounts = list(pool.map(lambda u: store.ledger.account(tenant, u.id), users))
+    accounts = store.ledger.accounts(tenant, [u.id for u in users])
     rows = []
-    for user, account in zip(users, accounts, strict=True):
+    for user, account in ((u, accounts[u.id]) for u in users):
         total = found[(counters.promoter_scope(user.id), counters.ALL)]
         this_month = found[(counters.promoter_scope(user.id), month)]
         rows.append(

@@ -40,8 +40,8 @@ from chalicelib.clock import iso, parse_iso
 from chalicelib.entities import AuditEvent, Page
 from chalicelib.store import audit, shards
 from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
+from chalicelib.store.ledger import accounts
 from chalicelib.store.models import (
-    AccountModel,
     AuditModel,
     ExportModel,
     LedgerModel,
@@ -583,8 +583,8 @@ def promoters(tenant: str, start: str, end: str, position: dict[str, Any] | None
             if str(_s(raw, "created_at")) < end and (raw.get("promoter") or {}).get("BOOL") is not False
         ]
         whole = _serialized(UserModel.batch_get(list(dict.fromkeys(wanted))))
-        accounts = _accounts(tenant, [str(_s(raw, "uid")) for raw in whole.values()])
-        return [_promoter_row(whole[pk], accounts) if (pk := str(_s(raw, "pk"))) in whole else None for raw in items]
+        balances = accounts(tenant, [str(_s(raw, "uid")) for raw in whole.values()])
+        return [_promoter_row(whole[pk], balances) if (pk := str(_s(raw, "pk"))) in whole else None for raw in items]
 
     return MergedIndex(
         position,
@@ -598,7 +598,7 @@ def promoters(tenant: str, start: str, end: str, position: dict[str, Any] | None
     )
 
 
-def _promoter_row(raw: Raw, accounts: dict[str, dict[str, int]]) -> Row:
+def _promoter_row(raw: Raw, balances: dict[str, dict[str, int]]) -> Row:
     uid = str(_s(raw, "uid"))
     upline = [v.get("S") for v in (raw.get("upline") or {}).get("L", [])]
     return {
@@ -608,25 +608,13 @@ def _promoter_row(raw: Raw, accounts: dict[str, dict[str, int]]) -> Row:
         "upline": [*upline, None, None, None][:3],
         "bound_at": _s(raw, "bound_at"),
         "bound_via": _s(raw, "bound_via"),
-        **accounts.get(uid, {}),
+        **balances.get(uid, {}),
     }
 
 
 def _serialized(items: Iterator[Any]) -> dict[str, Raw]:
     """Items of a batch get in DynamoDB's attribute-value form, by hash key."""
     return {item.pk: item.serialize() for item in items}
-
-
-BALANCES = ("pending_fen", "frozen_fen", "available_fen", "withdrawing_fen", "paid_fen")
-
-
-def _accounts(tenant: str, uids: list[str]) -> dict[str, dict[str, int]]:
-    found: dict[str, dict[str, int]] = {uid: dict.fromkeys(BALANCES, 0) for uid in uids}
-    keys = list(dict.fromkeys(f"{tenant}#{uid}" for uid in uids))
-    for item in AccountModel.batch_get(keys, attributes_to_get=["pk", *BALANCES]):
-        uid = item.pk.split("#", 1)[1]
-        found[uid] = {name: int(getattr(item, name) or 0) for name in BALANCES}
-    return found
 
 
 def _names(tenant: str, uids: list[str]) -> dict[str, str]:

@@ -148,6 +148,11 @@ class LedgerStore:
             return dict.fromkeys(BUCKETS, 0)
         return {bucket: int(getattr(item, bucket) or 0) for bucket in BUCKETS}
 
+    def accounts(self, tenant: str, promoters: Iterable[str]) -> dict[str, dict[str, int]]:
+        """These promoters' accounts (strongly consistent batch gets, 100 keys a call); a
+        promoter without an account has zeros."""
+        return accounts(tenant, promoters)
+
     def lines(self, tenant: str, promoter: str, state: str | None, cursor: str | None, limit: int) -> Page[LedgerLine]:
         key = f"{tenant}#{promoter}"
         start = decode_cursor(cursor, hash_attr="pk", hash_value=key)
@@ -168,6 +173,16 @@ class LedgerStore:
             for i in StatsModel.batch_get([(f"{tenant}#{s}", p) for s, p in wanted], consistent_read=True)
         }
         return {key: found.get(key, 0) for key in wanted}
+
+
+def accounts(tenant: str, promoters: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Accounts of these promoters by id, zeros for those without one (batch gets)."""
+    wanted = list(dict.fromkeys(promoters))
+    found = {uid: dict.fromkeys(BUCKETS, 0) for uid in wanted}
+    keys = [f"{tenant}#{uid}" for uid in wanted]
+    for item in AccountModel.batch_get(keys, consistent_read=True, attributes_to_get=["pk", *BUCKETS]):
+        found[item.pk.split("#", 1)[1]] = {bucket: int(getattr(item, bucket) or 0) for bucket in BUCKETS}
+    return found
 
 
 def _transaction(tenant: str, write: LedgerWrite) -> Callable[[TransactWrite], None]:
