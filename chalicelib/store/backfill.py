@@ -15,8 +15,8 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib.store import shards
 from chalicelib.store.models import OrderModel
+from chalicelib.store.orders import listed_key, sold_key
 
 READ = ["pk", "tenant", "order_id", "status", "paid_at", "listed_key", "sold_key"]
 
@@ -36,27 +36,29 @@ def sold(status: str, paid_at: str | None) -> bool:
 
 
 def order_index_keys(tenant: str, *, dry_run: bool = False) -> Filled:
-    """Set the missing index keys of one tenant's orders (a filtered Scan of the orders table)."""
+    """Set the missing index keys of one tenant's orders (a filtered Scan of the orders table),
+    each key by a write of its own, so a race on one never holds the other back."""
     filled = Filled()
     for item in OrderModel.scan(OrderModel.tenant == tenant, attributes_to_get=READ):
         filled.scanned += 1
-        actions: list[Any] = []
-        condition: Any = None
         if item.listed_key is None:
-            actions.append(OrderModel.listed_key.set(shards.key(f"{tenant}#orders", item.order_id)))
-            condition = OrderModel.listed_key.does_not_exist()
-            filled.listed += 1
+            key = listed_key(tenant, item.order_id)
+            filled.listed += _set_missing(item.pk, OrderModel.listed_key, key, filled, dry_run)
         if item.sold_key is None and sold(item.status, item.paid_at):
-            actions.append(OrderModel.sold_key.set(shards.key(f"{tenant}#sold", item.order_id)))
-            missing = OrderModel.sold_key.does_not_exist()
-            condition = missing if condition is None else condition & missing
-            filled.sold += 1
-        if not actions or dry_run:
-            continue
-        try:
-            OrderModel(pk=item.pk).update(actions=actions, condition=condition)
-        except UpdateError as exc:
-            if exc.cause_response_code != "ConditionalCheckFailedException":
-                raise
-            filled.raced += 1
+            key = sold_key(tenant, item.order_id)
+            filled.sold += _set_missing(item.pk, OrderModel.sold_key, key, filled, dry_run)
     return filled
+
+
+def _set_missing(pk: str, attribute: Any, value: str, filled: Filled, dry_run: bool) -> int:
+    """1 when `attribute` was set (or would be, in a dry run), 0 when the app set it meanwhile."""
+    if dry_run:
+        return 1
+    try:
+        OrderModel(pk=pk).update(actions=[attribute.set(value)], condition=attribute.does_not_exist())
+    except UpdateError as exc:
+        if exc.cause_response_code != "ConditionalCheckFailedException":
+            raise
+        filled.raced += 1
+        return 0
+    return 1

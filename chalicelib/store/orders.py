@@ -173,6 +173,16 @@ def _first(row: tuple[str, str]) -> tuple[str, str]:
     return row
 
 
+def listed_key(tenant: str, order_id: str) -> str:
+    """The order's partition of the `listed` index (every order, from its creation)."""
+    return shards.key(f"{tenant}#orders", order_id)
+
+
+def sold_key(tenant: str, order_id: str) -> str:
+    """The order's partition of the sparse `sold` index (set when the order is paid)."""
+    return shards.key(f"{tenant}#sold", order_id)
+
+
 class ExtraWriteRefused(Exception):
     """The write added to an order's change (e.g. an event marker) found its condition false."""
 
@@ -209,7 +219,7 @@ class OrderStore:
             coupon=order.coupon,
             attribution=_snapshot_json(order.snapshot),
             placed_at=iso(order.placed_at),
-            listed_key=shards.key(f"{order.tenant}#orders", order.id),
+            listed_key=listed_key(order.tenant, order.id),
             version=1,
             audit_hash=record.hash,
             event_at=iso(order.placed_at),
@@ -317,7 +327,7 @@ class OrderStore:
             # Only paid orders wait for receipt: they alone are in the sparse open_orders index.
             if status is OrderStatus.PAID:
                 actions.append(OrderModel.open_key.set(shards.key(f"{tenant}#paid", order_id)))
-                actions.append(OrderModel.sold_key.set(shards.key(f"{tenant}#sold", order_id)))
+                actions.append(OrderModel.sold_key.set(sold_key(tenant, order_id)))
             else:
                 actions.append(OrderModel.open_key.remove())
             if status is not OrderStatus.CREATED and not any(r.state is RefundState.REQUESTED for r in order.refunds):
