@@ -73,10 +73,6 @@ def _image(record: Mapping[str, Any], which: str) -> dict[str, Any]:
     return dict(image or {})
 
 
-def _order_from_image(image: Mapping[str, Any]) -> Order:
-    return order_from_image(image)
-
-
 def parse_event(record: Mapping[str, Any]) -> OrderEvent | None:
     """The order event in a stream record, or None when the change is not a new version."""
     new, old = _image(record, "new_image"), _image(record, "old_image")
@@ -87,7 +83,7 @@ def parse_event(record: Mapping[str, Any]) -> OrderEvent | None:
         action=str(new["event_action"]),
         data=json.loads(str(new.get("event_data") or "{}")),
         at=parse_iso(str(new["event_at"])),
-        order=_order_from_image(new),
+        order=order_from_image(new),
         image=new,
         version=int(str(new.get("version") or 0)),
     )

@@ -19,15 +19,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from chalicelib.clock import iso
 from chalicelib.commission import Attribution, OrderLine
 from chalicelib.store import shards
 from chalicelib.store.models import OrderModel
-
-T = TypeVar("T")
-READ_AHEAD = 2_000  # items a shard's reader may hold before the consumer takes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +69,6 @@ class _ReadAhead:
                 raise item.error
         finally:
             self._stop.set()
-
-
-def _read_ahead(items: Iterator[T], depth: int = READ_AHEAD) -> Iterator[T]:
-    return iter(_ReadAhead(items, depth))
 
 
 BATCH = 250  # items a shard's reader hands over at once
@@ -138,6 +131,6 @@ def sales(tenant: str, start: datetime, end: datetime) -> Iterator[Sale]:
 
     def shard(partition: str) -> Iterator[Sale]:
         found = (to_sale(item) for item in query(partition, low, high) if item.attribute_values["paid_at"] != high)
-        return itertools.chain.from_iterable(_read_ahead(_batches(found, BATCH), DEPTH))
+        return itertools.chain.from_iterable(iter(_ReadAhead(_batches(found, BATCH), DEPTH)))
 
     return shards.merged(f"{tenant}#sold", shard, _paid_at)
