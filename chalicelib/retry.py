@@ -64,7 +64,10 @@ class Retry:
         return (self.delay(attempt) for attempt in range(self.tries - 1))
 
     def pause(self, attempt: int) -> None:
-        """Sleep `delay(attempt)` seconds (nothing when the policy does not wait)."""
+        """Sleep `delay(attempt)` seconds before the next attempt; nothing after the last one (the
+        loop gives up then: waiting would only delay its answer) or when the policy does not wait."""
+        if attempt >= self.tries - 1:
+            return
         seconds = self.delay(attempt)
         if seconds > 0:
             time.sleep(seconds)

@@ -81,9 +81,8 @@ class LedgerStore:
             if not outcome.conflict:
                 puts = len(write.new_lines)
                 return Applied.STALE if any(i >= puts for i in outcome.failed_items) else Applied.REPLAY
-            if attempt + 1 < self._retry.tries:
-                self.conflicts += 1
-                self._retry.pause(attempt)
+            self.conflicts += attempt + 1 < self._retry.tries  # retried, not given up
+            self._retry.pause(attempt)
         return Applied.CONFLICT
 
     def existing(self, tenant: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -54,6 +54,15 @@ def test_pause_sleeps_the_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     assert slept == [0.1]
 
 
+def test_no_pause_after_the_last_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    policy = Retry(tries=3, first_s=0.05, jitter=0)
+    for attempt in policy:
+        policy.pause(attempt)
+    assert slept == [0.05, 0.1]  # before the 2nd and 3rd attempts, none after the 3rd
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"tries": 0}, {"tries": 2, "first_s": -1}, {"tries": 2, "jitter": 1.5}, {"tries": 2, "cap_s": -0.1}],
