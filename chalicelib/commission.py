@@ -20,9 +20,10 @@ so the nearest promoter keeps the most.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from chalicelib.money import BPS_DENOMINATOR, apply_bps, format_bps, format_decimal
 from chalicelib.referral import MAX_LEVELS
@@ -201,9 +202,13 @@ class Attribution:
     buyer_is_promoter: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Trace:
-    """How one commission line was computed, for the promoter and the operator."""
+class Trace(NamedTuple):
+    """How one commission line was computed, for the promoter and the operator.
+
+    `Trace` and `Earning` are named tuples rather than frozen dataclasses: as immutable, and
+    made three times faster (a frozen dataclass sets each field through `object.__setattr__`);
+    one order makes up to three of each, and a simulation replays tens of thousands of orders
+    under two plans (measured: a third of the replay went to making them)."""
 
     base_fen: int
     rate_bps: int | None = None
@@ -233,8 +238,7 @@ class Trace:
         return ", ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Earning:
+class Earning(NamedTuple):
     """One level's commission on one order: the promoter, the amount and how it was made."""
 
     level: int
@@ -280,36 +284,56 @@ def compute(
     `month_sales_fen` gives each promoter's month-to-date attributed sales *including this
     order*, for the ladder; `at` is when the order was paid (campaign windows).
     """
-    paid = sum(line.paid_fen for line in lines)
-    if any(line.paid_fen < 0 or line.qty <= 0 for line in lines):
-        raise ValueError("order lines need a positive quantity and a non-negative paid amount")
+    paid = 0
+    for line in lines:
+        if line.paid_fen < 0 or line.qty <= 0:
+            raise ValueError("order lines need a positive quantity and a non-negative paid amount")
+        paid += line.paid_fen
     budget = min(apply_bps(paid, plan.cap_bps), paid)
-    raw = [
-        _level_amount(level, promoter, lines, attribution, plan, at, month_sales_fen.get(promoter, 0))
-        for level, promoter in earners(attribution, plan, is_active)
-    ]
+    terms = _line_terms(lines, plan, at)
     earnings: list[Earning] = []
-    for earning in raw:
-        amount = min(earning.amount_fen, budget)
+    for level, promoter in earners(attribution, plan, is_active):
+        month_sales = month_sales_fen.get(promoter, 0)
+        uncapped, trace = _level_amount(level, promoter, terms, paid, attribution, plan, month_sales)
+        amount = min(uncapped, budget)
         budget -= amount
+        if amount < uncapped:
+            trace = trace._replace(capped=True)
         if amount > 0:
-            trace = earning.trace
-            if amount < earning.amount_fen:
-                trace = replace(trace, capped=True)
-            earnings.append(Earning(earning.level, earning.promoter, amount, trace))
+            earnings.append(Earning(level, promoter, amount, trace))
     return earnings
+
+
+_Term = tuple[OrderLine, "Campaign | None", "ProductOverride | None"]
+
+
+def _line_terms(lines: Sequence[OrderLine], plan: Plan, at: datetime) -> list[_Term]:
+    """Each line with the campaign running for its product when the order is paid and the
+    product's override: the same at every level, so looked up once per order."""
+    campaigns, overrides = plan.campaigns, plan.overrides
+    if not campaigns and not overrides:
+        return [(line, None, None) for line in lines]
+    return [
+        (
+            line,
+            campaign_at(plan, line.product_id, at) if campaigns else None,
+            plan.override_for(line.product_id) if overrides else None,
+        )
+        for line in lines
+    ]
 
 
 def _level_amount(
     level: int,
     promoter: str,
-    lines: Sequence[OrderLine],
+    terms: Sequence[_Term],
+    paid: int,
     attribution: Attribution,
     plan: Plan,
-    at: datetime,
     month_sales: int,
-) -> Earning:
-    tier = ladder_tier(plan, month_sales) if level == 1 else None
+) -> tuple[int, Trace]:
+    """One level's amount before the cap, and its trace."""
+    tier = ladder_tier(plan, month_sales) if level == 1 and plan.ladder else None
     base_rate = plan.rates_bps[level - 1] if level <= len(plan.rates_bps) else 0
     if tier is not None:
         base_rate = tier[1].level1_rate_bps
@@ -317,13 +341,13 @@ def _level_amount(
     trace_rate: int | None = None
     trace_fixed: int | None = None
     chosen: Campaign | None = None
-    for line in lines:
-        campaign = campaign_at(plan, line.product_id, at)
-        multiplier = campaign.multiplier_bps if campaign else BPS_DENOMINATOR
-        if campaign and (chosen is None or campaign.multiplier_bps > chosen.multiplier_bps):
-            chosen = campaign
-        override = plan.override_for(line.product_id)
-        amount = override.levels[level - 1] if override and level <= len(override.levels) else None
+    for line, campaign, override in terms:
+        multiplier = BPS_DENOMINATOR
+        if campaign is not None:
+            multiplier = campaign.multiplier_bps
+            if chosen is None or multiplier > chosen.multiplier_bps:
+                chosen = campaign
+        amount = override.levels[level - 1] if override is not None and level <= len(override.levels) else None
         if amount is not None and amount.fixed_fen is not None:
             scaled += amount.fixed_fen * line.qty * multiplier * BPS_DENOMINATOR
             trace_fixed = (trace_fixed or 0) + amount.fixed_fen * line.qty
@@ -332,18 +356,17 @@ def _level_amount(
         scaled += line.paid_fen * rate * multiplier
         trace_rate = rate if trace_rate in (None, rate) else trace_rate
     total = scaled // (BPS_DENOMINATOR * BPS_DENOMINATOR)
-    self_purchase = plan.self_purchase and promoter == attribution.buyer
     trace = Trace(
-        base_fen=sum(line.paid_fen for line in lines),
+        base_fen=paid,
         rate_bps=trace_rate,
         fixed_fen=trace_fixed,
         ladder_tier=tier[0] if tier else None,
         campaign=chosen.name if chosen else None,
         multiplier_bps=chosen.multiplier_bps if chosen else BPS_DENOMINATOR,
         uncapped_fen=total,
-        self_purchase=self_purchase,
+        self_purchase=plan.self_purchase and promoter == attribution.buyer,
     )
-    return Earning(level, promoter, total, trace)
+    return total, trace
 
 
 # --- refunds --------------------------------------------------------------------------------

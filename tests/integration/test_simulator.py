@@ -4,6 +4,7 @@ orders are exactly the ones it paid."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import time
@@ -16,7 +17,7 @@ from chalice.test import Client
 from chalicelib.auth import hash_password
 from chalicelib.clock import utcnow
 from chalicelib.entities import Admin, AuditEvent, Principal, Product, Role, Tenant
-from chalicelib.errors import InvalidInput, NotAllowed
+from chalicelib.errors import InvalidInput, NotAllowed, TooLarge
 from chalicelib.services import logins, orders, plans, referrals, shares, simulator
 from chalicelib.store import get_store
 from tests.stack import Stack, unique
@@ -164,6 +165,22 @@ def test_only_the_window_of_local_days_is_replayed(stack: Stack) -> None:
     later = utcnow() + timedelta(days=2)
     assert simulator.simulate(owner, {"plan": PLAN, "days": 2}, now=later)["orders"] == 0
     assert simulator.simulate(owner, {"plan": PLAN, "days": 3}, now=later)["orders"] == 1
+
+
+def test_too_many_orders_is_refused_and_the_collector_runs_again(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a tenant with one paid order, and a limit of none
+    tenant = _tenant()
+    owner = _owner(tenant, PLAN)
+    *_, buyer = _chain(tenant, 2)
+    _paid(stack, buyer, _product(tenant, 5_000))
+    stack.drain()
+    monkeypatch.setattr(simulator, "MAX_ORDERS", 0)
+    # When the owner simulates
+    with pytest.raises(TooLarge) as raised:
+        simulator.simulate(owner, {"plan": PLAN, "days": 1})
+    # Then the replay stops with a clear error, and the cyclic collector it paused runs again
+    assert raised.value.code == "too_many_orders"
+    assert gc.isenabled()
 
 
 def test_without_an_active_plan_the_active_side_is_zero(stack: Stack) -> None:
