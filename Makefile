@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.run-$(shell cat requirements-local.lock | sha1sum | cut -c
 export AWS_DEFAULT_REGION ?= ap-shanghai
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: run reset test venv run-venv lint format typecheck rules-coverage unit integration e2e browser bench load audit-verify backfill package cfn-lint deploy lock client clean
+.PHONY: run reset test venv run-venv lint format typecheck rules-coverage unit integration e2e browser bench load audit-verify backfill recount package cfn-lint deploy lock client clean
 
 # The venv installs the hashed lock, never the loose pins: `make lock` after editing requirements*.txt.
 $(STAMP): requirements-dev.lock
@@ -105,6 +105,10 @@ audit-verify: run-venv
 # stack, or TENANT=; DRY_RUN=1 only counts). Running it again sets nothing.
 backfill: run-venv
 	$(BIN)/python -m devtools.backfill --local $(if $(TENANT),--tenant $(TENANT)) $(if $(DRY_RUN),--dry-run)
+
+# The report counters rebuilt from what they count: prints what differs (FIX=1 repairs it, audited).
+recount: run-venv
+	$(BIN)/python -m devtools.recount --local $(if $(TENANT),--tenant $(TENANT)) $(if $(FIX),--fix)
 
 package: venv
 	STAGE=$(STAGE) bash infra/package.sh

@@ -266,3 +266,53 @@ def test_reports_refuse_bad_ranges_and_promoters(stack: Stack) -> None:
     with pytest.raises(NotAllowed):
         reports.daily(stack.principal("u"), None, None)
     assert reports.daily(owner, "2025-01-01", "2026-01-01")["days"][-1]["date"] == "2026-01-01"
+
+
+# --- the recount tool (`make recount`) --------------------------------------------------------
+
+
+def _bump(tenant: str, scope: str, period: str, **values: int) -> None:
+    StatsModel(f"{tenant}#{scope}", period).update(actions=[getattr(StatsModel, n).add(v) for n, v in values.items()])
+
+
+def test_the_recount_finds_no_drift_then_names_and_repairs_each_changed_counter(stack: Stack, capsys: Any) -> None:
+    from chalicelib.services import recount
+    from devtools import recount as tool
+
+    # Given two tenants' workloads, every stream record delivered twice, and the counters agreeing
+    tenant, other = _tenant(), _tenant()
+    _workload(stack, tenant, 11)
+    _workload(stack, other, 12)
+    _replay(stack, tenant)
+    assert recount.drift(tenant).differences == {}
+    assert _stored(tenant) == _recount(tenant)
+    # When counters are changed behind the app's back: one too high, one item gone, one invented,
+    # a ladder counter off (and another tenant's counter too)
+    stored = _stored(tenant)
+    today = counters.day_of(utcnow(), ZONE)
+    promoter_month = next(key for key in stored if key[0].startswith("p#") and key[1] != "all")
+    ladder = next(item for item in StatsModel.scan(StatsModel.pk.startswith(f"{tenant}#l1sales#")) if item.sales_fen)
+    _bump(tenant, "day", today, paid_fen=7)
+    StatsModel(f"{tenant}#{promoter_month[0]}", promoter_month[1]).delete()
+    _bump(tenant, "src#channel", f"{today}#invented", orders=3)
+    _bump(tenant, ladder.pk.removeprefix(f"{tenant}#"), ladder.period, sales_fen=100)
+    _bump(other, "day", today, paid_fen=5)
+    # Then the check names exactly those, and exits 1
+    assert tool.main(["--tenant", tenant]) == 1
+    (shown,) = [row for row in map(json.loads, capsys.readouterr().out.splitlines()) if "differences" in row]
+    assert {(d["scope"], d["period"]): d["add"] for d in shown["differences"]} == {
+        ("day", today): {"paid_fen": -7},
+        promoter_month: stored[promoter_month],
+        ("src#channel", f"{today}#invented"): {"orders": -3},
+        (ladder.pk.removeprefix(f"{tenant}#"), ladder.period): {"sales_fen": -100},
+    }
+    # When an operator repairs this tenant
+    assert tool.main(["--tenant", tenant, "--fix", "--actor", "ops:tester"]) == 0
+    # Then nothing differs, every counter equals the brute-force recount, and the repair is audited
+    assert recount.drift(tenant).differences == {}
+    assert _stored(tenant) == _recount(tenant)
+    (record,) = AuditModel.query(f"{tenant}#stats")
+    assert (record.action, record.actor) == ("stats.recounted", "ops:tester")
+    assert len(json.loads(record.data)["added"]) == 4
+    # and the other tenant's counter is still as it was changed
+    assert recount.drift(other).differences == {("day", today): {"paid_fen": -5}}

@@ -9,6 +9,7 @@ so a stale merge, a role Chalice renamed or a literal `arn:aws:` all fail here.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -349,3 +350,23 @@ def test_the_api_sampling_rule_names_the_stage_api_gateway_traces() -> None:
     }
     assert functions.pop("APIHandler") == "Active"
     assert set(map(json.dumps, functions.values())) == {json.dumps({"Ref": "EventTracing"})}
+
+
+def test_no_function_reaches_the_command_line_tools_store_modules() -> None:
+    # The operators' tools Scan whole tables; no function is granted that, so nothing the app runs
+    # may import them: only devtools/ and the tools' own service module do.
+    tools = {f"chalicelib.store.{m}" for m in iam.TOOLS_ONLY} | {"chalicelib.services.recount"}
+    own = {ROOT / "chalicelib" / "store" / f"{m}.py" for m in iam.TOOLS_ONLY} | {
+        ROOT / "chalicelib" / "services" / "recount.py"
+    }
+    for path in [ROOT / "app.py", *sorted((ROOT / "chalicelib").rglob("*.py"))]:
+        if path in own:
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            else:
+                continue
+            assert not names & tools, f"{path.relative_to(ROOT)} imports {sorted(names & tools)}"

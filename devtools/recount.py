@@ -1,0 +1,48 @@
+"""Rebuild the report counters from what they count, and show (or repair) what differs.
+
+    python -m devtools.recount --local                      # every tenant of `make run`'s stack
+    python -m devtools.recount --tenant wx1234567890abcdef  # one tenant: exit 1 if anything differs
+    python -m devtools.recount --tenant wx1234567890abcdef --fix --actor ops:alice
+
+Without `--fix` nothing is written. With it, each difference is added to its counter, audited as
+`stats.recounted` with the actor. The rules are `chalicelib.services.recount`'s; the day's `scans`
+are not rebuilt (see there). In AWS the app's environment says where (TABLE_PREFIX, and
+credentials allowed to Scan the users, orders, shares, ledger, withdrawals and stats tables and to
+write the stats and audit tables). Prints one JSON line per tenant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.recount", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenant", help="one tenant (default: every tenant)")
+    parser.add_argument("--fix", action="store_true", help="add each difference to its counter (audited)")
+    parser.add_argument("--actor", default="system:recount", help="who the audit records name (with --fix)")
+    parser.add_argument("--local", action="store_true", help="the tables of `make run`'s stack (it must be running)")
+    args = parser.parse_args(argv)
+    if args.local:
+        from devtools.stack import load_config, stack_env
+
+        os.environ.update(stack_env(load_config()))
+
+    from chalicelib.services import recount
+    from chalicelib.store import get_store
+
+    store = get_store()  # configures the models' tables and endpoint from the settings
+    tenants = [args.tenant] if args.tenant else [t.id for t in store.tenants.all()]
+    differ = False
+    for tenant in tenants:
+        found = recount.repair(tenant, args.actor) if args.fix else recount.drift(tenant)
+        differ = differ or bool(found.differences)
+        print(json.dumps({**found.view(), "fixed": args.fix}, ensure_ascii=False))
+    return 1 if differ and not args.fix else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
