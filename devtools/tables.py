@@ -46,7 +46,7 @@ def add_missing_indexes(model: Any) -> list[str]:
                 {
                     "Create": {
                         "IndexName": index["index_name"],
-                        "KeySchema": index["key_schema"],
+                        "KeySchema": _hash_first(index["key_schema"]),
                         "Projection": index["projection"],
                     }
                 }
@@ -55,6 +55,12 @@ def add_missing_indexes(model: Any) -> list[str]:
         _wait_active(client, name, index["index_name"])
         added.append(index["index_name"])
     return added
+
+
+def _hash_first(schema: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The key schema with the hash key first: UpdateTable refuses any other order, and PynamoDB
+    lists an index's keys in the order the attributes are declared (CreateTable accepts that)."""
+    return sorted(schema, key=lambda key: key["KeyType"] != "HASH")
 
 
 def _wait_active(client: Any, table: str, index: str, timeout: float = 60.0) -> None:

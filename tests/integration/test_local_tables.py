@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from chalicelib.settings import get_settings
-from chalicelib.store.models import AdminModel
+from chalicelib.store.models import AdminModel, OrderModel
 from devtools.tables import add_missing_indexes
 from tests.stack import Stack, unique
 
@@ -33,3 +33,35 @@ def test_an_index_the_model_added_is_created_on_the_existing_table(
         client.delete_table(TableName=name)
         monkeypatch.undo()
         AdminModel._connection = None
+
+
+def test_an_index_whose_model_declares_its_range_key_first_is_created(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The orders model declares `paid_at` (the `sold` index's range key) before `sold_key` (its hash
+    # key), so PynamoDB lists the range key first; UpdateTable wants the hash key first.
+    schema = {i["index_name"]: i["key_schema"] for i in OrderModel._get_schema()["global_secondary_indexes"]}
+    assert schema["sold"][0]["KeyType"] == "RANGE"
+    name = f"{stack.prefix}-{unique('oldorders')}"
+    client = boto3.client("dynamodb", region_name=get_settings().aws_region, endpoint_url=stack.endpoint)
+    client.create_table(  # the orders table as it was before any index
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    monkeypatch.setattr(OrderModel.Meta, "table_name", name)
+    monkeypatch.setattr(OrderModel, "_connection", None)
+    try:
+        added = add_missing_indexes(OrderModel)
+        assert set(added) == set(schema) and "sold" in added
+        indexes = client.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]
+        sold = next(i for i in indexes if i["IndexName"] == "sold")
+        assert sold["KeySchema"] == [
+            {"AttributeName": "sold_key", "KeyType": "HASH"},
+            {"AttributeName": "paid_at", "KeyType": "RANGE"},
+        ]
+    finally:
+        client.delete_table(TableName=name)
+        monkeypatch.undo()
+        OrderModel._connection = None
