@@ -206,9 +206,9 @@ class Trace(NamedTuple):
     """How one commission line was computed, for the promoter and the operator.
 
     `Trace` and `Earning` are named tuples rather than frozen dataclasses: as immutable, and
-    made three times faster (a frozen dataclass sets each field through `object.__setattr__`);
-    one order makes up to three of each, and a simulation replays tens of thousands of orders
-    under two plans (measured: a third of the replay went to making them)."""
+    made in less than half the time (a frozen dataclass sets each field through
+    `object.__setattr__`). One order makes up to three of each, and a simulation replays tens
+    of thousands of orders under two plans (measured: making them took a third of the replay)."""
 
     base_fen: int
     rate_bps: int | None = None
