@@ -9,11 +9,11 @@ and the snapshot's upline), strongly consistent, each with its rule trace.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from chalicelib import local_days
 from chalicelib.api import views
 from chalicelib.api.views import commission_line_view
 from chalicelib.auth import require_role
@@ -30,26 +30,10 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def _day(value: str | None) -> date | None:
-    if value is None or value == "":
-        return None
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is None:
-            raise ValueError(value)
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput("from and to are dates like 2026-11-29", code="invalid_date") from None
-
-
 def span(tenant: str, first: str | None, last: str | None) -> tuple[datetime, datetime]:
     """[start, end) in UTC of the local days `first`..`last` (open ends when left out)."""
-    zone = ZoneInfo(tenants.get(tenant).timezone)
-    from_day, to_day = _day(first), _day(last)
-    if from_day is not None and to_day is not None and from_day > to_day:
-        raise InvalidInput("from is after to", code="invalid_range")
-    start = datetime.combine(from_day, time(), zone).astimezone(UTC) if from_day else EARLIEST
-    end = datetime.combine(to_day + timedelta(days=1), time(), zone).astimezone(UTC) if to_day else LATEST
-    return start, end
+    start, end = local_days.chosen(first, last).instants(ZoneInfo(tenants.get(tenant).timezone))
+    return (start.astimezone(UTC) if start else EARLIEST), (end.astimezone(UTC) if end else LATEST)
 
 
 def listing(

@@ -16,10 +16,11 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from chalicelib import local_days
 from chalicelib.api.views import audit_record_view
 from chalicelib.auth import require_role
 from chalicelib.clock import iso, utcnow
@@ -45,18 +46,8 @@ class Window:
 def window(tenant: str, first: str | None, last: str | None, max_days: int) -> Window:
     """The instants of local days `first..last` (default: the last 7 days up to today)."""
     zone = ZoneInfo(tenants.get(tenant).timezone)
-    today = utcnow().astimezone(zone).date()
-    try:
-        to_day = date.fromisoformat(last) if last else today
-        from_day = date.fromisoformat(first) if first else to_day - timedelta(days=6)
-    except ValueError:
-        raise InvalidInput("from and to are dates like 2026-11-29", code="invalid_date") from None
-    if from_day > to_day:
-        raise InvalidInput("from is after to", code="invalid_range")
-    if (to_day - from_day).days + 1 > max_days:
-        raise InvalidInput(f"at most {max_days} days at a time", code="range_too_long")
-    start = datetime.combine(from_day, time(), zone)
-    end = datetime.combine(to_day + timedelta(days=1), time(), zone)
+    chosen = local_days.chosen(first, last, today=utcnow().astimezone(zone).date(), max_days=max_days)
+    start, end = chosen.bounds(zone)
     days = []
     day = start.astimezone(ZoneInfo("UTC")).date()
     while datetime.combine(day, time(), ZoneInfo("UTC")) < end:

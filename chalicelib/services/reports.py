@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from chalicelib import counters
+from chalicelib import counters, local_days
 from chalicelib.auth import require_role
 from chalicelib.clock import utcnow
 from chalicelib.entities import Principal
@@ -52,16 +52,8 @@ def _month(value: str | None, tenant: str) -> str:
 
 def _range(tenant: str, first: str | None, last: str | None) -> tuple[str, str]:
     """The local days `first..last` (default: the last 7 days up to today), at most 366 days."""
-    try:
-        to_day = date.fromisoformat(last) if last else _today(tenant)
-        from_day = date.fromisoformat(first) if first else to_day - timedelta(days=6)
-    except ValueError:
-        raise InvalidInput("from and to are dates like 2026-11-29", code="invalid_date") from None
-    if from_day > to_day:
-        raise InvalidInput("from is after to", code="invalid_range")
-    if (to_day - from_day).days + 1 > MAX_DAYS:
-        raise InvalidInput(f"at most {MAX_DAYS} days at a time", code="range_too_long")
-    return from_day.isoformat(), to_day.isoformat()
+    chosen = local_days.chosen(first, last, today=_today(tenant), max_days=MAX_DAYS)
+    return str(chosen.first), str(chosen.last)
 
 
 # --- a promoter's month ---------------------------------------------------------------------
