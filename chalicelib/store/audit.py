@@ -242,22 +242,23 @@ def day_page(
 ) -> tuple[list[AuditModel], str | None]:
     """One page of a UTC day's records with `start <= at < end` over its shards, newest first."""
 
-    def query(
-        partition: str, start_key: dict[str, Any] | None
-    ) -> tuple[list[tuple[Any, dict[str, Any], AuditModel]], bool]:
+    def read(
+        partition: str, start_key: dict[str, Any] | None, room: int
+    ) -> tuple[list[tuple[Any, dict[str, Any], AuditModel]], shards.Stop | None]:
         result = AuditModel.by_day.query(
             partition,
             AuditModel.sk.between(start, end),
             scan_index_forward=False,
-            limit=limit,
+            limit=room,
             last_evaluated_key=start_key,
         )
         rows = [
             (row.sk, {"day_shard": {"S": partition}, "sk": {"S": row.sk}, "pk": {"S": row.pk}}, row) for row in result
         ]
-        return rows, result.last_evaluated_key is not None
+        stop = result.last_evaluated_key
+        return rows, (stop, stop["sk"]["S"]) if stop else None
 
-    return shards.page(f"{tenant}#{day}", query, cursor, limit, reverse=True)
+    return shards.page(f"{tenant}#{day}", read, cursor, limit, reverse=True)
 
 
 def day_all(tenant: str, day: str) -> list[AuditModel]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -460,13 +459,15 @@ class OrderStore:
     ) -> Page[dict[str, Any]]:
         """One page of the orders placed in [start, end), newest first over every shard of the
         `listed` index, optionally only those in `status` or with `promoter` at level 1-3 of their
-        attribution. See `ListedPages` for how filtered shards stay in order across pages."""
+        attribution. `shards.page` keeps filtered shards in order across pages."""
         condition: Any = None
         if promoter is not None:  # the attribution never changes: the index holds it
             condition = OrderModel.attribution.contains(json.dumps(promoter))  # narrows; checked exactly below
         low, high = iso(start), iso(end)
 
-        def read(partition: str, start_key: dict[str, Any] | None, room: int) -> tuple[list[Any], Any]:
+        def read(partition: str, start_key: dict[str, Any] | None, room: int) -> tuple[list[Any], shards.Stop | None]:
+            if start_key is not None and not _is_key(start_key, partition):
+                raise InvalidInput("cursor is not valid", code="invalid_cursor")
             result = OrderModel.listed.query(
                 partition,
                 OrderModel.placed_at.between(low, high),
@@ -487,10 +488,11 @@ class OrderStore:
             items = [now[i.pk] for i in items if i.pk in now]
             if status is not None:
                 items = [i for i in items if i.status == status]
-            return items, result.page_iter.last_evaluated_key
+            rows = [((str(i.placed_at), i.pk), _listed_key(i, partition), i) for i in items]
+            stop = result.page_iter.last_evaluated_key
+            return rows, (stop, (stop["placed_at"]["S"], stop["pk"]["S"])) if stop else None
 
-        pages = ListedPages(shards.keys(f"{tenant}#orders"), read, limit)
-        items, next_cursor = pages.page(cursor)
+        items, next_cursor = shards.page(f"{tenant}#orders", read, cursor, limit, reverse=True)
         return Page([_listed_row(i) for i in items], next_cursor)
 
 
@@ -509,66 +511,6 @@ def _listed_row(item: Any) -> dict[str, Any]:
         "paid_at": item.paid_at,
         "upline": list(snap.get("upline") or ()),
     }
-
-
-# A shard read: (matching items, newest first; the LastEvaluatedKey where the read stopped).
-ShardRead = Callable[[str, dict[str, Any] | None, int], tuple[list[Any], Any]]
-
-
-class ListedPages:
-    """Pages of a filtered, sharded, newest-first index with a signed cursor of shard positions.
-
-    `shards.page` moves a shard's position only past items it returns, so a filter that drops a
-    whole read would end the list early. Here each shard reads (up to `MAX_READS` index pages)
-    until it has `limit` matches or runs out, and remembers where its *reading* stopped. A shard
-    that stopped with more to read has not looked below its last read key (its frontier): an item
-    of another shard older than the newest such frontier waits for a later page, so the merged
-    order holds across pages. A page may thus hold fewer than `limit` items (even none) while
-    `next_cursor` is set; every page moves at least one shard forward.
-    """
-
-    MAX_READS = 4
-
-    def __init__(self, partitions: list[str], read: ShardRead, limit: int) -> None:
-        self._partitions = partitions
-        self._read = read
-        self._limit = limit
-
-    def page(self, cursor: str | None) -> tuple[list[Any], str | None]:
-        positions = shards.decode_positions(cursor)
-        if any(p not in self._partitions for p in positions):
-            raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
-        live = [p for p in self._partitions if positions.get(p) != "done"]
-        with ThreadPoolExecutor(max_workers=len(self._partitions)) as pool:
-            reads = dict(zip(live, pool.map(lambda p: self._scan(p, positions.get(p)), live), strict=True))
-        frontier = max((str(stop["placed_at"]["S"]) for _, stop in reads.values() if stop), default="")
-        candidates = [(str(i.placed_at), p, i) for p, (items, _) in reads.items() for i in items]
-        candidates = [c for c in candidates if c[0] >= frontier]
-        candidates.sort(key=lambda c: (c[0], str(c[2].order_id)), reverse=True)
-        taken = candidates[: self._limit]
-        after = dict(positions)
-        for partition, (items, stop) in reads.items():
-            mine = [c[2] for c in taken if c[1] == partition]
-            if len(mine) == len(items):  # all it read is used: continue where the reading stopped
-                after[partition] = stop if stop else "done"
-            else:  # continue after the last item used (the others are read again)
-                last = mine[-1] if mine else None
-                after[partition] = _listed_key(last, partition) if last is not None else positions.get(partition)
-                if after[partition] is None:
-                    del after[partition]
-        done = all(after.get(p) == "done" for p in self._partitions)
-        return [c[2] for c in taken], None if done else shards.encode_positions(after)
-
-    def _scan(self, partition: str, start: Any) -> tuple[list[Any], Any]:
-        if start is not None and not (isinstance(start, dict) and _is_key(start, partition)):
-            raise InvalidInput("cursor is not valid", code="invalid_cursor")
-        found: list[Any] = []
-        for _ in range(self.MAX_READS):
-            items, start = self._read(partition, start, self._limit - len(found))
-            found += items
-            if start is None or len(found) >= self._limit:
-                break
-        return found, start
 
 
 def _is_key(key: dict[str, Any], partition: str) -> bool:

@@ -50,44 +50,63 @@ def merged(prefix: str, pages: Callable[[str], Iterator[T]], sort_key: Callable[
     return heapq.merge(*(pages(partition) for partition in keys(prefix)), key=sort_key)
 
 
+Row = tuple[Any, dict[str, Any], T]  # (sort value, the item's index key, what the page shows)
+Stop = tuple[dict[str, Any], Any]  # (the last index key a read looked at, its sort value)
+# A shard read: at most `room` rows after `start_key`, in index order, and where the reading
+# stopped (None: the shard has no more). A read may return fewer rows than it looked at (a filter).
+ShardRead = Callable[[str, dict[str, Any] | None, int], tuple[list[Row[T]], Stop | None]]
+MAX_READS = 4  # reads of one shard per page, when a filter keeps too little of each
+
+
 def page(
-    prefix: str,
-    query: Callable[[str, dict[str, Any] | None], tuple[list[tuple[Any, dict[str, Any], T]], bool]],
-    cursor: str | None,
-    limit: int,
-    *,
-    reverse: bool = False,
+    prefix: str, read: ShardRead[T], cursor: str | None, limit: int, *, reverse: bool = False
 ) -> tuple[list[T], str | None]:
-    """One page over every shard in sort order, with a cursor that remembers where each shard is.
+    """One page over every shard in sort order (descending with `reverse`), with a signed cursor
+    that remembers where each shard is.
 
-    `query(partition, start_key)` returns up to `limit` (sort value, item key, row) of that
-    partition after `start_key`, and whether the partition has more."""
+    Each shard reads (up to `MAX_READS` times) until it has `limit` rows or runs out, and remembers
+    where its *reading* stopped, not only its last row: a filter may drop a whole read. A shard that
+    stopped with more to read has not looked beyond its stop (its frontier), so a row of another
+    shard beyond the nearest frontier waits for a later page and the merged order holds across
+    pages. A page may thus hold fewer than `limit` rows (even none) while the cursor is set; every
+    page moves at least one shard forward."""
+    partitions = keys(prefix)
     positions = decode_positions(cursor)
-    candidates: list[tuple[Any, str, dict[str, Any], T]] = []
-    more: dict[str, bool] = {}
+    if any(p not in partitions for p in positions):
+        raise InvalidInput("cursor does not belong to this list", code="invalid_cursor")
+    live = [p for p in partitions if positions.get(p) != "done"]
     with ThreadPoolExecutor(max_workers=SHARDS) as pool:
-        partitions = [p for p in keys(prefix) if positions.get(p) != "done"]
-
-        def read(partition: str) -> tuple[str, list[tuple[Any, dict[str, Any], T]], bool]:
-            start = positions.get(partition)
-            rows, has_more = query(partition, start if isinstance(start, dict) else None)
-            return partition, rows, has_more
-
-        for partition, rows, has_more in pool.map(read, partitions):
-            more[partition] = has_more
-            candidates += [(sort, partition, item_key, row) for sort, item_key, row in rows]
+        reads = dict(zip(live, pool.map(lambda p: _scan(read, p, positions.get(p), limit), live), strict=True))
+    candidates = [(sort, p, item_key, row) for p, (rows, _) in reads.items() for sort, item_key, row in rows]
+    frontiers = [stop[1] for _, stop in reads.values() if stop is not None]
+    if frontiers:
+        frontier = max(frontiers) if reverse else min(frontiers)
+        candidates = [c for c in candidates if (c[0] >= frontier if reverse else c[0] <= frontier)]
     candidates.sort(key=lambda c: c[0], reverse=reverse)
     taken = candidates[:limit]
     after = dict(positions)
-    for _, partition, item_key, _ in taken:
-        after[partition] = item_key
-    for partition in more:
-        used = sum(1 for c in candidates if c[1] == partition)
-        took = sum(1 for c in taken if c[1] == partition)
-        if took == used and not more[partition]:
-            after[partition] = "done"
-    finished = all(after.get(p) == "done" for p in keys(prefix))
-    return [row for *_, row in taken], None if finished or not taken else encode_positions(after)
+    for partition, (rows, stop) in reads.items():
+        mine = [c for c in taken if c[1] == partition]
+        if len(mine) == len(rows):  # all it read is used: continue where the reading stopped
+            after[partition] = stop[0] if stop is not None else "done"
+        elif mine:  # continue after the last row used (the others are read again)
+            after[partition] = mine[-1][2]
+    finished = all(after.get(p) == "done" for p in partitions)
+    return [row for *_, row in taken], None if finished else encode_positions(after)
+
+
+def _scan(read: ShardRead[T], partition: str, start: Any, limit: int) -> tuple[list[Row[T]], Stop | None]:
+    if start is not None and not isinstance(start, dict):
+        raise InvalidInput("cursor is not valid", code="invalid_cursor")
+    found: list[Row[T]] = []
+    stop: Stop | None = None
+    for _ in range(MAX_READS):
+        rows, stop = read(partition, start, limit - len(found))
+        found += rows
+        if stop is None or len(found) >= limit:
+            break
+        start = stop[0]
+    return found, stop
 
 
 def encode_positions(positions: dict[str, Any]) -> str:

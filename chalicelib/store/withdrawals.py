@@ -132,9 +132,9 @@ class WithdrawalStore:
     ) -> Page[dict[str, Any]]:
         """One page of the withdrawals in `state`, oldest (or newest) first, over every shard."""
 
-        def query(partition: str, start: dict[str, Any] | None) -> tuple[list[tuple[Any, dict[str, Any], Any]], bool]:
+        def read(partition: str, start: dict[str, Any] | None, room: int) -> tuple[list[Any], shards.Stop | None]:
             result = WithdrawalModel.by_state.query(
-                partition, scan_index_forward=not newest_first, limit=limit, last_evaluated_key=start
+                partition, scan_index_forward=not newest_first, limit=room, last_evaluated_key=start
             )
             rows = []
             for item in result:
@@ -143,9 +143,10 @@ class WithdrawalStore:
                 row["updated_at"] = item.updated_at
                 position = {"pk": {"S": item.pk}, "state_key": {"S": partition}, "created_at": {"S": item.created_at}}
                 rows.append(((item.created_at, item.pk), position, row))
-            return rows, result.last_evaluated_key is not None
+            stop = result.last_evaluated_key
+            return rows, (stop, (stop["created_at"]["S"], stop["pk"]["S"])) if stop else None
 
-        rows, next_cursor = shards.page(_state_prefix(tenant, state), query, cursor, limit, reverse=newest_first)
+        rows, next_cursor = shards.page(_state_prefix(tenant, state), read, cursor, limit, reverse=newest_first)
         return Page(rows, next_cursor)
 
     def ids_in_state(self, tenant: str, state: WithdrawalState, page_size: int) -> Iterator[list[dict[str, Any]]]:

@@ -326,7 +326,7 @@ class _Item:
 
 def _fake_index(shards_items: dict[str, list[_Item]]) -> Any:
     """A shard read as DynamoDB answers one filtered query page: `room` items evaluated, the
-    matching ones returned, the last evaluated key when the partition has more."""
+    matching ones returned as rows, where the reading stopped when the partition has more."""
 
     def read(partition: str, start: dict[str, Any] | None, room: int) -> tuple[list[Any], Any]:
         items = shards_items[partition]
@@ -336,21 +336,23 @@ def _fake_index(shards_items: dict[str, list[_Item]]) -> Any:
         evaluated = items[at : at + room]
         more = at + room < len(items)
         last = evaluated[-1] if evaluated and more else None
-        key = (
-            {"pk": {"S": last.pk}, "listed_key": {"S": partition}, "placed_at": {"S": last.placed_at}} if last else None
-        )
-        return [x for x in evaluated if x.match], key
+        rows = [((x.placed_at, x.pk), _key(x, partition), x) for x in evaluated if x.match]
+        return rows, (_key(last, partition), (last.placed_at, last.pk)) if last else None
 
     return read
 
 
+def _key(item: _Item, partition: str) -> dict[str, Any]:
+    return {"pk": {"S": item.pk}, "listed_key": {"S": partition}, "placed_at": {"S": item.placed_at}}
+
+
 def test_filtered_shards_keep_newest_first_across_pages(stack: Stack) -> None:
-    """One shard full of newer orders the filter drops (it stops after MAX_READS pages with more to
+    """One shard full of newer orders the filter drops (it stops after `shards.MAX_READS` reads with more to
     read), others with older matches: no page may return an older match before a newer one that the
     stopped shard has not read yet, and the list may not end while a shard has more."""
-    from chalicelib.store.orders import ListedPages
+    from chalicelib.store import shards
 
-    partitions = [f"t#orders#{n}" for n in range(8)]
+    partitions = shards.keys("t#orders")
     data: dict[str, list[_Item]] = {p: [] for p in partitions}
     stamp = 10_000
     for n in range(60):  # shard 0: newest, mostly not matching, a match now and then
@@ -362,11 +364,10 @@ def test_filtered_shards_keep_newest_first_across_pages(stack: Stack) -> None:
         data[p].append(_Item(f"b{n}", f"{stamp:06d}", f"b{n}", n % 3 == 0))
     expected = sorted((x for items in data.values() for x in items if x.match), key=lambda x: x.placed_at, reverse=True)
 
-    pages = ListedPages(partitions, _fake_index(data), limit=3)
     seen: list[_Item] = []
     cursor = None
     for _ in range(100):
-        items, cursor = pages.page(cursor)
+        items, cursor = shards.page("t#orders", _fake_index(data), cursor, 3, reverse=True)
         seen += items
         if cursor is None:
             break
