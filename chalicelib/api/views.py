@@ -155,6 +155,40 @@ def refund_view(order: Order, refund: Refund) -> dict[str, Any]:
     }
 
 
+def admin_refund_view(refund: Refund) -> dict[str, Any]:
+    """A refund on the console's order page: who asked for it, and why."""
+    return {
+        "refund_id": refund.number,
+        "amount_fen": refund.amount_fen,
+        "state": refund.state.value,
+        "reason": refund.reason,
+        "requested_at": iso(refund.requested_at),
+        "actor": refund.actor,
+    }
+
+
+def admin_order_view(
+    order: Order, lines: list[LedgerLine], names: dict[str, str], refundable_fen: int
+) -> dict[str, Any]:
+    """An order on the console's order page: buyer and upline by name, the attribution snapshot,
+    its refunds and every commission line with its rule trace."""
+    snap = order.snapshot
+    return {
+        **order_view(order),
+        "buyer": {"id": order.buyer, "name": names.get(order.buyer, "")},
+        "source": order.source,
+        "attribution": {
+            "upline": [{"id": uid, "name": names.get(uid, "")} for uid in snap.upline],
+            "share_code": snap.share_code,
+            "plan_version": snap.plan_version,
+            "buyer_is_promoter": snap.buyer_is_promoter,
+        },
+        "refundable_fen": refundable_fen,
+        "refunds": [admin_refund_view(r) for r in order.refunds],
+        "commissions": [commission_line_view(x, names) for x in lines],
+    }
+
+
 # --- team
 
 

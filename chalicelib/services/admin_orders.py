@@ -15,9 +15,7 @@ from zoneinfo import ZoneInfo
 
 from chalicelib import local_days
 from chalicelib.api import views
-from chalicelib.api.views import commission_line_view
 from chalicelib.auth import require_role
-from chalicelib.clock import iso
 from chalicelib.entities import Principal
 from chalicelib.errors import InvalidInput, Missing
 from chalicelib.orders import TRANSITIONS, OrderStatus
@@ -87,28 +85,5 @@ def detail(principal: Principal, order_id: str) -> dict[str, Any]:
     lines = store.ledger.lines_of_order(order.tenant, order.id, [order.buyer, *order.snapshot.upline])
     lines.sort(key=lambda x: (x.level, x.created_at, x.event))
     names = store.users.names(order.tenant, [order.buyer, *order.snapshot.upline, *(x.promoter for x in lines)])
-    snap = order.snapshot
-    return {
-        **views.order_view(order),
-        "buyer": {"id": order.buyer, "name": names.get(order.buyer, "")},
-        "source": order.source,
-        "attribution": {
-            "upline": [{"id": uid, "name": names.get(uid, "")} for uid in snap.upline],
-            "share_code": snap.share_code,
-            "plan_version": snap.plan_version,
-            "buyer_is_promoter": snap.buyer_is_promoter,
-        },
-        "refundable_fen": order.refundable_fen if order.status in TRANSITIONS["refund"] else 0,
-        "refunds": [
-            {
-                "refund_id": r.number,
-                "amount_fen": r.amount_fen,
-                "state": r.state.value,
-                "reason": r.reason,
-                "requested_at": iso(r.requested_at),
-                "actor": r.actor,
-            }
-            for r in order.refunds
-        ],
-        "commissions": [commission_line_view(x, names) for x in lines],
-    }
+    refundable = order.refundable_fen if order.status in TRANSITIONS["refund"] else 0
+    return views.admin_order_view(order, lines, names, refundable)
