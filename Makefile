@@ -57,7 +57,7 @@ rules-coverage: venv
 	$(PYTEST) -q $(RULE_TESTS) $(foreach m,$(RULES),--cov=chalicelib.$(m)) --cov-branch \
 		--cov-report=term-missing --cov-fail-under=100
 
-# mypy: strict on app.py and chalicelib/, loosely on tests/, infra/ and devtools/ (pyproject.toml)
+# mypy: strict on app.py and chalicelib/, loosely on tests/, infra/, devtools/ and bench/ (pyproject.toml)
 lint: venv typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -85,8 +85,8 @@ def export_once(rows: int) -> dict[str, Any]:
 
     source = GeneratedLedger(rows)
     saved = (store_exports.source, exports._span)
-    store_exports.source = lambda *args: source  # type: ignore[assignment]
-    exports._span = lambda *args: None  # type: ignore[assignment]
+    store_exports.source = lambda *args: source  # type: ignore[assignment]  # a generated stand-in, shaped like a Source
+    exports._span = lambda *args: None
     try:
         with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
             export = Export(
@@ -115,7 +115,7 @@ def export_once(rows: int) -> dict[str, Any]:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
             size = run.files.path(f"exports/wxbench/exp-{rows}.csv").stat().st_size
     finally:
-        store_exports.source, exports._span = saved  # type: ignore[assignment]
+        store_exports.source, exports._span = saved
     if result["state"] != "done" or result["rows"] != rows:
         raise RuntimeError(f"the export did not finish with every row: {result}")
     return {"rows": rows, "peak_bytes": peak, "seconds": round(seconds, 2), "file_bytes": size}

@@ -331,7 +331,7 @@ def local_stack(meter: Meter, work: Path) -> Iterator[LocalStack]:
             max_retries=6,  # Lambda's 1 + MaximumRetryAttempts (5): the app parks at its 5th failure
         )
         _wrap_handlers(runner, meter)
-        wait_for_api(StackConfig(api_port=api_port, ddb_port=ddb_port), api)  # type: ignore[arg-type]
+        wait_for_api(StackConfig(api_port=api_port, ddb_port=ddb_port), api)
         runner_thread = threading.Thread(target=runner.run_forever, args=(stop_runner, 0.1), daemon=True)
         runner_thread.start()
         yield LocalStack(endpoint, api_port, prefix, runner, meter, meter_file, processes, stop_runner, runner_thread)
@@ -340,7 +340,7 @@ def local_stack(meter: Meter, work: Path) -> Iterator[LocalStack]:
         if runner_thread is not None:
             runner_thread.join(timeout=30)
         for proc in processes[1:]:
-            stop_group(proc)  # type: ignore[arg-type]
+            stop_group(proc)
         stop(ddb)
         os.environ.clear()
         os.environ.update(saved_env)
@@ -507,7 +507,7 @@ class Scenario:
 
     def _order(self, buyer: int, product: str, qty: int, receipt: bool, refund: bool, roll: float) -> None:
         me = self.promoters[buyer]
-        body = {"lines": [{"product_id": product, "qty": qty}]}
+        body: dict[str, Any] = {"lines": [{"product_id": product, "qty": qty}]}
         created = self.client.call("POST", "/v1/orders", "POST /v1/orders", me.token, body)
         placed = Placed(created["id"], buyer, created["amount_fen"])
         with self._lock:
@@ -619,11 +619,13 @@ def check_books(scenario: Scenario, meter: Meter) -> dict[str, Any]:
     for order in paid:
         for level, promoter in enumerate(scenario.upline(order.buyer), start=1):
             expected = order.amount_fen * RATES_BPS[level - 1] // 10_000
-            line = lines.get((order.id, level))
-            if line is None:
+            found = lines.get((order.id, level))
+            if found is None:
                 missing.append(f"{order.id} level {level}")
-            elif line.promoter != promoter.id or line.amount_fen != expected:
-                wrong.append(f"{order.id} level {level}: {line.promoter} {line.amount_fen} != {promoter.id} {expected}")
+            elif found.promoter != promoter.id or found.amount_fen != expected:
+                wrong.append(
+                    f"{order.id} level {level}: {found.promoter} {found.amount_fen} != {promoter.id} {expected}"
+                )
     return {
         "promoters_checked": sum(1 for p in scenario.promoters if p.id),
         "conservation_violations": len(violations),
@@ -700,6 +702,11 @@ def _drive(options: Options, stack: LocalStack, log: Callable[[str], None]) -> d
     def drain() -> None:
         stack.runner.drain(timeout=900)
 
+    def payout() -> None:
+        drain()
+        scenario.job("payout_run")
+        drain()
+
     with ThreadPoolExecutor(options.workers) as pool:
         scenario = Scenario(options, client, pool, log)
         started = time.perf_counter()
@@ -712,7 +719,7 @@ def _drive(options: Options, stack: LocalStack, log: Callable[[str], None]) -> d
             ("drain", drain),
             ("settle", lambda: scenario.job("settle")),
             ("orders_wave_2", lambda: scenario.order_wave(second_wave, scenario.withdrawers())),
-            ("payout", lambda: (drain(), scenario.job("payout_run"), drain())),
+            ("payout", payout),
             ("confirm", scenario.confirm_transfers),
         ]  # fmt: skip
         for name, step in steps:

@@ -138,8 +138,8 @@ class Meter:
                 meter.add_queue(name, len(bodies))
             return original_spool(directory, name, bodies)
 
-        botocore.client.BaseClient._make_api_call = counting_call  # type: ignore[method-assign]
-        queue.spool = counting_spool
+        botocore.client.BaseClient._make_api_call = counting_call
+        queue.spool = counting_spool  # type: ignore[assignment]
         self._undo.append(lambda: setattr(botocore.client.BaseClient, "_make_api_call", original_call))
         self._undo.append(lambda: setattr(queue, "spool", original_spool))
         return self

@@ -42,7 +42,7 @@ def main() -> None:
         with meter.invocation(API_FUNCTION, route):
             return original(app, event, context)
 
-    Chalice.__call__ = timed  # type: ignore[method-assign]
+    Chalice.__call__ = timed  # type: ignore[method-assign,assignment]
 
     def write_snapshot(signum: int, frame: FrameType | None) -> None:
         temporary = args.meter_out.with_suffix(".tmp")

@@ -73,7 +73,7 @@ def _seed(orders: int) -> Any:
         for i in range(orders):
             order_id = f"o{i:06d}"
             upline = rng.sample(uids, 3)
-            lines = [
+            lines: list[dict[str, Any]] = [
                 {"product_id": f"p{rng.randint(1, 20)}", "name": "商品", "qty": 1, "unit_price_fen": p, "paid_fen": p}
                 for p in (rng.randint(100, 20_000) for _ in range(rng.randint(1, 2)))
             ]
