@@ -7,6 +7,10 @@ users, orders, shares, ledger lines and withdrawals with Scans filtered by tenan
 records of the entities whose counters depend on when something happened (each user's bindings
 and moves, each refunded order's refunds, each paid withdrawal's payout) with one Query per
 entity: a repair tool, run rarely, whose reads grow with the tables.
+
+Repairs chain their audit records (entity `stats`) through a guard item (`<tenant>#recount`,
+`chain`) that holds the chain's head: each correcting transaction requires the head it read, so
+two repairs at once cannot both chain to the same record (the second is refused: run it again).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pynamodb.transactions import TransactWrite
 
@@ -40,7 +45,8 @@ from chalicelib.store.models import (
 )
 from chalicelib.store.orders import to_order
 
-NOT_REPORTS = ("buyer#",)  # first-order markers: which order was first, not a count
+NOT_REPORTS = ("buyer#", "recount")  # first-order markers (not counts); the repairs' chain guard
+GUARD = ("recount", "chain")
 CHUNK = 90  # counter items per correcting transaction (with its audit record, under 100)
 
 
@@ -51,6 +57,7 @@ class Record:
     action: str
     data: Mapping[str, object]
     at: datetime
+    version: int  # the entity's version the record follows (0: a record of an action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +79,19 @@ class Payout:
 
 
 def history(tenant: str, entity: str) -> tuple[Record, ...]:
-    """An entity's audit records, oldest first (its partition, in key order)."""
-    return tuple(
-        Record(rec.action, json.loads(rec.data), parse_iso(rec.at))
+    """An entity's audit records in the order of its versions (its records of actions, which
+    follow no version, by time): the sort key starts with the time, which clocks may skew."""
+    records = [
+        Record(rec.action, json.loads(rec.data), parse_iso(rec.at), _version(rec.sk))
         for rec in AuditModel.query(f"{tenant}#{entity}", consistent_read=True)
-    )
+    ]
+    return tuple(sorted(records, key=lambda r: (r.version, r.at)))
+
+
+def _version(sk: str) -> int:
+    """The version in a version record's sort key (`audit.version_sk`: `<at>#v<version>`), else 0."""
+    tail = sk.rsplit("#", 1)[-1]
+    return int(tail[1:]) if tail.startswith("v") and tail[1:].isdigit() else 0
 
 
 def people(tenant: str) -> Iterator[Person]:
@@ -85,13 +100,14 @@ def people(tenant: str) -> Iterator[Person]:
 
 
 def paid_orders(tenant: str) -> Iterator[tuple[Order, tuple[Record, ...]]]:
-    """Every order that reached payment, with its audit records when it has refunds (their
-    moments and outcomes are what the refund counters follow)."""
+    """Every order that reached payment, with its audit records: the counters follow when its
+    payment and its refunds were written (a payment's `paid_at` is WeChat's or the merchant's
+    time, which may be days before), and merchants' refunds leave no refund entry on the order."""
     for item in OrderModel.scan(OrderModel.tenant == tenant):
         if not sold(item.status, item.paid_at):
             continue
         order = to_order(item)
-        yield order, history(tenant, f"order:{order.id}") if order.refunds else ()
+        yield order, history(tenant, f"order:{order.id}")
 
 
 def channels(tenant: str) -> dict[str, str | None]:
@@ -135,15 +151,22 @@ def correct(tenant: str, differences: Deltas, actor: str) -> int:
     """ADD each difference to its counter, a chunk of counter items per transaction with an audit
     record (`stats.recounted`, the differences it added); the number of transactions."""
     tx = Transactions(get_settings())
+    guard = StatsModel(f"{tenant}#{GUARD[0]}", GUARD[1])
     keys = sorted(differences)
     written = 0
     for start in range(0, len(keys), CHUNK):
         chunk = {key: differences[key] for key in keys[start : start + CHUNK]}
         data = {"added": [[scope, period, counters] for (scope, period), counters in sorted(chunk.items())]}
-        event = AuditEvent(entity="stats", action="stats.recounted", actor=actor, data=data)
+        record = action_record(
+            tenant, AuditEvent(entity="stats", action="stats.recounted", actor=actor, data=data), utcnow()
+        )
+        head: Any = StatsModel.pk.does_not_exist()  # the first repair starts the chain and its guard
+        if record.prev_hash:  # (or continues a chain of repairs made before the guard existed)
+            head = (StatsModel.ref == record.prev_hash) | StatsModel.pk.does_not_exist()
 
-        def body(write: TransactWrite, chunk: Deltas = chunk, event: AuditEvent = event) -> None:
-            write.save(action_record(tenant, event, utcnow()), condition=AuditModel.pk.does_not_exist())
+        def body(write: TransactWrite, chunk: Deltas = chunk, record: AuditModel = record, head: Any = head) -> None:
+            write.save(record, condition=AuditModel.pk.does_not_exist())
+            write.update(guard, actions=[StatsModel.ref.set(record.hash)], condition=head)
             stats.add(write, tenant, chunk)
 
         outcome = tx.run(body)

@@ -20,6 +20,7 @@ from chalicelib.errors import DomainError, InvalidInput, NotAllowed, StateConfli
 from chalicelib.events import users_stream
 from chalicelib.services import commissions, logins, orders, plans, referrals, reports, shares, team
 from chalicelib.store import get_store
+from chalicelib.store.audit import verify_chain
 from chalicelib.store.models import AuditModel, LedgerModel, OrderModel, ShareModel, StatsModel, UserModel
 from tests.stack import Stack, unique
 
@@ -314,5 +315,12 @@ def test_the_recount_finds_no_drift_then_names_and_repairs_each_changed_counter(
     (record,) = AuditModel.query(f"{tenant}#stats")
     assert (record.action, record.actor) == ("stats.recounted", "ops:tester")
     assert len(json.loads(record.data)["added"]) == 4
+    # and a second repair chains its record to the first, through the guard that holds the head
+    _bump(tenant, "day", today, orders=2)
+    assert tool.main(["--tenant", tenant, "--fix"]) == 0
+    records = list(AuditModel.query(f"{tenant}#stats"))
+    assert [r.actor for r in records] == ["ops:tester", "system:recount"] and verify_chain(records)
+    assert StatsModel.get(f"{tenant}#recount", "chain").ref == records[-1].hash
+    assert _stored(tenant) == _recount(tenant)
     # and the other tenant's counter is still as it was changed
     assert recount.drift(other).differences == {("day", today): {"paid_fen": -5}}
