@@ -3,6 +3,7 @@ against DynamoDB Local in tests/integration/test_reports.py."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,7 +99,7 @@ def test_a_merchants_refund_without_a_refund_entry_counts_from_its_audit_record(
     assert deltas[("day", "2026-11-03")] == {"refunds_fen": 300}
 
 
-def _line(level: int, amount: int, trace: dict[str, object], event: str = "paid") -> LedgerLine:
+def _line(level: int, amount: int, trace: Mapping[str, object], event: str = "paid") -> LedgerLine:
     return LedgerLine(
         tenant="wx1", promoter=f"u{level}", order_id="o1", level=level, event=event, amount_fen=amount,
         state="pending", buyer="b1", trace=trace, created_at=AT,
