@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from chalicelib.errors import InvalidInput
 
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+YEARS = range(1900, 9999)  # beyond, a day's instants (or the week before it) leave what datetime holds
 DEFAULT_DAYS = 7  # a range without `from` ends with `to` and spans a week
 
 
@@ -45,7 +46,7 @@ def parse(value: str | None) -> date | None:
     if not value:
         return None
     try:
-        if DATE.fullmatch(value) is None:
+        if DATE.fullmatch(value) is None or int(value[:4]) not in YEARS:
             raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:

@@ -16,7 +16,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 TODAY = date(2026, 11, 29)
 
 
-@pytest.mark.parametrize("value", ["20261129", "2026-W48-7", "2026-11-31", "2026-1-2", "29/11/2026", " 2026-11-29"])
+@pytest.mark.parametrize(
+    "value",
+    ["20261129", "2026-W48-7", "2026-11-31", "2026-1-2", "29/11/2026", " 2026-11-29", "9999-12-31", "0001-01-03"],
+)
 def test_a_date_is_written_exactly_yyyy_mm_dd(value: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         local_days.parse(value)
@@ -57,3 +60,12 @@ def test_local_days_span_from_local_midnight_to_the_one_after_the_last_day() -> 
     assert end.astimezone(UTC) == datetime(2026, 11, 29, 16, 0, tzinfo=UTC)
     with pytest.raises(ValueError, match="open range"):
         local_days.chosen(None, "2026-11-29").bounds(SHANGHAI)
+
+
+@pytest.mark.parametrize(("first", "last"), [("1900-01-01", "9998-12-31"), (None, "1900-01-01"), ("9998-12-31", None)])
+def test_the_extreme_dates_allowed_still_have_instants(first: str | None, last: str | None) -> None:
+    chosen = local_days.chosen(first, last, today=date(2026, 11, 29) if first is None else None)
+    start, end = chosen.instants(SHANGHAI)
+    for moment in (start, end):
+        if moment is not None:
+            moment.astimezone(UTC)  # no OverflowError
