@@ -488,9 +488,10 @@ class OrderStore:
             items = [now[i.pk] for i in items if i.pk in now]
             if status is not None:
                 items = [i for i in items if i.status == status]
-            rows = [((str(i.placed_at), i.pk), _listed_key(i, partition), i) for i in items]
+            # Sorted by the index's range key alone: equal times keep the order the index gave them.
+            rows = [(str(i.placed_at), _listed_key(i, partition), i) for i in items]
             stop = result.page_iter.last_evaluated_key
-            return rows, (stop, (stop["placed_at"]["S"], stop["pk"]["S"])) if stop else None
+            return rows, (stop, stop["placed_at"]["S"]) if stop else None
 
         items, next_cursor = shards.page(f"{tenant}#orders", read, cursor, limit, reverse=True)
         return Page([_listed_row(i) for i in items], next_cursor)

@@ -142,9 +142,9 @@ class WithdrawalStore:
                 row["state"] = state.value
                 row["updated_at"] = item.updated_at
                 position = {"pk": {"S": item.pk}, "state_key": {"S": partition}, "created_at": {"S": item.created_at}}
-                rows.append(((item.created_at, item.pk), position, row))
+                rows.append((item.created_at, position, row))  # the range key alone: ties keep index order
             stop = result.last_evaluated_key
-            return rows, (stop, (stop["created_at"]["S"], stop["pk"]["S"])) if stop else None
+            return rows, (stop, stop["created_at"]["S"]) if stop else None
 
         rows, next_cursor = shards.page(_state_prefix(tenant, state), read, cursor, limit, reverse=newest_first)
         return Page(rows, next_cursor)
