@@ -14,28 +14,22 @@ import argparse
 import json
 import sys
 
+from devtools import tenant_cli
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.audit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     verify = sub.add_parser("verify", help="recompute hashes, chains and seals")
-    verify.add_argument("--tenant", help="one tenant (default: every tenant)")
     verify.add_argument("--from", dest="first", help="first day, YYYY-MM-DD in the tenant's timezone")
     verify.add_argument("--to", dest="last", help="last day (default: today)")
-    verify.add_argument("--local", action="store_true", help="the tables of `make run`'s stack (it must be running)")
+    tenant_cli.add_options(verify)
     args = parser.parse_args(argv)
-    if args.local:
-        import os
-
-        from devtools.stack import load_config, stack_env
-
-        os.environ.update(stack_env(load_config()))
+    tenants = tenant_cli.tenants(args)
 
     from chalicelib.errors import DomainError
     from chalicelib.services import audit_trail
-    from chalicelib.store import get_store
 
-    tenants = [args.tenant] if args.tenant else [t.id for t in get_store().tenants.all()]
     failed = False
     for tenant in tenants:
         try:

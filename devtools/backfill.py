@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
+
+from devtools import tenant_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.backfill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tenant", help="one tenant (default: every tenant)")
+    tenant_cli.add_options(parser)
     parser.add_argument("--dry-run", action="store_true", help="count what is missing, write nothing")
-    parser.add_argument("--local", action="store_true", help="the tables of `make run`'s stack (it must be running)")
     args = parser.parse_args(argv)
-    if args.local:
-        from devtools.stack import load_config, stack_env
+    tenants = tenant_cli.tenants(args)
 
-        os.environ.update(stack_env(load_config()))
+    from chalicelib.store import backfill
 
-    from chalicelib.store import backfill, get_store
-
-    store = get_store()  # configures the models' tables and endpoint from the settings
-    tenants = [args.tenant] if args.tenant else [t.id for t in store.tenants.all()]
     for tenant in tenants:
         filled = backfill.order_index_keys(tenant, dry_run=args.dry_run)
         print(json.dumps({"tenant": tenant, "dry_run": args.dry_run, **asdict(filled)}))

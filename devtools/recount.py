@@ -15,27 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from devtools import tenant_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.recount", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tenant", help="one tenant (default: every tenant)")
+    tenant_cli.add_options(parser)
     parser.add_argument("--fix", action="store_true", help="add each difference to its counter (audited)")
     parser.add_argument("--actor", default="system:recount", help="who the audit records name (with --fix)")
-    parser.add_argument("--local", action="store_true", help="the tables of `make run`'s stack (it must be running)")
     args = parser.parse_args(argv)
-    if args.local:
-        from devtools.stack import load_config, stack_env
-
-        os.environ.update(stack_env(load_config()))
+    tenants = tenant_cli.tenants(args)
 
     from chalicelib.services import recount
-    from chalicelib.store import get_store
 
-    store = get_store()  # configures the models' tables and endpoint from the settings
-    tenants = [args.tenant] if args.tenant else [t.id for t in store.tenants.all()]
     differ = False
     for tenant in tenants:
         found = recount.repair(tenant, args.actor) if args.fix else recount.drift(tenant)
