@@ -482,22 +482,28 @@ class OrderStore:
             items = [i for i in items if str(i.placed_at) != high]
             if promoter is not None:
                 items = [i for i in items if promoter in (json.loads(i.attribution).get("upline") or ())]
-            # The index holds only what never changes; the state is read from the orders themselves.
-            keys = [i.pk for i in items]
-            now = {i.pk: i for i in OrderModel.batch_get(keys, attributes_to_get=LISTED_READ)} if keys else {}
-            items = [now[i.pk] for i in items if i.pk in now]
-            if status is not None:
-                items = [i for i in items if i.status == status]
+            if status is not None:  # the filter needs the state of everything read
+                items = [i for i in _current(items) if i.status == status]
             # Sorted by the index's range key alone: equal times keep the order the index gave them.
             rows = [(str(i.placed_at), _listed_key(i, partition), i) for i in items]
             stop = result.page_iter.last_evaluated_key
             return rows, (stop, stop["placed_at"]["S"]) if stop else None
 
         items, next_cursor = shards.page(f"{tenant}#orders", read, cursor, limit, reverse=True)
+        if status is None:  # only the page's orders: each shard read up to a page of its own
+            items = _current(items)
         return Page([_listed_row(i) for i in items], next_cursor)
 
 
 LISTED_READ = ["pk", "order_id", "buyer", "status", "amount_fen", "refunded_fen", "placed_at", "paid_at", "attribution"]
+
+
+def _current(items: list[Any]) -> list[Any]:
+    """The orders of these index items as they are now (the `listed` index holds only what never
+    changes), in the same order; one batch get."""
+    keys = [i.pk for i in items]
+    now = {i.pk: i for i in OrderModel.batch_get(keys, attributes_to_get=LISTED_READ)} if keys else {}
+    return [now[i.pk] for i in items if i.pk in now]
 
 
 def _listed_row(item: Any) -> dict[str, Any]:

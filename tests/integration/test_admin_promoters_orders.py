@@ -225,6 +225,25 @@ def test_orders_newest_first_and_filtered(client: Client, world: World) -> None:
     assert _all_pages(client, f"/v1/admin/orders?promoter={world.users['dave']}", token) == []  # the buyer
 
 
+def test_an_unfiltered_page_reads_the_state_of_its_own_orders_only(
+    client: Client, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each of the 8 shards reads up to a page of the index; only the page's orders are then read
+    from chalicelib.store.models import OrderModel
+
+    asked: list[str] = []
+    batch_get = OrderModel.batch_get
+
+    def counting(keys: Any, **kwargs: Any) -> Any:
+        asked.extend(keys)
+        return batch_get(keys, **kwargs)
+
+    monkeypatch.setattr(OrderModel, "batch_get", counting)
+    status, page = _call(client, "/v1/admin/orders?limit=1", world.tokens["auditor"])
+    assert status == 200 and [o["id"] for o in page["items"]] == [world.unpaid]
+    assert len(asked) == 1
+
+
 def test_orders_by_local_dates(client: Client, world: World) -> None:
     token = world.tokens["owner"]
     today = utcnow().astimezone(ZoneInfo("Asia/Shanghai")).date()
