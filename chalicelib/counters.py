@@ -68,12 +68,17 @@ def add(deltas: Deltas, scope: str, period: str, counter: str, delta: int) -> No
             del deltas[(scope, period)]
 
 
+def add_all(deltas: Deltas, more: Mapping[tuple[str, str], Mapping[str, int]]) -> None:
+    """Add every counter of `more` to `deltas`, in place."""
+    for (scope, period), counters in more.items():
+        for counter, delta in counters.items():
+            add(deltas, scope, period, counter, delta)
+
+
 def merged(*many: Mapping[tuple[str, str], Mapping[str, int]]) -> Deltas:
     out: Deltas = {}
     for deltas in many:
-        for (scope, period), counters in deltas.items():
-            for counter, delta in counters.items():
-                add(out, scope, period, counter, delta)
+        add_all(out, deltas)
     return out
 
 

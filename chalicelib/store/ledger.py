@@ -20,7 +20,7 @@ from chalicelib.store.base import Transactions, decode_cursor, encode_cursor
 from chalicelib.store.models import AccountModel, LedgerModel, StatsModel
 
 
-def _to_line(item: LedgerModel) -> LedgerLine:
+def to_line(item: LedgerModel) -> LedgerLine:
     return LedgerLine(
         tenant=item.tenant,
         promoter=item.promoter,
@@ -102,7 +102,7 @@ class LedgerStore:
         for start in range(0, len(wanted), 100):
             page = [(f"{tenant}#{p}", sk) for p, sk in wanted[start : start + 100]]
             for item in LedgerModel.batch_get(page, consistent_read=True):
-                line = _to_line(item)
+                line = to_line(item)
                 found[line.key()] = line
         return found
 
@@ -113,7 +113,7 @@ class LedgerStore:
             query = LedgerModel.query(
                 f"{tenant}#{promoter}", LedgerModel.sk.startswith(f"{order_id}#"), consistent_read=True
             )
-            lines += [_to_line(i) for i in query]
+            lines += [to_line(i) for i in query]
         return lines
 
     def due_lines(self, tenant: str, now: datetime, limit: int) -> list[LedgerLine]:
@@ -159,10 +159,10 @@ class LedgerStore:
         result = LedgerModel.query(
             key, filter_condition=condition, scan_index_forward=False, limit=limit, last_evaluated_key=start
         )
-        return Page([_to_line(i) for i in result], encode_cursor(result.last_evaluated_key))
+        return Page([to_line(i) for i in result], encode_cursor(result.last_evaluated_key))
 
     def all_lines(self, tenant: str, promoter: str) -> list[LedgerLine]:
-        return [_to_line(i) for i in LedgerModel.query(f"{tenant}#{promoter}", consistent_read=True)]
+        return [to_line(i) for i in LedgerModel.query(f"{tenant}#{promoter}", consistent_read=True)]
 
     def counters(self, tenant: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """sales_fen of (scope, period) counters, strongly consistent."""

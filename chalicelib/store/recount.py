@@ -33,7 +33,7 @@ from chalicelib.store import stats
 from chalicelib.store.audit import action_record
 from chalicelib.store.backfill import sold
 from chalicelib.store.base import Transactions
-from chalicelib.store.ledger import _to_line
+from chalicelib.store.ledger import to_line
 from chalicelib.store.models import (
     AuditModel,
     LedgerModel,
@@ -120,7 +120,7 @@ def channels(tenant: str) -> dict[str, str | None]:
 
 def ledger_lines(tenant: str) -> Iterator[LedgerLine]:
     for item in LedgerModel.scan(LedgerModel.tenant == tenant):
-        yield _to_line(item)
+        yield to_line(item)
 
 
 def payouts(tenant: str) -> Iterator[Payout]:
@@ -141,7 +141,7 @@ def stored(tenant: str) -> Deltas:
         scope = item.pk.removeprefix(prefix)
         if scope.startswith(NOT_REPORTS):
             continue
-        values = stats._values(item)
+        values = stats.counts_of(item)
         if values:
             found[(scope, item.period)] = values
     return found

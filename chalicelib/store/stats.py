@@ -78,7 +78,7 @@ def mark_first_order(tx: TransactWrite, tenant: str, buyer: str, order_id: str) 
 # --- reads ----------------------------------------------------------------------------------
 
 
-def _values(item: StatsModel) -> dict[str, int]:
+def counts_of(item: StatsModel) -> dict[str, int]:
     values: dict[str, int] = {}
     for name, attribute in StatsModel.get_attributes().items():
         if name in ("pk", "period", "ref") or attribute.is_hash_key or attribute.is_range_key:
@@ -96,14 +96,14 @@ def get_many(tenant: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, st
     for start in range(0, len(wanted), 100):
         page = [(f"{tenant}#{scope}", period) for scope, period in wanted[start : start + 100]]
         for item in StatsModel.batch_get(page):
-            found[(item.pk.split("#", 1)[1], item.period)] = _values(item)
+            found[(item.pk.split("#", 1)[1], item.period)] = counts_of(item)
     return found
 
 
 def period_range(tenant: str, scope: str, first: str, last: str) -> list[tuple[str, dict[str, int]]]:
     """(period, counters) of a scope's items with `first <= period <= last`, in period order."""
     query = StatsModel.query(f"{tenant}#{scope}", StatsModel.period.between(first, last))
-    return [(item.period, _values(item)) for item in query]
+    return [(item.period, counts_of(item)) for item in query]
 
 
 def raw(tenant: str, scope: str, period: str) -> dict[str, Any]:

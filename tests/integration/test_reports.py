@@ -197,14 +197,14 @@ def _recount_ledger(
 
 
 def _stored(tenant: str) -> Counters:
-    from chalicelib.store.stats import _values
+    from chalicelib.store.stats import counts_of
 
     found: Counters = {}
     for item in StatsModel.scan(StatsModel.pk.startswith(f"{tenant}#")):
         scope = item.pk.split("#", 1)[1]
         if scope.startswith(("buyer#", "l1sales#")):
             continue  # first-order markers and the ladder's counters are not reports
-        values = {n: v for n, v in _values(item).items() if v}
+        values = {n: v for n, v in counts_of(item).items() if v}
         if values:
             found[(scope, item.period)] = values
     return found
