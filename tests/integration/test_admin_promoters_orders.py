@@ -282,6 +282,19 @@ def test_an_orders_cursor_is_signed_and_its_own(client: Client, world: World) ->
     _error(*_call(client, f"/v1/admin/orders?cursor={stolen}", world.tokens["other"]), 400, "invalid_cursor")
 
 
+def test_a_withdrawals_cursor_of_another_tenant_is_refused(client: Client, world: World) -> None:
+    # The sharded pager checks that a (signed) cursor's shards are the list's own: another
+    # tenant's owner holding this tenant's cursor cannot page its withdrawals with it.
+    from chalicelib.store import shards
+
+    partition = shards.keys(f"{world.tenant}#requested")[0]
+    cursor = shards.encode_positions({partition: "done"})
+    status, page = _call(client, f"/v1/admin/withdrawals?state=requested&cursor={cursor}", world.tokens["finance"])
+    assert status == 200 and page["items"] == []
+    refused = _call(client, f"/v1/admin/withdrawals?state=requested&cursor={cursor}", world.tokens["other"])
+    _error(*refused, 400, "invalid_cursor")
+
+
 def test_one_order_with_commission_lines_traces_and_a_refund(client: Client, world: World, stack: Stack) -> None:
     order_id = world.paid[0]
     status, order = _call(client, f"/v1/admin/orders/{order_id}", world.tokens["auditor"])
